@@ -1,0 +1,206 @@
+//! `ordo`: the command line of the Ordo workflow engine.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ordo_engine::model::{self, Options};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ordo",
+    version,
+    about = "Ordo: a workflow / BPM engine with CRM processes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check process files (or folders of them) and report every problem.
+    ///
+    /// Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage error.
+    Validate {
+        /// Files or folders; folders are searched for `*.yaml` and `*.yml`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// A working calendar that exists besides `default` (repeatable).
+        #[arg(long = "calendar", value_name = "NAME")]
+        calendars: Vec<String>,
+    },
+    /// Print the flow of a process as a diagram.
+    Graph {
+        /// The process file.
+        file: PathBuf,
+        /// Diagram language.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Print the JSON Schema of the process format (for editor completion).
+    Schema,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Format {
+    /// rustc-style: the source line, a caret, a hint.
+    Human,
+    /// One JSON document with every diagnostic, for tools.
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum GraphFormat {
+    /// Mermaid flowchart.
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate {
+            paths,
+            format,
+            calendars,
+        } => validate(&paths, format, calendars),
+        Command::Graph { file, format } => graph(&file, format),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&model::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(paths: &[PathBuf], format: Format, calendars: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files)?;
+    }
+    if files.is_empty() {
+        anyhow::bail!("no `.yaml` or `.yml` files in {}", join(paths));
+    }
+    let mut sources = Vec::new();
+    let mut unreadable = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let name = f.display().to_string();
+        // Invalid UTF-8 is a diagnostic of the file, not a usage error.
+        match model::text_from_bytes(&name, bytes) {
+            Ok(text) => sources.push((name, text)),
+            Err(d) => unreadable.push(model::Loaded {
+                file: name,
+                process: None,
+                diagnostics: vec![*d],
+            }),
+        }
+    }
+    let mut opts = Options::default();
+    opts.calendars.extend(calendars);
+    let mut loaded = model::load_deployment(&sources, &opts);
+    sources.extend(unreadable.iter().map(|l| (l.file.clone(), String::new())));
+    loaded.extend(unreadable);
+    let errors: usize = loaded
+        .iter()
+        .map(|l| l.diagnostics.iter().filter(|d| d.is_error()).count())
+        .sum();
+    let warnings: usize = loaded.iter().map(|l| l.diagnostics.len()).sum::<usize>() - errors;
+    match format {
+        Format::Json => {
+            let files: Vec<_> = loaded
+                .iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "file": l.file,
+                        "valid": !l.has_errors(),
+                        "process": l.process.as_ref().map(|p| p.def.id.clone()),
+                        "diagnostics": l.diagnostics,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({ "files": files, "errors": errors, "warnings": warnings });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Human => {
+            for (l, (_, text)) in loaded.iter().zip(&sources) {
+                for d in &l.diagnostics {
+                    eprintln!("{}\n", d.render(text));
+                }
+            }
+            eprintln!(
+                "checked {} file(s): {} valid, {errors} error(s), {warnings} warning(s)",
+                loaded.len(),
+                loaded.iter().filter(|l| !l.has_errors()).count()
+            );
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn graph(file: &Path, format: GraphFormat) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let loaded = model::load(&file.display().to_string(), &text, &Options::default());
+    let Some(process) = loaded.process else {
+        for d in &loaded.diagnostics {
+            eprintln!("{}\n", d.render(&text));
+        }
+        return Ok(ExitCode::from(1));
+    };
+    match format {
+        GraphFormat::Mermaid => print!("{}", process.graph.to_mermaid()),
+        GraphFormat::Dot => print!("{}", process.graph.to_dot()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if meta.is_file() {
+        out.push(path.to_owned());
+        return Ok(());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list {}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
