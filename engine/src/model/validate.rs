@@ -55,6 +55,12 @@ pub(crate) struct Validator<'a> {
     opts: &'a Options,
     diags: Vec<Diagnostic>,
     exprs: HashMap<String, Expression>,
+    /// Nodes with a flow to a missing id: their path is cut, not endless.
+    broken: HashSet<String>,
+    /// Ids offered as "did you mean": not also reported as unreachable.
+    suggested: HashSet<String>,
+    /// Ids defined twice: the graph is ambiguous, so its checks are skipped.
+    duplicated: HashSet<String>,
 }
 
 pub(crate) fn validate(
@@ -71,6 +77,9 @@ pub(crate) fn validate(
         opts,
         diags: Vec::new(),
         exprs: HashMap::new(),
+        broken: HashSet::new(),
+        suggested: HashSet::new(),
+        duplicated: HashSet::new(),
     };
     let graph = v.run(&def);
     v.diags.sort_by_key(|d| (d.line, d.column));
@@ -173,10 +182,11 @@ impl<'a> Validator<'a> {
                 scope: p.scope.clone(),
             });
         }
-        let scope_of: HashMap<&str, Option<&str>> = placed
-            .iter()
-            .map(|(id, p)| (id.as_str(), p.scope.as_deref()))
-            .collect();
+        // The first definition of an id wins; a second one is reported as a duplicate.
+        let mut scope_of: HashMap<&str, Option<&str>> = HashMap::new();
+        for (id, p) in &placed {
+            scope_of.entry(id.as_str()).or_insert(p.scope.as_deref());
+        }
         let handlers: HashSet<&str> = placed
             .iter()
             .filter_map(|(_, p)| p.node.compensation())
@@ -184,12 +194,25 @@ impl<'a> Validator<'a> {
 
         let starts = self.starts(def, &scope_of, &mut graph);
         for (id, p) in &placed {
+            let before = self.flow_errors();
             self.node(id, p, &scope_of, &handlers, &placed, &mut graph);
+            if self.flow_errors() > before {
+                self.broken.insert(id.clone());
+            }
         }
-        self.degrees(&placed, &graph);
-        self.reachability(&placed, &starts, &handlers, &graph);
-        self.deadlocks(&placed, &graph);
+        if self.duplicated.is_empty() {
+            self.degrees(&placed, &graph);
+            self.reachability(&placed, &starts, &handlers, &graph);
+            self.deadlocks(&placed, &graph);
+        }
         graph
+    }
+
+    fn flow_errors(&self) -> usize {
+        self.diags
+            .iter()
+            .filter(|d| matches!(d.code, "unknown-target" | "target-out-of-scope"))
+            .count()
     }
 
     fn id(&mut self, id: &str, path: &Path, seen: &mut HashMap<String, Path>) {
@@ -202,6 +225,7 @@ impl<'a> Validator<'a> {
             );
         }
         if let Some(first) = seen.get(id) {
+            self.duplicated.insert(id.to_owned());
             let line = self.map.key_pos(first).line;
             self.err_key(
                 "duplicate-id",
@@ -225,15 +249,19 @@ impl<'a> Validator<'a> {
         scope: Option<&str>,
         scope_of: &HashMap<&str, Option<&str>>,
     ) -> bool {
+        if self.duplicated.contains(target) {
+            // Which of the two is meant is unknown; the duplicate itself is reported.
+            return true;
+        }
         match scope_of.get(target) {
             Some(s) if *s == scope => true,
             Some(s) => {
-                let other = s.map_or("the top level".to_owned(), |s| format!("`{s}`"));
+                let other = s.map_or("at the top level".to_owned(), |s| format!("inside `{s}`"));
                 let here = scope.map_or("the top level".to_owned(), |s| format!("`{s}`"));
                 self.err_val(
                     "target-out-of-scope",
                     path,
-                    format!("`{target}` is inside {other}, but this flow is in {here}"),
+                    format!("`{target}` is {other}, but this flow is in {here}"),
                     Some("flows stay inside their scope; leave a subprocess through its end and its `next`".to_owned()),
                 );
                 false
@@ -245,7 +273,10 @@ impl<'a> Validator<'a> {
                     .map(|(id, _)| *id)
                     .collect();
                 let hint = match suggest(target, same.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
+                    Some(s) => {
+                        self.suggested.insert(s.to_owned());
+                        format!("did you mean `{s}`?")
+                    }
                     None => "name a node of the same scope, or add a node with this id".to_owned(),
                 };
                 self.err_val(
@@ -1523,7 +1554,8 @@ impl<'a> Validator<'a> {
             .any(|d| matches!(d.code, "unknown-target" | "target-out-of-scope"));
         for (id, p) in placed {
             let container_ok = p.scope.as_deref().is_none_or(reached);
-            if reached(id) || !container_ok {
+            // Without any start event everything is unreachable; `no-start` says so once.
+            if reached(id) || !container_ok || starts.is_empty() {
                 continue;
             }
             let named = graph.index.get(id).is_some_and(|&i| {
@@ -1533,6 +1565,9 @@ impl<'a> Validator<'a> {
                     .next()
                     .is_some()
             });
+            if self.suggested.contains(id) {
+                continue;
+            }
             if !named {
                 self.err_key(
                     "unreachable-node",
@@ -1555,7 +1590,11 @@ impl<'a> Validator<'a> {
                 Node::End(_) => true,
                 Node::Throw(t) => t.error.is_some() && t.next.is_none(),
                 Node::EventSubprocess(_) => true,
-                n => (needs_next(n) && n.next().is_none()) || handlers.contains(id.as_str()),
+                n => {
+                    (needs_next(n) && n.next().is_none())
+                        || handlers.contains(id.as_str())
+                        || self.broken.contains(id)
+                }
             };
             if terminal {
                 queue.extend(graph.index.get(id).copied());

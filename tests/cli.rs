@@ -1,0 +1,107 @@
+//! The `ordo` binary: exit codes and output formats.
+
+use std::process::Command;
+
+fn ordo(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_processes_folder_is_clean() {
+    let (code, _, err) = ordo(&["validate", "processes/"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 error(s)"), "{err}");
+}
+
+#[test]
+fn invalid_file_exits_1_with_rustc_style_output() {
+    let (code, _, err) = ordo(&["validate", "tests/fixtures/invalid/unknown-target.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[unknown-target]: there is no node `revew`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--> tests/fixtures/invalid/unknown-target.yaml:9:11"),
+        "{err}"
+    );
+    assert!(err.contains("help: did you mean `review`?"), "{err}");
+}
+
+#[test]
+fn warnings_alone_exit_0() {
+    let (code, _, err) = ordo(&["validate", "tests/fixtures/invalid/missing-default.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning[missing-default]"));
+}
+
+#[test]
+fn json_format_lists_every_diagnostic() {
+    let (code, out, _) = ordo(&[
+        "validate",
+        "--format",
+        "json",
+        "tests/fixtures/invalid/bad-form-field.yaml",
+    ]);
+    assert_eq!(code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let diags = doc["files"][0]["diagnostics"].as_array().unwrap();
+    assert_eq!(diags.len(), 3);
+    assert_eq!(diags[0]["code"], "bad-form-field");
+    assert!(diags[0]["line"].as_u64().unwrap() > 0);
+    assert!(diags[0]["hint"].is_string());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(ordo(&["validate", "no/such/file.yaml"]).0, 2);
+    assert_eq!(ordo(&["validate"]).0, 2);
+    assert_eq!(ordo(&["frobnicate"]).0, 2);
+}
+
+#[test]
+fn calendar_option_makes_a_calendar_known() {
+    let f = "tests/fixtures/invalid/unknown-calendar.yaml";
+    assert_eq!(ordo(&["validate", f]).0, 1);
+    assert_eq!(ordo(&["validate", "--calendar", "cn-mainland", f]).0, 0);
+}
+
+#[test]
+fn graph_prints_mermaid_and_dot() {
+    let (code, out, _) = ordo(&["graph", "processes/crm/lead-to-cash.yaml"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("flowchart LR"));
+    assert!(out.contains("Contact and qualify the lead"));
+    let (code, out, _) = ordo(&[
+        "graph",
+        "--format",
+        "dot",
+        "processes/crm/lead-to-cash.yaml",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"dedupe\" -> \"is_new\""));
+}
+
+#[test]
+fn checked_in_schema_matches_the_types() {
+    let (code, out, _) = ordo(&["schema"]);
+    assert_eq!(code, 0);
+    let fresh: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/process.schema.json");
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default();
+    assert!(
+        fresh == stored,
+        "docs/process.schema.json is stale: run `cargo run -- schema > docs/process.schema.json`"
+    );
+}
