@@ -1,5 +1,7 @@
 //! The `ordo` binary: exit codes and output formats.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
 use std::process::Command;
 
 fn ordo(args: &[&str]) -> (i32, String, String) {

@@ -2,6 +2,8 @@
 //! each invalid one with a snapshot of its exact diagnostics (review changes with
 //! `cargo insta review`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
 use ordo_engine::model::{self, Options};
 use std::path::Path;
 

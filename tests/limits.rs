@@ -1,5 +1,7 @@
 //! R5/R6: hostile input gets a located error, never a panic, and stays fast.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
 use ordo_engine::model::{self, MAX_FILE_BYTES, MAX_NODES, Options};
 use proptest::prelude::*;
 
