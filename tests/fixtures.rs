@@ -29,6 +29,21 @@ fn load_dir(dir: &str) -> Vec<(String, String, model::Loaded)> {
         .collect()
 }
 
+/// `(path, text)` of every file in `dir`, relative to the repository.
+fn read_files(dir: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn render(text: &str, loaded: &model::Loaded) -> String {
     loaded
         .diagnostics
@@ -86,15 +101,7 @@ fn invalid_fixtures_give_their_diagnostics() {
 
 #[test]
 fn every_valid_fixture_loads_without_a_diagnostic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid");
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        files.push((
-            p.display().to_string(),
-            std::fs::read_to_string(&p).unwrap(),
-        ));
-    }
+    let mut files = read_files("tests/fixtures/valid");
     files.sort();
     assert!(files.len() >= 8);
     for loaded in model::load_deployment(&files, &Options::default()) {
@@ -130,15 +137,7 @@ fn there_is_an_invalid_fixture_per_error_kind() {
 
 #[test]
 fn crm_processes_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("processes/crm");
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        files.push((
-            p.display().to_string(),
-            std::fs::read_to_string(&p).unwrap(),
-        ));
-    }
+    let files = read_files("processes/crm");
     let ids: Vec<_> = model::load_deployment(&files, &Options::default())
         .into_iter()
         .map(|l| {
