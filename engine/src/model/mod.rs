@@ -31,7 +31,7 @@ pub mod graph;
 pub mod raw;
 pub mod source;
 pub mod timer;
-mod validate;
+pub(crate) mod validate;
 
 pub use decode::{MAX_FILE_BYTES, MAX_NODES};
 pub use diagnostic::{Diagnostic, Severity};

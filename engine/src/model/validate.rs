@@ -1757,7 +1757,7 @@ fn describe(
     String::new()
 }
 
-fn var_accepts(ty: VarType, v: &Value) -> bool {
+pub(crate) fn var_accepts(ty: VarType, v: &Value) -> bool {
     match ty {
         VarType::String => v.is_string(),
         VarType::Number => v.is_number(),
@@ -1773,7 +1773,7 @@ fn var_accepts(ty: VarType, v: &Value) -> bool {
     }
 }
 
-fn field_accepts(f: &FormField, v: &Value) -> bool {
+pub(crate) fn field_accepts(f: &FormField, v: &Value) -> bool {
     let in_range = |x: f64| f.min.is_none_or(|m| x >= m) && f.max.is_none_or(|m| x <= m);
     match f.ty {
         FieldType::String | FieldType::Text | FieldType::User => v.is_string(),

@@ -1,0 +1,267 @@
+//! An instance's state, and what a step asks the outside world to do (actions).
+//! Both are plain data (serde), so the store can keep them and tests can compare them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Variables: a JSON object.
+pub type Vars = Map<String, Value>;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// Has tokens that run or wait.
+    Active,
+    /// Every path reached an end.
+    Completed,
+    /// A terminate end event ended it.
+    Terminated,
+    /// Cancelled from outside.
+    Cancelled,
+}
+
+/// The lifecycle of an activity instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Entered, not started.
+    Ready,
+    /// Working or waiting.
+    Active,
+    /// Finishing (outputs being written).
+    Completing,
+    /// Done.
+    Completed,
+    /// Being cancelled.
+    Aborting,
+    /// Cancelled (terminate, an admin, an interrupting event).
+    Aborted,
+    /// Failed: an incident holds it.
+    Faulted,
+}
+
+/// A scope's variables: the root (id 0) or a subprocess / loop body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scope {
+    /// The container node (None for the root).
+    pub node: Option<String>,
+    /// The enclosing scope.
+    pub parent: Option<u64>,
+    /// Variables declared here.
+    pub vars: Vars,
+}
+
+/// What a waiting token waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Wait {
+    /// A user task to be completed.
+    Task,
+    /// A job (service call) to be completed.
+    Job,
+    /// The inner scope of a subprocess or loop to finish.
+    Scope {
+        /// The inner scope's id.
+        inner: u64,
+        /// Runs of a loop body so far.
+        iterations: u32,
+    },
+}
+
+/// The state of a token; each carries only what is valid in that state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TokenState {
+    /// About to enter its node.
+    Arriving,
+    /// Inside a wait-state activity.
+    Waiting {
+        /// The activity instance.
+        activity: u64,
+        /// What for.
+        wait: Wait,
+    },
+    /// Parked at a joining gateway.
+    Joining,
+    /// Stopped by a failure that needs an admin.
+    Incident {
+        /// The failed activity instance.
+        activity: u64,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A marker of where the instance is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    /// Unique within the instance.
+    pub id: u64,
+    /// The node it is at.
+    pub node: String,
+    /// The scope it runs in.
+    pub scope: u64,
+    /// The node it came from (which flow, for joins).
+    pub from: Option<String>,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: TokenState,
+}
+
+/// One instance of a process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Its id.
+    pub id: String,
+    /// The process id.
+    pub process: String,
+    /// The process version it runs (kept when newer versions are deployed).
+    pub process_version: u32,
+    /// The business key, if any.
+    pub business_key: Option<String>,
+    /// Active, completed…
+    pub status: InstanceStatus,
+    /// Optimistic concurrency: bumped by every command that changes the instance.
+    pub version: u64,
+    /// Scopes by id; 0 is the root.
+    pub scopes: BTreeMap<u64, Scope>,
+    /// Live tokens.
+    pub tokens: Vec<Token>,
+    /// The next id for tokens, activity instances and scopes.
+    pub next_id: u64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Instance {
+    /// The variables visible from `scope`: the root's, overlaid by each inner scope's.
+    pub fn visible_vars(&self, scope: u64) -> Vars {
+        let mut chain = Vec::new();
+        let mut cur = Some(scope);
+        while let Some(s) = cur {
+            match self.scopes.get(&s) {
+                Some(sc) => {
+                    chain.push(s);
+                    cur = sc.parent;
+                }
+                None => break,
+            }
+        }
+        let mut out = Vars::new();
+        for s in chain.into_iter().rev() {
+            if let Some(sc) = self.scopes.get(&s) {
+                for (k, v) in &sc.vars {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The process variables (root scope).
+    pub fn variables(&self) -> &Vars {
+        static EMPTY: std::sync::OnceLock<Vars> = std::sync::OnceLock::new();
+        self.scopes
+            .get(&0)
+            .map_or_else(|| EMPTY.get_or_init(Vars::new), |s| &s.vars)
+    }
+
+    /// Ids of the nodes where tokens are.
+    pub fn active_nodes(&self) -> Vec<&str> {
+        self.tokens.iter().map(|t| t.node.as_str()).collect()
+    }
+}
+
+/// One lifecycle transition of an activity instance, for history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The activity instance.
+    pub activity: u64,
+    /// Its node.
+    pub node: String,
+    /// The state it entered.
+    pub state: Lifecycle,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who caused it, when a person did.
+    pub actor: Option<String>,
+}
+
+/// A user task to show in inboxes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The activity instance (the task's id within the instance).
+    pub activity: u64,
+    /// The node.
+    pub node: String,
+    /// Title.
+    pub name: Option<String>,
+    /// Assigned person.
+    pub assignee: Option<String>,
+    /// People who may claim it.
+    pub candidate_users: Vec<String>,
+    /// Groups whose members may claim it.
+    pub candidate_groups: Vec<String>,
+    /// Due date.
+    pub due: Option<DateTime<Utc>>,
+    /// 0–100.
+    pub priority: i64,
+}
+
+/// A service call to make (by the job executor, or inline for database-only actions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The activity instance.
+    pub activity: u64,
+    /// The node.
+    pub node: String,
+    /// The plugin action.
+    pub action: String,
+    /// Its parameters, evaluated.
+    pub input: Value,
+    /// Retries before an incident.
+    pub retries: u32,
+}
+
+/// What a step asks the outside world to do, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Record a lifecycle transition.
+    History(HistoryEntry),
+    /// Open a user task.
+    CreateTask(TaskSpec),
+    /// Close a user task (completed or aborted).
+    CloseTask {
+        /// The task's activity instance.
+        activity: u64,
+        /// How it ended.
+        state: Lifecycle,
+    },
+    /// Run a service call.
+    RunJob(JobSpec),
+    /// Withdraw a job that has not run.
+    CancelJob {
+        /// The job's activity instance.
+        activity: u64,
+    },
+    /// Open an incident.
+    Incident {
+        /// The failed activity instance.
+        activity: u64,
+        /// The node.
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The instance ended.
+    Ended {
+        /// How.
+        status: InstanceStatus,
+    },
+}

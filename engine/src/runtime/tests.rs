@@ -1,0 +1,512 @@
+//! One test per construct the runtime runs, with a manual clock.
+
+use super::*;
+use crate::model::{self, Options, Process};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+
+fn process(yaml: &str) -> Process {
+    let loaded = model::load("t.yaml", yaml, &Options::default());
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    loaded.process.expect("valid")
+}
+
+fn vars(v: Value) -> Vars {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// Friday 2026-11-20 09:00 UTC.
+fn friday() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn start(p: &Process, v: Value) -> (Instance, Vec<Action>) {
+    let m = Machine::new(p).expect("supported");
+    m.start("i1".into(), 1, None, vars(v), &ManualClock::new(friday()))
+        .expect("starts")
+}
+
+fn apply(p: &Process, inst: &Instance, cmd: Command) -> Result<(Instance, Vec<Action>), Error> {
+    Machine::new(p)
+        .expect("supported")
+        .apply(inst, cmd, &ManualClock::new(friday()))
+}
+
+fn tasks(actions: &[Action]) -> Vec<TaskSpec> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateTask(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn jobs(actions: &[Action]) -> Vec<JobSpec> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RunJob(j) => Some(j.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Nodes in the order they completed.
+fn completed(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::History(h) if h.state == Lifecycle::Completed => Some(h.node.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn incidents(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Incident { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn complete_task(
+    p: &Process,
+    inst: &Instance,
+    node: &str,
+    actions: &[Action],
+    v: Value,
+) -> (Instance, Vec<Action>) {
+    let t = tasks(actions)
+        .into_iter()
+        .find(|t| t.node == node)
+        .expect("task open");
+    apply(
+        p,
+        inst,
+        Command::CompleteTask {
+            activity: t.activity,
+            variables: vars(v),
+            actor: Some("ann".into()),
+        },
+    )
+    .expect("completes")
+}
+
+#[test]
+fn sequence_assign_and_end_with_full_lifecycle() {
+    let p = process(
+        "id: s\nvariables: { price: { type: number, default: 10.5 } }\nstart: [{id: go, next: a}]\nnodes:\n  a: {type: assign, set: {total: =price * 2.0, label: fixed, twice: =total * 2.0}, next: b}\n  b: {type: empty, next: c}\n  c: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["total"], json!(21.0));
+    assert_eq!(
+        inst.variables()["twice"],
+        json!(42.0),
+        "later assignments see earlier ones"
+    );
+    assert_eq!(inst.variables()["label"], json!("fixed"));
+    assert_eq!(completed(&actions), ["go", "a", "b", "c"]);
+    let a_states: Vec<Lifecycle> = actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::History(h) if h.node == "a" => Some(h.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        a_states,
+        [
+            Lifecycle::Ready,
+            Lifecycle::Active,
+            Lifecycle::Completing,
+            Lifecycle::Completed
+        ]
+    );
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Ended {
+            status: InstanceStatus::Completed
+        })
+    );
+}
+
+const EXCLUSIVE: &str = "id: x\nstart: [{id: go, next: g}]\nnodes:\n  g:\n    type: exclusive\n    branches:\n      - {when: amount > 100, to: big}\n      - {when: amount > 10, to: medium}\n  big: {type: end}\n  medium: {type: end}\n";
+
+#[test]
+fn exclusive_takes_the_first_true_branch_in_document_order() {
+    let p = process(EXCLUSIVE);
+    let (_, actions) = start(&p, json!({"amount": 500}));
+    assert_eq!(completed(&actions), ["go", "g", "big"]);
+    let (_, actions) = start(&p, json!({"amount": 50}));
+    assert_eq!(completed(&actions), ["go", "g", "medium"]);
+}
+
+#[test]
+fn exclusive_without_match_or_default_is_an_incident_naming_the_gateway() {
+    let p = process(EXCLUSIVE);
+    let (inst, actions) = start(&p, json!({"amount": 1}));
+    assert_eq!(inst.status, InstanceStatus::Active);
+    assert_eq!(
+        incidents(&actions),
+        ["no branch matched at gateway `g`, and it has no default"]
+    );
+    assert!(matches!(inst.tokens[0].state, TokenState::Incident { .. }));
+}
+
+#[test]
+fn exclusive_default_and_evaluation_errors() {
+    let p = process(&EXCLUSIVE.replace(
+        "      - {when: amount > 10, to: medium}\n",
+        "      - {when: amount > 10, to: medium}\n    default: medium\n",
+    ));
+    let (_, actions) = start(&p, json!({"amount": 1}));
+    assert_eq!(completed(&actions), ["go", "g", "medium"]);
+    let (_, actions) = start(&p, json!({}));
+    assert_eq!(
+        incidents(&actions).len(),
+        1,
+        "an unknown variable is an incident, not a panic"
+    );
+}
+
+#[test]
+fn parallel_split_and_join_fire_once() {
+    let p = process(
+        "id: p\nstart: [{id: go, next: split}]\nnodes:\n  split: {type: parallel, next: [a, b, c]}\n  a: {type: empty, next: join}\n  b: {type: user, next: join}\n  c: {type: empty, next: join}\n  join: {type: parallel, next: done}\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Active);
+    assert_eq!(
+        inst.tokens
+            .iter()
+            .filter(|t| t.state == TokenState::Joining)
+            .count(),
+        2
+    );
+    let (inst, actions) = complete_task(&p, &inst, "b", &actions, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(
+        completed(&actions).iter().filter(|n| *n == "join").count(),
+        1
+    );
+    assert_eq!(
+        completed(&actions).iter().filter(|n| *n == "done").count(),
+        1
+    );
+}
+
+const INCLUSIVE: &str = "id: o\nstart: [{id: go, next: split}]\nnodes:\n  split:\n    type: inclusive\n    branches:\n      - {when: mail, to: a}\n      - {when: sms, to: b}\n      - {when: call, to: c}\n    default: a\n  a: {type: empty, next: join}\n  b: {type: user, next: join}\n  c: {type: empty, next: join}\n  join: {type: inclusive, next: done}\n  done: {type: end}\n";
+
+#[test]
+fn inclusive_join_waits_only_for_tokens_that_can_still_arrive() {
+    let p = process(INCLUSIVE);
+    // Two branches taken; the join waits for the user task on one of them.
+    let (inst, actions) = start(&p, json!({"mail": true, "sms": true, "call": false}));
+    assert_eq!(inst.status, InstanceStatus::Active);
+    assert!(!completed(&actions).contains(&"join".to_owned()));
+    let (inst, actions) = complete_task(&p, &inst, "b", &actions, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(completed(&actions), ["b", "join", "done"]);
+    // One branch taken: nothing else can arrive, the join fires at once.
+    let (inst, actions) = start(&p, json!({"mail": false, "sms": false, "call": true}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(completed(&actions), ["go", "split", "c", "join", "done"]);
+}
+
+const TASK: &str = "id: t\nstart: [{id: go, next: review}]\nnodes:\n  review:\n    type: user\n    name: Review\n    assignee: =owner\n    candidate_groups: [sales, =region]\n    due: P2BD\n    priority: \"=vip ? 90 : 40\"\n    form:\n      approved: {type: boolean, required: true}\n      amount: {type: number, min: 0}\n    next: done\n  done: {type: end}\n";
+
+#[test]
+fn user_task_is_a_wait_state_with_evaluated_assignment_and_due_date() {
+    let p = process(TASK);
+    let (inst, actions) = start(&p, json!({"owner": "ann", "region": "east", "vip": true}));
+    let t = &tasks(&actions)[0];
+    assert_eq!(t.assignee.as_deref(), Some("ann"));
+    assert_eq!(t.candidate_groups, ["sales", "east"]);
+    assert_eq!(t.priority, 90);
+    // Two working days from a Friday: Tuesday, same time.
+    assert_eq!(t.due, Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).single());
+    assert_eq!(inst.active_nodes(), ["review"]);
+}
+
+#[test]
+fn form_errors_refuse_the_completion_and_change_nothing() {
+    let p = process(TASK);
+    let (inst, actions) = start(&p, json!({"owner": "ann", "region": "east", "vip": false}));
+    let t = &tasks(&actions)[0];
+    let bad = apply(
+        &p,
+        &inst,
+        Command::CompleteTask {
+            activity: t.activity,
+            variables: vars(json!({"amount": -5})),
+            actor: None,
+        },
+    );
+    match bad {
+        Err(Error::Form(errs)) => {
+            let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, ["approved", "amount"]);
+        }
+        other => panic!("expected form errors, got {other:?}"),
+    }
+    let (done, actions) = complete_task(
+        &p,
+        &inst,
+        "review",
+        &actions,
+        json!({"approved": true, "amount": 5}),
+    );
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.variables()["approved"], json!(true));
+    assert_eq!(done.version, inst.version + 1);
+    assert!(actions.contains(&Action::CloseTask {
+        activity: t.activity,
+        state: Lifecycle::Completed
+    }));
+    let actor = actions.iter().find_map(|a| match a {
+        Action::History(h) if h.node == "review" && h.state == Lifecycle::Completed => {
+            h.actor.clone()
+        }
+        _ => None,
+    });
+    assert_eq!(actor.as_deref(), Some("ann"));
+    // The same task cannot be completed twice.
+    let again = apply(
+        &p,
+        &inst,
+        Command::CompleteTask {
+            activity: t.activity,
+            variables: vars(json!({"approved": true})),
+            actor: None,
+        },
+    )
+    .and_then(|(i, _)| {
+        apply(
+            &p,
+            &i,
+            Command::CompleteTask {
+                activity: t.activity,
+                variables: vars(json!({"approved": true})),
+                actor: None,
+            },
+        )
+    });
+    assert!(matches!(
+        again,
+        Err(Error::NotActive(InstanceStatus::Completed))
+    ));
+}
+
+#[test]
+fn service_task_becomes_a_job_and_its_result_is_mapped() {
+    let p = process(
+        "id: s\nstart: [{id: go, next: call}]\nnodes:\n  call:\n    type: service\n    action: crm.assign\n    with: {group: sales, lead: =lead.id}\n    result: assignment\n    out: {owner: =result.owner}\n    retries: 2\n    next: done\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({"lead": {"id": 7}}));
+    let j = &jobs(&actions)[0];
+    assert_eq!(
+        (j.action.as_str(), &j.input, j.retries),
+        ("crm.assign", &json!({"group": "sales", "lead": 7}), 2)
+    );
+    let wrong = apply(
+        &p,
+        &inst,
+        Command::CompleteTask {
+            activity: j.activity,
+            variables: Vars::new(),
+            actor: None,
+        },
+    );
+    assert!(matches!(wrong, Err(Error::WrongActivity { .. })));
+    let (done, _) = apply(
+        &p,
+        &inst,
+        Command::CompleteJob {
+            activity: j.activity,
+            result: json!({"owner": "bob"}),
+        },
+    )
+    .expect("ok");
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.variables()["owner"], json!("bob"));
+    assert_eq!(done.variables()["assignment"], json!({"owner": "bob"}));
+    let (failed, actions) = apply(
+        &p,
+        &inst,
+        Command::FailJob {
+            activity: j.activity,
+            message: "SMTP down".into(),
+        },
+    )
+    .expect("ok");
+    assert_eq!(failed.status, InstanceStatus::Active);
+    assert_eq!(incidents(&actions), ["SMTP down"]);
+}
+
+#[test]
+fn while_and_until_loops_with_guard() {
+    let body = "    start: inc\n    nodes:\n      inc: {type: assign, set: {n: =n + 1}, next: fin}\n      fin: {type: end}\n    next: done\n  done: {type: end}\n";
+    let w = process(&format!(
+        "id: w\nvariables: {{n: {{type: integer, default: 0}}}}\nstart: [{{id: go, next: l}}]\nnodes:\n  l:\n    type: loop\n    while: n < 3\n{body}"
+    ));
+    let (inst, _) = start(&w, json!({}));
+    assert_eq!(
+        (inst.status, inst.variables()["n"].clone()),
+        (InstanceStatus::Completed, json!(3))
+    );
+    let (inst, _) = start(&w, json!({"n": 5}));
+    assert_eq!(
+        inst.variables()["n"],
+        json!(5),
+        "while tests before the first run"
+    );
+    let u = process(&format!(
+        "id: u\nvariables: {{n: {{type: integer, default: 0}}}}\nstart: [{{id: go, next: l}}]\nnodes:\n  l:\n    type: loop\n    until: n >= 0\n{body}"
+    ));
+    let (inst, _) = start(&u, json!({}));
+    assert_eq!(
+        inst.variables()["n"],
+        json!(1),
+        "until runs the body once before testing"
+    );
+    let g = process(&format!(
+        "id: g\nvariables: {{n: {{type: integer, default: 0}}}}\nstart: [{{id: go, next: l}}]\nnodes:\n  l:\n    type: loop\n    while: \"true\"\n    max_iterations: 4\n{body}"
+    ));
+    let (inst, actions) = start(&g, json!({}));
+    assert_eq!(inst.variables()["n"], json!(4));
+    assert_eq!(
+        incidents(&actions),
+        ["loop `l` ran 4 times, its `max_iterations`"]
+    );
+}
+
+#[test]
+fn subprocess_scope_keeps_local_variables_local() {
+    let p = process(
+        "id: sp\nstart: [{id: go, next: sub}]\nnodes:\n  sub:\n    type: subprocess\n    variables: {tmp: {type: integer, default: 1}}\n    start: work\n    nodes:\n      work: {type: assign, set: {tmp: =tmp + 1, result: =tmp * 10}, next: fin}\n      fin: {type: end}\n    next: done\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(
+        inst.variables().get("tmp"),
+        None,
+        "declared in the subprocess"
+    );
+    assert_eq!(
+        inst.variables()["result"],
+        json!(20),
+        "undeclared: written to the process"
+    );
+    assert_eq!(completed(&actions), ["go", "work", "fin", "sub", "done"]);
+    assert_eq!(inst.scopes.len(), 1, "the inner scope is gone");
+}
+
+#[test]
+fn terminate_aborts_every_other_path() {
+    let p = process(
+        "id: te\nstart: [{id: go, next: split}]\nnodes:\n  split: {type: parallel, next: [wait, stop]}\n  wait: {type: user, next: done}\n  stop: {type: end, terminate: true}\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Terminated);
+    assert!(inst.tokens.is_empty());
+    let t = tasks(&actions)[0].activity;
+    assert!(actions.contains(&Action::CloseTask {
+        activity: t,
+        state: Lifecycle::Aborted
+    }));
+}
+
+#[test]
+fn cancel_aborts_tasks_and_ends_the_instance() {
+    let p = process(TASK);
+    let (inst, actions) = start(&p, json!({"owner": "ann", "region": "x", "vip": false}));
+    let (inst2, cancel) = apply(
+        &p,
+        &inst,
+        Command::Cancel {
+            actor: Some("admin".into()),
+        },
+    )
+    .expect("cancels");
+    assert_eq!(inst2.status, InstanceStatus::Cancelled);
+    let t = tasks(&actions)[0].activity;
+    assert!(cancel.contains(&Action::CloseTask {
+        activity: t,
+        state: Lifecycle::Aborted
+    }));
+    assert!(matches!(
+        apply(&p, &inst2, Command::Cancel { actor: None }),
+        Err(Error::NotActive(_))
+    ));
+}
+
+#[test]
+fn start_variables_are_checked_against_declarations() {
+    let p = process(
+        "id: v\nvariables:\n  lead: {type: object, required: true}\n  n: {type: integer, default: 3}\nstart: [{id: go, next: e}]\nnodes:\n  e: {type: end}\n",
+    );
+    let m = Machine::new(&p).expect("supported");
+    let clock = ManualClock::new(friday());
+    let err = m.start("i".into(), 1, None, vars(json!({"n": "three"})), &clock);
+    match err {
+        Err(Error::Variables(v)) => assert_eq!(
+            v,
+            ["`lead` is required", "`n` must be integer, not \"three\""]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let too_big = vars(json!({"lead": {"blob": "x".repeat(MAX_VARIABLES_BYTES)}}));
+    assert!(matches!(
+        m.start("i".into(), 1, None, too_big, &clock),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn an_endless_automatic_loop_becomes_an_incident() {
+    let p = process(
+        "id: e\nstart: [{id: go, next: a}]\nnodes:\n  a: {type: assign, set: {n: 1}, next: g}\n  g:\n    type: exclusive\n    branches: [{when: n > 5, to: done}]\n    default: a\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Active);
+    assert_eq!(incidents(&actions).len(), 1);
+}
+
+#[test]
+fn unsupported_constructs_are_refused_up_front() {
+    let p = process(
+        "id: u\nstart: [{id: go, next: w}]\nnodes:\n  w: {type: catch, timer: PT1M, next: e}\n  e: {type: end}\n",
+    );
+    assert!(matches!(Machine::new(&p), Err(Error::Unsupported { .. })));
+}
+
+#[test]
+fn instance_state_round_trips_through_json() {
+    let p = process(TASK);
+    let (inst, actions) = start(&p, json!({"owner": "ann", "region": "x", "vip": false}));
+    let back: Instance =
+        serde_json::from_str(&serde_json::to_string(&inst).unwrap_or_default()).expect("json");
+    assert_eq!(back, inst);
+    let actions_back: Vec<Action> =
+        serde_json::from_value(serde_json::to_value(&actions).unwrap_or_default()).expect("json");
+    assert_eq!(actions_back, actions);
+}
+
+#[test]
+fn working_days_skip_weekends() {
+    assert_eq!(
+        add_weekdays(friday(), 1),
+        friday() + chrono::Duration::days(3)
+    );
+    assert_eq!(
+        add_weekdays(friday(), 5),
+        friday() + chrono::Duration::days(7)
+    );
+}
