@@ -16,5 +16,7 @@
 //! assert_eq!((loaded.diagnostics[0].line, loaded.diagnostics[0].column), (2, 8));
 //! ```
 
+pub mod engine;
 pub mod model;
 pub mod runtime;
+pub mod store;

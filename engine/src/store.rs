@@ -1,0 +1,503 @@
+//! SQLite storage: schema, migrations, and the rows the engine reads and writes.
+//!
+//! Instances live here, not in memory: an instance's whole state is one JSON column
+//! (read and written whole by the one writer), and what people query — tasks,
+//! history, incidents — has tables of its own with indexes. Migrations are numbered
+//! and tracked with `PRAGMA user_version`.
+
+use crate::runtime::{Action, Instance, InstanceStatus, Lifecycle, TaskSpec};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite said no.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON column does not decode (a newer or damaged database).
+    #[error("stored data does not decode: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The database was written by a newer Ordo.
+    #[error("the database has schema version {found}; this Ordo knows up to {known}")]
+    TooNew {
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// `synchronous=FULL`: a commit survives a power cut (the default).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: with WAL, survives a crash of Ordo but may lose the
+    /// last commits on a power cut; faster.
+    Normal,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: definitions, instances, tasks, history, jobs, incidents.
+    "CREATE TABLE definitions (
+        process_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        deployed_at TEXT NOT NULL,
+        PRIMARY KEY (process_id, version)
+    );
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        process_id TEXT NOT NULL,
+        process_version INTEGER NOT NULL,
+        business_key TEXT,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT
+    );
+    CREATE INDEX instances_by_process ON instances (process_id, status);
+    CREATE INDEX instances_by_key ON instances (business_key) WHERE business_key IS NOT NULL;
+    CREATE TABLE tasks (
+        instance_id TEXT NOT NULL,
+        activity INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        name TEXT,
+        assignee TEXT,
+        candidate_users TEXT NOT NULL,
+        candidate_groups TEXT NOT NULL,
+        due TEXT,
+        priority INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (instance_id, activity)
+    ) WITHOUT ROWID;
+    CREATE INDEX tasks_open_by_assignee ON tasks (assignee, priority DESC) WHERE state = 'open';
+    CREATE TABLE task_candidates (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        activity INTEGER NOT NULL,
+        PRIMARY KEY (kind, name, instance_id, activity)
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        instance_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        activity INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        state TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE jobs (
+        instance_id TEXT NOT NULL,
+        activity INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        action TEXT NOT NULL,
+        input TEXT NOT NULL,
+        retries INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, activity)
+    ) WITHOUT ROWID;
+    CREATE TABLE incidents (
+        instance_id TEXT NOT NULL,
+        activity INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (instance_id, activity)
+    ) WITHOUT ROWID;",
+];
+
+/// Opens (creating if needed) the database at `path` for writing, and migrates it.
+pub fn open_writer(path: &std::path::Path, sync: Sync) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync == Sync::Full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection.
+pub fn open_reader(path: &std::path::Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(Error::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A deployed definition's source.
+pub fn definition(conn: &Connection, process: &str, version: u32) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT source FROM definitions WHERE process_id = ?1 AND version = ?2",
+            params![process, version],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The latest version of a process, with its source.
+pub fn latest_definition(conn: &Connection, process: &str) -> Result<Option<(u32, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1",
+            params![process],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Stores a new version.
+pub fn insert_definition(
+    tx: &Connection,
+    process: &str,
+    version: u32,
+    source: &str,
+    at: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO definitions (process_id, version, source, deployed_at) VALUES (?1, ?2, ?3, ?4)",
+        params![process, version, source, at],
+    )?;
+    Ok(())
+}
+
+/// Loads an instance.
+pub fn instance(conn: &Connection, id: &str) -> Result<Option<Instance>> {
+    let state: Option<String> = conn
+        .query_row(
+            "SELECT state FROM instances WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(match state {
+        Some(s) => Some(serde_json::from_str(&s)?),
+        None => None,
+    })
+}
+
+fn status_text(s: InstanceStatus) -> &'static str {
+    match s {
+        InstanceStatus::Active => "active",
+        InstanceStatus::Completed => "completed",
+        InstanceStatus::Terminated => "terminated",
+        InstanceStatus::Cancelled => "cancelled",
+    }
+}
+
+fn lifecycle_text(s: Lifecycle) -> &'static str {
+    match s {
+        Lifecycle::Ready => "ready",
+        Lifecycle::Active => "active",
+        Lifecycle::Completing => "completing",
+        Lifecycle::Completed => "completed",
+        Lifecycle::Aborting => "aborting",
+        Lifecycle::Aborted => "aborted",
+        Lifecycle::Faulted => "faulted",
+    }
+}
+
+/// Writes an instance. `expected` is the version the command read: an update whose
+/// stored version differs changes nothing and returns false (a conflict).
+pub fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) -> Result<bool> {
+    let state = serde_json::to_string(inst)?;
+    let ended = inst.ended_at.map(|t| t.to_rfc3339());
+    let n = match expected {
+        None => tx.execute(
+            "INSERT INTO instances (id, process_id, process_version, business_key, status, version, state, started_at, ended_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                inst.id,
+                inst.process,
+                inst.process_version,
+                inst.business_key,
+                status_text(inst.status),
+                inst.version,
+                state,
+                inst.started_at.to_rfc3339(),
+                ended
+            ],
+        )?,
+        Some(v) => tx.execute(
+            "UPDATE instances SET status = ?2, version = ?3, state = ?4, ended_at = ?5 WHERE id = ?1 AND version = ?6",
+            params![inst.id, status_text(inst.status), inst.version, state, ended, v],
+        )?,
+    };
+    Ok(n == 1)
+}
+
+/// Writes what a step's actions say must be stored (history, tasks, jobs, incidents).
+pub fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
+    let mut seq: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1",
+        params![inst.id],
+        |r| r.get(0),
+    )?;
+    let mut hist = tx.prepare_cached(
+        "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for a in actions {
+        match a {
+            Action::History(h) => {
+                seq += 1;
+                hist.execute(params![
+                    inst.id,
+                    seq,
+                    h.activity,
+                    h.node,
+                    lifecycle_text(h.state),
+                    h.at.to_rfc3339(),
+                    h.actor
+                ])?;
+            }
+            Action::CreateTask(t) => insert_task(tx, &inst.id, t, now)?,
+            Action::CloseTask { activity, state } => {
+                tx.execute(
+                    "UPDATE tasks SET state = ?3 WHERE instance_id = ?1 AND activity = ?2",
+                    params![inst.id, activity, lifecycle_text(*state)],
+                )?;
+                tx.execute(
+                    "DELETE FROM task_candidates WHERE instance_id = ?1 AND activity = ?2",
+                    params![inst.id, activity],
+                )?;
+            }
+            Action::RunJob(j) => {
+                tx.execute(
+                    "INSERT INTO jobs (instance_id, activity, node, action, input, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries],
+                )?;
+            }
+            Action::CancelJob { activity } => {
+                tx.execute(
+                    "DELETE FROM jobs WHERE instance_id = ?1 AND activity = ?2",
+                    params![inst.id, activity],
+                )?;
+            }
+            Action::Incident {
+                activity,
+                node,
+                message,
+            } => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![inst.id, activity, node, message, now],
+                )?;
+            }
+            Action::Ended { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO tasks (instance_id, activity, node, name, assignee, candidate_users, candidate_groups, due, priority, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10)",
+        params![
+            instance,
+            t.activity,
+            t.node,
+            t.name,
+            t.assignee,
+            serde_json::to_string(&t.candidate_users)?,
+            serde_json::to_string(&t.candidate_groups)?,
+            t.due.map(|d| d.to_rfc3339()),
+            t.priority,
+            now
+        ],
+    )?;
+    let mut cand = tx.prepare_cached(
+        "INSERT OR IGNORE INTO task_candidates (kind, name, instance_id, activity) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for u in &t.candidate_users {
+        cand.execute(params!["user", u, instance, t.activity])?;
+    }
+    for g in &t.candidate_groups {
+        cand.execute(params!["group", g, instance, t.activity])?;
+    }
+    Ok(())
+}
+
+/// The stored state of a task: open, completed or aborted.
+pub fn task_state(conn: &Connection, instance: &str, activity: u64) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2",
+            params![instance, activity],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// An open task, as inboxes show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// The instance.
+    pub instance_id: String,
+    /// The task's activity instance.
+    pub activity: u64,
+    /// The node.
+    pub node: String,
+    /// Title.
+    pub name: Option<String>,
+    /// Assigned person.
+    pub assignee: Option<String>,
+    /// Due date (RFC 3339).
+    pub due: Option<String>,
+    /// 0–100.
+    pub priority: i64,
+}
+
+/// Open tasks assigned to `user`, highest priority first.
+pub fn tasks_of(conn: &Connection, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
+         WHERE assignee = ?1 AND state = 'open' ORDER BY priority DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![user, limit], task_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// Open, unassigned tasks that any of `groups` may claim.
+pub fn group_tasks(conn: &Connection, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
+    let mut out = Vec::new();
+    let mut st = conn.prepare_cached(
+        "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
+         FROM task_candidates c JOIN tasks t ON t.instance_id = c.instance_id AND t.activity = c.activity
+         WHERE c.kind = 'group' AND c.name = ?1 AND t.state = 'open' AND t.assignee IS NULL
+         ORDER BY t.priority DESC LIMIT ?2",
+    )?;
+    for g in groups {
+        out.extend(
+            st.query_map(params![g, limit], task_row)?
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        );
+    }
+    Ok(out)
+}
+
+fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        instance_id: r.get(0)?,
+        activity: r.get(1)?,
+        node: r.get(2)?,
+        name: r.get(3)?,
+        assignee: r.get(4)?,
+        due: r.get(5)?,
+        priority: r.get(6)?,
+    })
+}
+
+/// One history row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// Activity instance.
+    pub activity: u64,
+    /// Node.
+    pub node: String,
+    /// Lifecycle state entered.
+    pub state: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub actor: Option<String>,
+}
+
+/// An instance's history, in order.
+pub fn history(conn: &Connection, instance: &str) -> Result<Vec<HistoryRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT activity, node, state, at, actor FROM history WHERE instance_id = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map(params![instance], |r| {
+        Ok(HistoryRow {
+            activity: r.get(0)?,
+            node: r.get(1)?,
+            state: r.get(2)?,
+            at: r.get(3)?,
+            actor: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// An instance row for lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    /// Id.
+    pub id: String,
+    /// Process id.
+    pub process_id: String,
+    /// Process version.
+    pub process_version: u32,
+    /// Business key.
+    pub business_key: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Started (RFC 3339).
+    pub started_at: String,
+}
+
+/// Instances filtered by process and status, newest first, paged.
+pub fn list_instances(
+    conn: &Connection,
+    process: Option<&str>,
+    status: Option<&str>,
+    offset: u32,
+    limit: u32,
+) -> Result<Vec<InstanceRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, process_id, process_version, business_key, status, started_at FROM instances
+         WHERE (?1 IS NULL OR process_id = ?1) AND (?2 IS NULL OR status = ?2)
+         ORDER BY started_at DESC, id DESC LIMIT ?3 OFFSET ?4",
+    )?;
+    let rows = st.query_map(params![process, status, limit, offset], |r| {
+        Ok(InstanceRow {
+            id: r.get(0)?,
+            process_id: r.get(1)?,
+            process_version: r.get(2)?,
+            business_key: r.get(3)?,
+            status: r.get(4)?,
+            started_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}

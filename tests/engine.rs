@@ -1,0 +1,288 @@
+//! The durable engine on a real SQLite file: versions, tasks, conflicts, group
+//! commit isolation, restart, inline actions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
+use ordo_engine::engine::{Config, Engine, Error, InlineAction};
+use ordo_engine::runtime::{InstanceStatus, Vars};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const APPROVAL: &str = "id: approval\nstart: [{id: s, next: review}]\nnodes:\n  review:\n    type: user\n    assignee: =owner\n    candidate_groups: [managers]\n    form: {ok: {type: boolean, required: true}}\n    next: e\n  e: {type: end}\n";
+
+fn vars(v: Value) -> Vars {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn engine(dir: &tempfile::TempDir) -> Engine {
+    Engine::open(Config::new(dir.path().join("ordo.db"))).unwrap()
+}
+
+#[tokio::test]
+async fn deploy_makes_versions_and_refuses_invalid_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(&dir);
+    let d1 = e.deploy("a.yaml", APPROVAL).await.unwrap();
+    assert_eq!((d1.version, d1.created), (1, true));
+    let again = e.deploy("a.yaml", APPROVAL).await.unwrap();
+    assert_eq!(
+        (again.version, again.created),
+        (1, false),
+        "identical content is not a new version"
+    );
+    let running = e
+        .start("approval", None, None, vars(json!({"owner": "ann"})))
+        .await
+        .unwrap();
+    let v2 = APPROVAL.replace("managers", "directors");
+    assert_eq!(e.deploy("a.yaml", &v2).await.unwrap().version, 2);
+    let newer = e
+        .start("approval", None, None, vars(json!({"owner": "ann"})))
+        .await
+        .unwrap();
+    let pinned = e
+        .start("approval", Some(1), None, vars(json!({"owner": "ann"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            running.process_version,
+            newer.process_version,
+            pinned.process_version
+        ),
+        (1, 2, 1)
+    );
+    match e.deploy("bad.yaml", "id: x\nstart: []\nnodes: {}\n").await {
+        Err(Error::Invalid(d)) => assert_eq!(d[0].code, "no-start"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        e.start("nope", None, None, Vars::new()).await,
+        Err(Error::UnknownProcess(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_task_round_trip_is_stored_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(&dir);
+    e.deploy("a.yaml", APPROVAL).await.unwrap();
+    let inst = e
+        .start(
+            "approval",
+            None,
+            Some("order-7".into()),
+            vars(json!({"owner": "ann"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(inst.status, InstanceStatus::Active);
+    let mine = e.tasks_of("ann", 10).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    let form_err = e
+        .complete_task(
+            &inst.id,
+            mine[0].activity,
+            Vars::new(),
+            Some("ann".into()),
+            None,
+        )
+        .await;
+    assert!(matches!(
+        form_err,
+        Err(Error::Runtime(ordo_engine::runtime::Error::Form(_)))
+    ));
+    let done = e
+        .complete_task(
+            &inst.id,
+            mine[0].activity,
+            vars(json!({"ok": true})),
+            Some("ann".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert!(e.tasks_of("ann", 10).await.unwrap().is_empty());
+    let stored = e.instance(&inst.id).await.unwrap();
+    assert_eq!(stored, done);
+    let hist = e.history(&inst.id).await.unwrap();
+    let review: Vec<_> = hist
+        .iter()
+        .filter(|h| h.node == "review")
+        .map(|h| (h.state.as_str(), h.actor.as_deref()))
+        .collect();
+    assert_eq!(
+        review,
+        [
+            ("ready", None),
+            ("active", None),
+            ("completing", Some("ann")),
+            ("completed", Some("ann"))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn two_completions_of_one_task_one_wins_the_other_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(engine(&dir));
+    e.deploy("a.yaml", APPROVAL).await.unwrap();
+    let inst = e
+        .start("approval", None, None, vars(json!({"owner": "ann"})))
+        .await
+        .unwrap();
+    let task = e.tasks_of("ann", 1).await.unwrap()[0].activity;
+    let (a, b) = tokio::join!(
+        e.complete_task(
+            &inst.id,
+            task,
+            vars(json!({"ok": true})),
+            Some("ann".into()),
+            None
+        ),
+        e.complete_task(
+            &inst.id,
+            task,
+            vars(json!({"ok": false})),
+            Some("bob".into()),
+            None
+        )
+    );
+    let oks = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();
+    assert_eq!(oks, 1, "{a:?} {b:?}");
+    let err = if a.is_err() { a } else { b };
+    assert!(matches!(err, Err(Error::Conflict { .. })), "{err:?}");
+    // A stale expected version is a conflict too.
+    let inst2 = e
+        .start("approval", None, None, vars(json!({"owner": "cy"})))
+        .await
+        .unwrap();
+    let t2 = e.tasks_of("cy", 1).await.unwrap()[0].activity;
+    let stale = e
+        .complete_task(
+            &inst2.id,
+            t2,
+            vars(json!({"ok": true})),
+            None,
+            Some(inst2.version + 5),
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict { .. })));
+}
+
+#[tokio::test]
+async fn a_failing_command_rolls_back_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(engine(&dir));
+    e.deploy("a.yaml", APPROVAL).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let e = Arc::clone(&e);
+        handles.push(tokio::spawn(async move {
+            // Every fifth start names a process that does not exist: it fails alone.
+            let process = if i % 5 == 0 { "missing" } else { "approval" };
+            e.start(process, None, None, vars(json!({"owner": format!("u{i}")})))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::UnknownProcess(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ok, 160);
+    let listed = e
+        .list_instances(Some("approval".into()), Some("active".into()), 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 160);
+    assert_eq!(
+        e.group_tasks(vec!["managers".into()], 1000)
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "assigned tasks are not in the group queue"
+    );
+}
+
+#[tokio::test]
+async fn the_engine_restarts_from_the_database_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, task) = {
+        let e = engine(&dir);
+        e.deploy("a.yaml", APPROVAL).await.unwrap();
+        let inst = e
+            .start("approval", None, None, vars(json!({"owner": "ann"})))
+            .await
+            .unwrap();
+        let t = e.tasks_of("ann", 1).await.unwrap()[0].activity;
+        e.close();
+        (inst.id, t)
+    };
+    let e = engine(&dir);
+    let done = e
+        .complete_task(&id, task, vars(json!({"ok": true})), None, None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    let next = e
+        .start("approval", None, None, vars(json!({"owner": "ann"})))
+        .await
+        .unwrap();
+    assert_ne!(next.id, id, "ids continue after a restart");
+}
+
+struct Note;
+impl InlineAction for Note {
+    fn call(&self, tx: &rusqlite::Connection, input: &Value) -> Result<Value, String> {
+        let text = input["text"].as_str().ok_or("no text")?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
+            .map_err(|e| e.to_string())?;
+        tx.execute("INSERT INTO notes (text) VALUES (?1)", [text])
+            .map_err(|e| e.to_string())?;
+        Ok(json!({"saved": text}))
+    }
+}
+
+#[tokio::test]
+async fn inline_actions_commit_with_their_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(dir.path().join("ordo.db"));
+    cfg.actions.insert("test.note".into(), Arc::new(Note));
+    let e = Engine::open(cfg).unwrap();
+    e.deploy("n.yaml", "id: n\nstart: [{id: s, next: note}]\nnodes:\n  note: {type: service, action: test.note, with: {text: =msg}, result: r, next: e}\n  e: {type: end}\n").await.unwrap();
+    let done = e
+        .start("n", None, None, vars(json!({"msg": "hello"})))
+        .await
+        .unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.variables()["r"], json!({"saved": "hello"}));
+    let failed = e
+        .start("n", None, None, vars(json!({"msg": 5})))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.status,
+        InstanceStatus::Active,
+        "the failure is an incident on the task"
+    );
+    e.close();
+    let conn = rusqlite::Connection::open(dir.path().join("ordo.db")).unwrap();
+    let notes: i64 = conn
+        .query_row("SELECT COUNT(*) FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(notes, 1);
+    let incidents: i64 = conn
+        .query_row("SELECT COUNT(*) FROM incidents", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(incidents, 1);
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
