@@ -1,6 +1,8 @@
 //! `ordo`: the command line of the Ordo workflow engine.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ordo_engine::model::{self, Options};
@@ -44,6 +46,35 @@ enum Command {
     },
     /// Print the JSON Schema of the process format (for editor completion).
     Schema,
+    /// Measure the engine on the workloads of quality.md (P1, P2, P3).
+    Bench {
+        /// Workloads to run.
+        #[arg(long = "workload", value_name = "p1|p2|p3", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned()])]
+        workloads: Vec<String>,
+        /// SQLite file (a temporary one by default).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Instances per workload.
+        #[arg(long, default_value_t = 20_000)]
+        instances: usize,
+        /// Callers at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Durability: full (default) or normal.
+        #[arg(long, value_enum, default_value_t = SyncArg::Full)]
+        sync: SyncArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum SyncArg {
+    /// synchronous=FULL
+    Full,
+    /// synchronous=NORMAL
+    Normal,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -81,6 +112,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             calendars,
         } => validate(&paths, format, calendars),
         Command::Graph { file, format } => graph(&file, format),
+        Command::Bench {
+            workloads,
+            db,
+            instances,
+            concurrency,
+            sync,
+            json,
+        } => {
+            let opts = bench::Options {
+                workloads,
+                db,
+                instances,
+                concurrency,
+                sync: match sync {
+                    SyncArg::Full => ordo_engine::store::Sync::Full,
+                    SyncArg::Normal => ordo_engine::store::Sync::Normal,
+                },
+            };
+            let figures = bench::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                for f in &figures {
+                    println!("{}", serde_json::to_string(f)?);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&model::json_schema())?);
             Ok(ExitCode::SUCCESS)

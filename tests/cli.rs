@@ -107,3 +107,36 @@ fn checked_in_schema_matches_the_types() {
         "docs/process.schema.json is stale: run `cargo run -- schema > docs/process.schema.json`"
     );
 }
+
+#[test]
+fn bench_runs_every_workload_on_a_real_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let (code, out, err) = ordo(&[
+        "bench",
+        "--instances",
+        "40",
+        "--concurrency",
+        "4",
+        "--workload",
+        "p3",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let figures: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(figures[0]["workload"], "P3");
+    assert_eq!(figures[0]["instances"], 40);
+    assert!(figures[0]["per_second"].as_f64().unwrap() > 0.0);
+    // Every instance is in the file, completed.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let done: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM instances WHERE status = 'completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(done, 40);
+}

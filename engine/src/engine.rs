@@ -198,6 +198,7 @@ impl Engine {
                 clock: config.clock,
                 actions: config.actions,
                 processes: HashMap::new(),
+                latest: HashMap::new(),
                 next_id: u64::try_from(next_id).unwrap_or(1),
             },
         };
@@ -397,6 +398,8 @@ struct State {
     clock: Arc<dyn Clock>,
     actions: HashMap<String, Arc<dyn InlineAction>>,
     processes: HashMap<(String, u32), Arc<Process>>,
+    /// Latest deployed version per process (the writer is the only deployer).
+    latest: HashMap<String, u32>,
     next_id: u64,
 }
 
@@ -444,6 +447,7 @@ impl Writer {
                 // Nothing of this batch is durable: every caller hears so, and
                 // definitions cached from it are forgotten.
                 self.state.processes.clear();
+                self.state.latest.clear();
                 let msg = e.to_string();
                 for reply in replies {
                     let _ = reply.send(Err(Error::CommitFailed(msg.clone())));
@@ -463,18 +467,17 @@ impl State {
                 business_key,
                 variables,
             } => {
-                let p = self.process(tx, &process, version)?;
+                let version = match version {
+                    Some(v) => v,
+                    None => self.latest_version(tx, &process)?,
+                };
+                let p = self.process(tx, &process, Some(version))?;
                 let machine = Machine::new(&p)?;
                 let id = self.next_id.to_string();
                 self.next_id += 1;
                 let clock = Arc::clone(&self.clock);
-                let (inst, actions) = machine.start(
-                    id,
-                    p_version(&p, tx, version)?,
-                    business_key,
-                    variables,
-                    clock.as_ref(),
-                )?;
+                let (inst, actions) =
+                    machine.start(id, version, business_key, variables, clock.as_ref())?;
                 let (inst, actions) = self.run_inline(tx, &machine, inst, actions)?;
                 store::save_instance(tx, &inst, None)?;
                 store::record(tx, &inst, &actions, &self.clock.now().to_rfc3339())?;
@@ -593,12 +596,24 @@ impl State {
         store::insert_definition(tx, &id, version, source, &self.clock.now().to_rfc3339())?;
         self.processes
             .insert((id.clone(), version), Arc::new(process));
+        self.latest.insert(id.clone(), version);
         Ok(Deployed {
             process: id,
             version,
             created: true,
             warnings: loaded.diagnostics,
         })
+    }
+
+    fn latest_version(&mut self, tx: &Connection, id: &str) -> Result<u32> {
+        if let Some(v) = self.latest.get(id) {
+            return Ok(*v);
+        }
+        let v = store::latest_definition(tx, id)?
+            .ok_or_else(|| Error::UnknownProcess(id.to_owned()))?
+            .0;
+        self.latest.insert(id.to_owned(), v);
+        Ok(v)
     }
 
     fn process(&mut self, tx: &Connection, id: &str, version: Option<u32>) -> Result<Arc<Process>> {
@@ -620,12 +635,5 @@ impl State {
         self.processes
             .insert((id.to_owned(), version), Arc::clone(&p));
         Ok(p)
-    }
-}
-
-fn p_version(p: &Process, tx: &Connection, version: Option<u32>) -> Result<u32> {
-    match version {
-        Some(v) => Ok(v),
-        None => Ok(store::latest_definition(tx, &p.def.id)?.map_or(1, |(v, _)| v)),
     }
 }

@@ -166,22 +166,16 @@ fn migrate(conn: &Connection) -> Result<()> {
 /// A deployed definition's source.
 pub fn definition(conn: &Connection, process: &str, version: u32) -> Result<Option<String>> {
     Ok(conn
-        .query_row(
-            "SELECT source FROM definitions WHERE process_id = ?1 AND version = ?2",
-            params![process, version],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT source FROM definitions WHERE process_id = ?1 AND version = ?2")?
+        .query_row(params![process, version], |r| r.get(0))
         .optional()?)
 }
 
 /// The latest version of a process, with its source.
 pub fn latest_definition(conn: &Connection, process: &str) -> Result<Option<(u32, String)>> {
     Ok(conn
-        .query_row(
-            "SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1",
-            params![process],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1")?
+        .query_row(params![process], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
@@ -242,10 +236,11 @@ pub fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) ->
     let state = serde_json::to_string(inst)?;
     let ended = inst.ended_at.map(|t| t.to_rfc3339());
     let n = match expected {
-        None => tx.execute(
+        None => tx.prepare_cached(
             "INSERT INTO instances (id, process_id, process_version, business_key, status, version, state, started_at, ended_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        )?
+        .execute(params![
                 inst.id,
                 inst.process,
                 inst.process_version,
@@ -255,23 +250,19 @@ pub fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) ->
                 state,
                 inst.started_at.to_rfc3339(),
                 ended
-            ],
-        )?,
-        Some(v) => tx.execute(
-            "UPDATE instances SET status = ?2, version = ?3, state = ?4, ended_at = ?5 WHERE id = ?1 AND version = ?6",
-            params![inst.id, status_text(inst.status), inst.version, state, ended, v],
-        )?,
+            ])?,
+        Some(v) => tx
+            .prepare_cached("UPDATE instances SET status = ?2, version = ?3, state = ?4, ended_at = ?5 WHERE id = ?1 AND version = ?6")?
+            .execute(params![inst.id, status_text(inst.status), inst.version, state, ended, v])?,
     };
     Ok(n == 1)
 }
 
 /// Writes what a step's actions say must be stored (history, tasks, jobs, incidents).
 pub fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
-    let mut seq: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1",
-        params![inst.id],
-        |r| r.get(0),
-    )?;
+    let mut seq: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")?
+        .query_row(params![inst.id], |r| r.get(0))?;
     let mut hist = tx.prepare_cached(
         "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
@@ -291,20 +282,18 @@ pub fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -
             }
             Action::CreateTask(t) => insert_task(tx, &inst.id, t, now)?,
             Action::CloseTask { activity, state } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE tasks SET state = ?3 WHERE instance_id = ?1 AND activity = ?2",
-                    params![inst.id, activity, lifecycle_text(*state)],
-                )?;
-                tx.execute(
+                )?
+                .execute(params![inst.id, activity, lifecycle_text(*state)])?;
+                tx.prepare_cached(
                     "DELETE FROM task_candidates WHERE instance_id = ?1 AND activity = ?2",
-                    params![inst.id, activity],
-                )?;
+                )?
+                .execute(params![inst.id, activity])?;
             }
             Action::RunJob(j) => {
-                tx.execute(
-                    "INSERT INTO jobs (instance_id, activity, node, action, input, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries],
-                )?;
+                tx.prepare_cached("INSERT INTO jobs (instance_id, activity, node, action, input, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                    .execute(params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries])?;
             }
             Action::CancelJob { activity } => {
                 tx.execute(
@@ -329,10 +318,11 @@ pub fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -
 }
 
 fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO tasks (instance_id, activity, node, name, assignee, candidate_users, candidate_groups, due, priority, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10)",
-        params![
+    )?
+    .execute(params![
             instance,
             t.activity,
             t.node,
@@ -343,8 +333,7 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
             t.due.map(|d| d.to_rfc3339()),
             t.priority,
             now
-        ],
-    )?;
+        ])?;
     let mut cand = tx.prepare_cached(
         "INSERT OR IGNORE INTO task_candidates (kind, name, instance_id, activity) VALUES (?1, ?2, ?3, ?4)",
     )?;
@@ -360,11 +349,8 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
 /// The stored state of a task: open, completed or aborted.
 pub fn task_state(conn: &Connection, instance: &str, activity: u64) -> Result<Option<String>> {
     Ok(conn
-        .query_row(
-            "SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2",
-            params![instance, activity],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2")?
+        .query_row(params![instance, activity], |r| r.get(0))
         .optional()?)
 }
 

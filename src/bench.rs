@@ -1,0 +1,185 @@
+//! `ordo bench`: the workloads of quality.md against a real SQLite file.
+
+use anyhow::Context;
+use ordo_engine::engine::{Config, Engine};
+use ordo_engine::runtime::{TokenState, Vars};
+use ordo_engine::store;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// P1: start → 10 automatic steps → end.
+const P1: &str = "id: bench-p1
+start: [{id: s, next: a1}]
+nodes:
+  a1: {type: assign, set: {n: =n + 1}, next: a2}
+  a2: {type: assign, set: {n: =n + 1}, next: a3}
+  a3: {type: assign, set: {n: =n + 1}, next: a4}
+  a4: {type: assign, set: {n: =n + 1}, next: a5}
+  a5: {type: assign, set: {n: =n + 1}, next: a6}
+  a6: {type: assign, set: {n: =n + 1}, next: a7}
+  a7: {type: assign, set: {n: =n + 1}, next: a8}
+  a8: {type: assign, set: {n: =n + 1}, next: a9}
+  a9: {type: assign, set: {n: =n + 1}, next: a10}
+  a10: {type: assign, set: {n: =n + 1}, next: e}
+  e: {type: end}
+";
+
+/// P2: exclusive split/merge, then a parallel split of 3 and join.
+const P2: &str = "id: bench-p2
+start: [{id: s, next: x}]
+nodes:
+  x:
+    type: exclusive
+    branches: [{when: n % 2 == 0, to: even}]
+    default: odd
+  even: {type: empty, next: merge}
+  odd: {type: empty, next: merge}
+  merge: {type: exclusive, next: split}
+  split: {type: parallel, next: [b1, b2, b3]}
+  b1: {type: empty, next: join}
+  b2: {type: empty, next: join}
+  b3: {type: empty, next: join}
+  join: {type: parallel, next: e}
+  e: {type: end}
+";
+
+/// P3: start into a user task, then complete it.
+const P3: &str = "id: bench-p3
+start: [{id: s, next: t}]
+nodes:
+  t: {type: user, assignee: =who, next: e}
+  e: {type: end}
+";
+
+/// One workload's figures.
+#[derive(Debug, Serialize)]
+pub struct Figures {
+    workload: &'static str,
+    instances: usize,
+    concurrency: usize,
+    sync: store::Sync,
+    seconds: f64,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mb: f64,
+}
+
+/// Options of `ordo bench`.
+#[derive(Debug)]
+pub struct Options {
+    pub workloads: Vec<String>,
+    pub db: Option<PathBuf>,
+    pub instances: usize,
+    pub concurrency: usize,
+    pub sync: store::Sync,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut out = Vec::new();
+    for w in &opts.workloads {
+        let (name, yaml): (&'static str, &str) = match w.as_str() {
+            "p1" => ("P1", P1),
+            "p2" => ("P2", P2),
+            "p3" => ("P3", P3),
+            other => anyhow::bail!("unknown workload `{other}`; use p1, p2 or p3"),
+        };
+        let dir = tempfile::tempdir()?;
+        let db = match &opts.db {
+            Some(p) => p.clone(),
+            None => dir.path().join(format!("bench-{w}.db")),
+        };
+        let mut cfg = Config::new(&db);
+        cfg.sync = opts.sync;
+        let engine =
+            Arc::new(Engine::open(cfg).with_context(|| format!("cannot open {}", db.display()))?);
+        out.push(rt.block_on(workload(engine, name, yaml, opts))?);
+    }
+    Ok(out)
+}
+
+async fn workload(
+    engine: Arc<Engine>,
+    name: &'static str,
+    yaml: &str,
+    opts: &Options,
+) -> anyhow::Result<Figures> {
+    let deployed = engine.deploy("bench.yaml", yaml).await?;
+    let process = deployed.process;
+    let started = Instant::now();
+    let per_worker = opts.instances.div_ceil(opts.concurrency.max(1));
+    let mut workers = Vec::new();
+    for w in 0..opts.concurrency.max(1) {
+        let engine = Arc::clone(&engine);
+        let process = process.clone();
+        let count = per_worker.min(opts.instances.saturating_sub(w * per_worker));
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(count);
+            for i in 0..count {
+                let t0 = Instant::now();
+                let mut vars = Vars::new();
+                vars.insert("n".into(), serde_json::json!(i));
+                vars.insert("who".into(), serde_json::json!(format!("user{}", i % 100)));
+                let inst = engine.start(&process, None, None, vars).await?;
+                if name == "P3" {
+                    let activity = inst
+                        .tokens
+                        .iter()
+                        .find_map(|t| match t.state {
+                            TokenState::Waiting { activity, .. } => Some(activity),
+                            _ => None,
+                        })
+                        .context("P3 instance does not wait in its task")?;
+                    engine
+                        .complete_task(&inst.id, activity, Vars::new(), None, None)
+                        .await?;
+                }
+                lat.push(t0.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat: Vec<Duration> = Vec::with_capacity(opts.instances);
+    for w in workers {
+        lat.extend(w.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        let idx = ((lat.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(lat.len().saturating_sub(1));
+        lat.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    engine.close();
+    Ok(Figures {
+        workload: name,
+        instances: lat.len(),
+        concurrency: opts.concurrency,
+        sync: opts.sync,
+        seconds,
+        per_second: lat.len() as f64 / seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Peak resident memory of this process (Linux), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
