@@ -286,3 +286,79 @@ async fn inline_actions_commit_with_their_step() {
         .unwrap();
     assert_eq!(ok, "ok");
 }
+
+#[tokio::test]
+async fn claim_unclaim_delegate_and_overdue() {
+    use ordo_engine::engine::TaskChange;
+    use ordo_engine::runtime::ManualClock;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .unwrap()
+        .to_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let mut cfg = Config::new(dir.path().join("ordo.db"));
+    cfg.clock = clock.clone();
+    let e = Engine::open(cfg).unwrap();
+    e.deploy("q.yaml", "id: q\nstart: [{id: s, next: t}]\nnodes:\n  t: {type: user, candidate_groups: [sales], due: P1D, next: e}\n  e: {type: end}\n")
+        .await
+        .unwrap();
+    let inst = e.start("q", None, None, Vars::new()).await.unwrap();
+    let queue = e.group_tasks(vec!["sales".into()], 10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    let a = queue[0].activity;
+    let claimed = e
+        .change_task(&inst.id, a, TaskChange::Claim { user: "ann".into() })
+        .await
+        .unwrap();
+    assert_eq!(claimed.assignee.as_deref(), Some("ann"));
+    assert!(
+        e.group_tasks(vec!["sales".into()], 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed tasks leave the group queue"
+    );
+    let twice = e
+        .change_task(&inst.id, a, TaskChange::Claim { user: "bob".into() })
+        .await;
+    assert!(matches!(twice, Err(Error::Conflict { .. })));
+    let not_holder = e
+        .change_task(&inst.id, a, TaskChange::Unclaim { user: "bob".into() })
+        .await;
+    assert!(matches!(not_holder, Err(Error::Conflict { .. })));
+    e.change_task(
+        &inst.id,
+        a,
+        TaskChange::Delegate {
+            by: "ann".into(),
+            to: "cy".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.tasks_of("cy", 10).await.unwrap().len(), 1);
+    e.change_task(&inst.id, a, TaskChange::Unclaim { user: "cy".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        e.group_tasks(vec!["sales".into()], 10).await.unwrap().len(),
+        1
+    );
+    assert!(e.overdue_tasks(10).await.unwrap().is_empty());
+    clock.advance(chrono::Duration::hours(25));
+    assert_eq!(e.overdue_tasks(10).await.unwrap().len(), 1);
+    let hist = e.history(&inst.id).await.unwrap();
+    let events: Vec<_> = hist
+        .iter()
+        .filter(|h| h.node == "t")
+        .map(|h| (h.state.as_str(), h.actor.clone()))
+        .collect();
+    assert_eq!(
+        events[2..],
+        [
+            ("claimed", Some("ann".into())),
+            ("delegated", Some("ann".into())),
+            ("unclaimed", Some("cy".into()))
+        ]
+    );
+}

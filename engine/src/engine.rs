@@ -140,6 +140,29 @@ pub struct Deployed {
 enum Outcome {
     Deployed(Deployed),
     Instance(Box<Instance>),
+    Task(TaskRow),
+}
+
+/// A change of who holds a user task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskChange {
+    /// `user` takes an unassigned task.
+    Claim {
+        /// Who.
+        user: String,
+    },
+    /// The assignee gives the task back to its candidates.
+    Unclaim {
+        /// Who (must be the assignee).
+        user: String,
+    },
+    /// The assignee (or an admin acting as `by`) hands the task to someone else.
+    Delegate {
+        /// Who hands it over.
+        by: String,
+        /// To whom.
+        to: String,
+    },
 }
 
 enum Op {
@@ -158,6 +181,11 @@ enum Op {
         cmd: Command,
         expected_version: Option<u64>,
     },
+    Task {
+        instance: String,
+        activity: u64,
+        change: TaskChange,
+    },
 }
 
 struct Request {
@@ -172,6 +200,7 @@ pub struct Engine {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     db: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,6 +220,7 @@ impl Engine {
         )?;
         let (tx, rx) = mpsc::channel::<Request>();
         let db = config.db.clone();
+        let clock = Arc::clone(&config.clock);
         let mut writer = Writer {
             conn,
             max_batch: config.max_batch.max(1),
@@ -211,6 +241,7 @@ impl Engine {
             writer: Mutex::new(Some(handle)),
             db,
             readers: Mutex::new(Vec::new()),
+            clock,
         })
     }
 
@@ -234,7 +265,7 @@ impl Engine {
             .await?
         {
             Outcome::Deployed(d) => Ok(d),
-            Outcome::Instance(_) => Err(Error::Closed),
+            Outcome::Instance(_) | Outcome::Task(_) => Err(Error::Closed),
         }
     }
 
@@ -300,8 +331,37 @@ impl Engine {
     async fn instance_op(&self, op: Op) -> Result<Instance> {
         match self.send(op).await? {
             Outcome::Instance(i) => Ok(*i),
-            Outcome::Deployed(_) => Err(Error::Closed),
+            Outcome::Deployed(_) | Outcome::Task(_) => Err(Error::Closed),
         }
+    }
+
+    /// Claims, unclaims or delegates a user task. The engine checks the task's
+    /// state (an assigned task cannot be claimed, only its assignee unclaims); who
+    /// may do what is the server's to check.
+    pub async fn change_task(
+        &self,
+        instance: &str,
+        activity: u64,
+        change: TaskChange,
+    ) -> Result<TaskRow> {
+        match self
+            .send(Op::Task {
+                instance: instance.to_owned(),
+                activity,
+                change,
+            })
+            .await?
+        {
+            Outcome::Task(t) => Ok(t),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Open tasks past their due date.
+    pub async fn overdue_tasks(&self, limit: u32) -> Result<Vec<TaskRow>> {
+        let now = self.clock.now().to_rfc3339();
+        self.read(move |c| store::overdue_tasks(c, &now, limit))
+            .await
     }
 
     async fn read<T: Send + 'static>(
@@ -483,6 +543,13 @@ impl State {
                 store::record(tx, &inst, &actions, &self.clock.now().to_rfc3339())?;
                 Ok(Outcome::Instance(Box::new(inst)))
             }
+            Op::Task {
+                instance,
+                activity,
+                change,
+            } => self
+                .change_task(tx, &instance, activity, change)
+                .map(Outcome::Task),
             Op::Apply {
                 instance,
                 cmd,
@@ -602,6 +669,59 @@ impl State {
             version,
             created: true,
             warnings: loaded.diagnostics,
+        })
+    }
+
+    fn change_task(
+        &mut self,
+        tx: &Connection,
+        instance: &str,
+        activity: u64,
+        change: TaskChange,
+    ) -> Result<TaskRow> {
+        let conflict = |reason: String| Error::Conflict {
+            instance: instance.to_owned(),
+            reason,
+        };
+        let Some(task) = store::open_task(tx, instance, activity)? else {
+            return Err(match store::task_state(tx, instance, activity)? {
+                Some(s) => conflict(format!("task {activity} is already {s}")),
+                None => Error::Runtime(runtime::Error::UnknownActivity(activity)),
+            });
+        };
+        let (assignee, event, actor) = match &change {
+            TaskChange::Claim { user } => {
+                if let Some(a) = &task.assignee {
+                    return Err(conflict(format!(
+                        "task {activity} is already claimed by {a}"
+                    )));
+                }
+                (Some(user.as_str()), "claimed", user.as_str())
+            }
+            TaskChange::Unclaim { user } => {
+                if task.assignee.as_deref() != Some(user.as_str()) {
+                    return Err(conflict(format!("task {activity} is not held by {user}")));
+                }
+                (None, "unclaimed", user.as_str())
+            }
+            TaskChange::Delegate { by, to } => (Some(to.as_str()), "delegated", by.as_str()),
+        };
+        let now = self.clock.now().to_rfc3339();
+        store::assign_task(
+            tx,
+            instance,
+            activity,
+            assignee,
+            store::TaskEvent {
+                node: &task.node,
+                event,
+                actor,
+                at: &now,
+            },
+        )?;
+        Ok(TaskRow {
+            assignee: assignee.map(str::to_owned),
+            ..task
         })
     }
 

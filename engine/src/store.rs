@@ -373,6 +373,60 @@ pub struct TaskRow {
     pub priority: i64,
 }
 
+/// One open task.
+pub fn open_task(conn: &Connection, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
+             WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
+        )?
+        .query_row(params![instance, activity], task_row)
+        .optional()?)
+}
+
+/// A change of a task's holder, as history records it.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskEvent<'a> {
+    /// The task's node.
+    pub node: &'a str,
+    /// `claimed`, `unclaimed`, `delegated`.
+    pub event: &'a str,
+    /// Who.
+    pub actor: &'a str,
+    /// When (RFC 3339).
+    pub at: &'a str,
+}
+
+/// Sets (or clears) a task's assignee and records why in the history.
+pub fn assign_task(
+    tx: &Connection,
+    instance: &str,
+    activity: u64,
+    assignee: Option<&str>,
+    ev: TaskEvent,
+) -> Result<()> {
+    tx.prepare_cached("UPDATE tasks SET assignee = ?3 WHERE instance_id = ?1 AND activity = ?2")?
+        .execute(params![instance, activity, assignee])?;
+    let seq: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE instance_id = ?1")?
+        .query_row(params![instance], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![instance, seq, activity, ev.node, ev.event, ev.at, ev.actor])?;
+    Ok(())
+}
+
+/// Open tasks whose due date is before `now` (RFC 3339), most overdue first.
+pub fn overdue_tasks(conn: &Connection, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
+         WHERE state = 'open' AND due IS NOT NULL AND due < ?1 ORDER BY due LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![now, limit], task_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
 /// Open tasks assigned to `user`, highest priority first.
 pub fn tasks_of(conn: &Connection, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
     let mut st = conn.prepare_cached(
