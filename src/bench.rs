@@ -183,3 +183,52 @@ fn peak_rss_mb() -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// Runs start + complete forever (until killed), printing each acknowledged command.
+pub fn crash_load(db: &std::path::Path, concurrency: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let engine = Arc::new(Engine::open(Config::new(db))?);
+        engine.deploy("crash.yaml", P3).await?;
+        let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+        let mut workers = Vec::new();
+        for w in 0..concurrency.max(1) {
+            let engine = Arc::clone(&engine);
+            let out = Arc::clone(&out);
+            workers.push(tokio::spawn(async move {
+                let say = |line: String| {
+                    use std::io::Write;
+                    let mut o = out
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let _ = writeln!(o, "{line}");
+                    let _ = o.flush();
+                };
+                loop {
+                    let mut vars = Vars::new();
+                    vars.insert("who".into(), serde_json::json!(format!("w{w}")));
+                    let inst = engine.start("bench-p3", None, None, vars).await?;
+                    say(format!("S {}", inst.id));
+                    let activity = inst.tokens.iter().find_map(|t| match t.state {
+                        TokenState::Waiting { activity, .. } => Some(activity),
+                        _ => None,
+                    });
+                    if let Some(a) = activity {
+                        engine
+                            .complete_task(&inst.id, a, Vars::new(), None, None)
+                            .await?;
+                        say(format!("C {}", inst.id));
+                    }
+                }
+                #[allow(unreachable_code)]
+                anyhow::Ok(())
+            }));
+        }
+        for w in workers {
+            w.await??;
+        }
+        anyhow::Ok(())
+    })
+}

@@ -46,6 +46,9 @@ enum Command {
     },
     /// Print the JSON Schema of the process format (for editor completion).
     Schema,
+    /// Crash-test load (used by tests/crash.rs).
+    #[command(hide = true)]
+    CrashLoad(CrashLoad),
     /// Measure the engine on the workloads of quality.md (P1, P2, P3).
     Bench {
         /// Workloads to run.
@@ -67,6 +70,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The load the crash test kills: starts instances and completes their tasks, and
+/// prints `S id` / `C id` only after each command is acknowledged (committed).
+#[derive(clap::Args, Debug)]
+struct CrashLoad {
+    /// SQLite file.
+    #[arg(long)]
+    db: PathBuf,
+    /// Callers at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -138,6 +153,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(f)?);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CrashLoad(args) => {
+            bench::crash_load(&args.db, args.concurrency)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
