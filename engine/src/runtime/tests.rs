@@ -510,3 +510,166 @@ fn working_days_skip_weekends() {
         friday() + chrono::Duration::days(7)
     );
 }
+
+mod generated {
+    //! Property test: random structured graphs run to completion without losing a
+    //! token, and every activity instance that started also ended.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::fmt::Write;
+
+    #[derive(Debug, Clone)]
+    enum Block {
+        Empty,
+        Assign,
+        Task,
+        Seq(Vec<Block>),
+        Xor(Vec<Block>),
+        And(Vec<Block>),
+        Or(Vec<Block>),
+    }
+
+    fn block() -> impl Strategy<Value = Block> {
+        let leaf = prop_oneof![Just(Block::Empty), Just(Block::Assign), Just(Block::Task)];
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Seq),
+                prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Xor),
+                prop::collection::vec(inner.clone(), 2..4).prop_map(Block::And),
+                prop::collection::vec(inner, 1..4).prop_map(Block::Or),
+            ]
+        })
+    }
+
+    struct Gen {
+        yaml: String,
+        n: usize,
+    }
+
+    impl Gen {
+        fn id(&mut self, p: &str) -> String {
+            self.n += 1;
+            format!("{p}{}", self.n)
+        }
+        /// Emits `b` so that it continues to `next`; returns its entry node.
+        fn emit(&mut self, b: &Block, next: &str) -> String {
+            match b {
+                Block::Empty => {
+                    let id = self.id("e");
+                    let _ = writeln!(self.yaml, "  {id}: {{type: empty, next: {next}}}");
+                    id
+                }
+                Block::Assign => {
+                    let id = self.id("a");
+                    let _ = writeln!(
+                        self.yaml,
+                        "  {id}: {{type: assign, set: {{k: =k + 1}}, next: {next}}}"
+                    );
+                    id
+                }
+                Block::Task => {
+                    let id = self.id("t");
+                    let _ = writeln!(self.yaml, "  {id}: {{type: user, next: {next}}}");
+                    id
+                }
+                Block::Seq(items) => {
+                    let mut entry = next.to_owned();
+                    for it in items.iter().rev() {
+                        entry = self.emit(it, &entry);
+                    }
+                    entry
+                }
+                Block::Xor(items) | Block::Or(items) if items.len() == 1 => {
+                    self.emit(&items[0], next)
+                }
+                Block::Xor(items) | Block::Or(items) => {
+                    let inclusive = matches!(b, Block::Or(_));
+                    let kind = if inclusive { "inclusive" } else { "exclusive" };
+                    let (split, join) = (self.id("s"), self.id("j"));
+                    let _ = writeln!(self.yaml, "  {join}: {{type: {kind}, next: {next}}}");
+                    let entries: Vec<String> =
+                        items.iter().map(|it| self.emit(it, &join)).collect();
+                    let _ = writeln!(self.yaml, "  {split}:\n    type: {kind}\n    branches:");
+                    for (i, e) in entries.iter().enumerate().skip(1) {
+                        let _ = writeln!(
+                            self.yaml,
+                            "      - {{when: k % {} == {}, to: {e}}}",
+                            i + 1,
+                            i % (i + 1)
+                        );
+                    }
+                    let _ = writeln!(self.yaml, "    default: {}", entries[0]);
+                    split
+                }
+                Block::And(items) => {
+                    let (split, join) = (self.id("p"), self.id("q"));
+                    let _ = writeln!(self.yaml, "  {join}: {{type: parallel, next: {next}}}");
+                    let entries: Vec<String> =
+                        items.iter().map(|it| self.emit(it, &join)).collect();
+                    let _ = writeln!(
+                        self.yaml,
+                        "  {split}: {{type: parallel, next: [{}]}}",
+                        entries.join(", ")
+                    );
+                    split
+                }
+            }
+        }
+    }
+
+    fn source(b: &Block) -> String {
+        let mut g = Gen {
+            yaml: String::new(),
+            n: 0,
+        };
+        let _ = writeln!(g.yaml, "  done: {{type: end}}");
+        let entry = g.emit(b, "done");
+        format!(
+            "id: gen\nvariables: {{k: {{type: integer, default: 0}}}}\nstart: [{{id: go, next: {entry}}}]\nnodes:\n{}",
+            g.yaml
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn random_graphs_run_to_completion(b in block(), k in 0i64..12) {
+            let yaml = source(&b);
+            let loaded = model::load("gen.yaml", &yaml, &Options::default());
+            prop_assert!(!loaded.has_errors(), "{:?}\n{}", loaded.diagnostics, yaml);
+            let Some(p) = loaded.process else { return Err(TestCaseError::fail("no process")) };
+            let m = Machine::new(&p).expect("supported");
+            let clock = ManualClock::new(friday());
+            let (mut inst, mut all) = m.start("g".into(), 1, None, vars(json!({"k": k})), &clock).expect("starts");
+            let mut open: Vec<u64> = tasks(&all).iter().map(|t| t.activity).collect();
+            let mut rounds = 0;
+            while let Some(a) = open.pop() {
+                rounds += 1;
+                prop_assert!(rounds < 1000);
+                let (next, actions) = m
+                    .apply(&inst, Command::CompleteTask { activity: a, variables: Vars::new(), actor: None }, &clock)
+                    .expect("completes");
+                open.extend(tasks(&actions).iter().map(|t| t.activity));
+                all.extend(actions);
+                inst = next;
+            }
+            prop_assert!(incidents(&all).is_empty(), "{:?}\n{yaml}", incidents(&all));
+            prop_assert_eq!(inst.status, InstanceStatus::Completed, "{}", yaml);
+            prop_assert!(inst.tokens.is_empty());
+            let mut last: HashMap<u64, Lifecycle> = HashMap::new();
+            for a in &all {
+                if let Action::History(h) = a {
+                    last.insert(h.activity, h.state);
+                }
+            }
+            for (activity, state) in last {
+                prop_assert!(
+                    matches!(state, Lifecycle::Completed | Lifecycle::Aborted | Lifecycle::Faulted),
+                    "activity {} ended in {:?}\n{}", activity, state, yaml
+                );
+            }
+        }
+    }
+}
