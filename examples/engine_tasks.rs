@@ -43,24 +43,46 @@ async fn main() -> anyhow::Result<()> {
     let deployed = engine.deploy("expense.yaml", FLOW).await?;
     println!("deployed {} v{}", deployed.process, deployed.version);
 
-    let vars: Vars = json!({ "amount": 120.5 }).as_object().cloned().unwrap_or_default();
-    let inst = engine.start("expense", None, Some("EXP-1".into()), vars).await?;
+    let vars: Vars = json!({ "amount": 120.5 })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let inst = engine
+        .start("expense", None, Some("EXP-1".into()), vars)
+        .await?;
     println!("instance {} waits at {:?}", inst.id, inst.active_nodes());
 
     // The finance group's inbox; Ann claims the task, then completes its form.
     let inbox = engine.group_tasks(vec!["finance".into()], 20).await?;
     let task = inbox.first().ok_or_else(|| anyhow::anyhow!("no task"))?;
     engine
-        .change_task(&task.instance_id, task.activity, TaskChange::Claim { user: "ann".into() })
+        .change_task(
+            &task.instance_id,
+            task.activity,
+            TaskChange::Claim { user: "ann".into() },
+        )
         .await?;
-    let form = json!({ "approved": true, "comment": "ok" }).as_object().cloned().unwrap_or_default();
+    let form = json!({ "approved": true, "comment": "ok" })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let done = engine
         .complete_task(&inst.id, task.activity, form, Some("ann".into()), None)
         .await?;
-    println!("instance {} is {:?}, paid = {}", done.id, done.status, done.variables()["paid"]);
+    println!(
+        "instance {} is {:?}, paid = {}",
+        done.id,
+        done.status,
+        done.variables()["paid"]
+    );
 
     for h in engine.history(&inst.id).await? {
-        println!("  {:<9} {:<10} {}", h.node, h.state, h.actor.unwrap_or_default());
+        println!(
+            "  {:<9} {:<10} {}",
+            h.node,
+            h.state,
+            h.actor.unwrap_or_default()
+        );
     }
     Ok(())
 }

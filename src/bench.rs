@@ -201,7 +201,9 @@ async fn p6_after(db: &std::path::Path, opts: &Options, f: &mut Figures) -> anyh
         anyhow::ensure!(!tasks.is_empty(), "no tasks for user{}", i % 100);
     }
     lat.sort_unstable();
-    f.my_tasks_p99_ms = lat.get(lat.len() * 99 / 100).map(|d| d.as_secs_f64() * 1000.0);
+    f.my_tasks_p99_ms = lat
+        .get(lat.len() * 99 / 100)
+        .map(|d| d.as_secs_f64() * 1000.0);
     f.peak_rss_mb = peak_rss_mb();
     engine.close();
     Ok(())

@@ -478,16 +478,16 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<Request>) {
-        let mut results = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
+        // Every caller of the batch is answered, even if it fails half-way.
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
+        let mut results = Vec::with_capacity(ops.len());
         let state = &mut self.state;
         let outcome = (|| -> Result<()> {
             let tx =
                 rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-            for req in batch {
-                replies.push(req.reply);
+            for op in ops {
                 tx.execute_batch("SAVEPOINT cmd")?;
-                let r = state.execute(&tx, req.op);
+                let r = state.execute(&tx, op);
                 if r.is_err() {
                     tx.execute_batch("ROLLBACK TO cmd")?;
                 }
