@@ -87,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
         activity INTEGER NOT NULL,
         PRIMARY KEY (kind, name, instance_id, activity)
     ) WITHOUT ROWID;
+    -- One row per activity instance per command: `state` lists the transitions made
+    -- in that command, in order (they share `at` and `actor`).
     CREATE TABLE history (
         instance_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -266,20 +268,40 @@ pub fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -
     let mut hist = tx.prepare_cached(
         "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    // Transitions that one activity instance makes within one command share their
+    // time and actor: they are stored as one row listing the states in order
+    // (`ready,active,completing,completed`), and `history` expands them again.
+    let mut i = 0;
+    while i < actions.len() {
+        let Action::History(h) = &actions[i] else {
+            i += 1;
+            continue;
+        };
+        let mut states = String::from(lifecycle_text(h.state));
+        let mut j = i + 1;
+        while let Some(Action::History(n)) = actions.get(j) {
+            if n.activity != h.activity || n.at != h.at || n.actor != h.actor {
+                break;
+            }
+            states.push(',');
+            states.push_str(lifecycle_text(n.state));
+            j += 1;
+        }
+        seq += 1;
+        hist.execute(params![
+            inst.id,
+            seq,
+            h.activity,
+            h.node,
+            states,
+            h.at.to_rfc3339(),
+            h.actor
+        ])?;
+        i = j;
+    }
     for a in actions {
         match a {
-            Action::History(h) => {
-                seq += 1;
-                hist.execute(params![
-                    inst.id,
-                    seq,
-                    h.activity,
-                    h.node,
-                    lifecycle_text(h.state),
-                    h.at.to_rfc3339(),
-                    h.actor
-                ])?;
-            }
+            Action::History(_) => {}
             Action::CreateTask(t) => insert_task(tx, &inst.id, t, now)?,
             Action::CloseTask { activity, state } => {
                 tx.prepare_cached(
@@ -496,7 +518,21 @@ pub fn history(conn: &Connection, instance: &str) -> Result<Vec<HistoryRow>> {
             actor: r.get(4)?,
         })
     })?;
-    Ok(rows.collect::<std::result::Result<_, _>>()?)
+    let mut out = Vec::new();
+    for row in rows {
+        let row = row?;
+        if row.state.contains(',') {
+            for state in row.state.split(',') {
+                out.push(HistoryRow {
+                    state: state.to_owned(),
+                    ..row.clone()
+                });
+            }
+        } else {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 /// An instance row for lists.
