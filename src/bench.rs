@@ -61,6 +61,9 @@ pub struct Figures {
     my_tasks_p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restart_ms: Option<f64>,
+    /// With `--memory`: resident memory at the end of the workload (MB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_end_mb: Option<f64>,
     workload: &'static str,
     instances: usize,
     concurrency: usize,
@@ -80,6 +83,7 @@ pub struct Options {
     pub instances: usize,
     pub concurrency: usize,
     pub sync: store::Sync,
+    pub memory: bool,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
@@ -171,6 +175,7 @@ async fn workload(
     Ok(Figures {
         my_tasks_p99_ms: None,
         restart_ms: None,
+        rss_end_mb: opts.memory.then(|| proc_status_mb("VmRSS:")),
         workload: name,
         instances: lat.len(),
         concurrency: opts.concurrency,
@@ -205,16 +210,24 @@ async fn p6_after(db: &std::path::Path, opts: &Options, f: &mut Figures) -> anyh
         .get(lat.len() * 99 / 100)
         .map(|d| d.as_secs_f64() * 1000.0);
     f.peak_rss_mb = peak_rss_mb();
+    if opts.memory {
+        f.rss_end_mb = Some(proc_status_mb("VmRSS:"));
+    }
     engine.close();
     Ok(())
 }
 
 /// Peak resident memory of this process (Linux), in MB.
 fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// A memory figure of `/proc/self/status` (Linux), in MB; 0 elsewhere.
+fn proc_status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|k| k.parse::<f64>().ok())

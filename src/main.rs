@@ -66,6 +66,10 @@ enum Command {
         /// Durability: full (default) or normal.
         #[arg(long, value_enum, default_value_t = SyncArg::Full)]
         sync: SyncArg,
+        /// Also report resident memory at the end of each workload (peak RSS is
+        /// always reported).
+        #[arg(long)]
+        memory: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             instances,
             concurrency,
             sync,
+            memory,
             json,
         } => {
             let opts = bench::Options {
@@ -144,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     SyncArg::Full => ordo_engine::store::Sync::Full,
                     SyncArg::Normal => ordo_engine::store::Sync::Normal,
                 },
+                memory,
             };
             let figures = bench::run(&opts)?;
             if json {

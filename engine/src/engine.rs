@@ -28,13 +28,19 @@
 
 use crate::model::{self, Diagnostic, Options, Process};
 use crate::runtime::{self, Action, Clock, Command, Instance, Machine, SystemClock, Vars};
-use crate::store::{self, HistoryRow, InstanceRow, TaskRow};
+use crate::store::{
+    self, HistoryRow, InstanceRow, ReadDefinitions, ReadHistory, ReadInstances, ReadTasks, TaskRow,
+    WriteDefinitions, WriteInstances, WriteTasks,
+};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
+
+/// Most validated definitions the writer keeps in memory.
+pub const MAX_CACHED_DEFINITIONS: usize = 256;
 
 /// Engine errors.
 #[derive(Debug, thiserror::Error)]
@@ -360,8 +366,7 @@ impl Engine {
     /// Open tasks past their due date.
     pub async fn overdue_tasks(&self, limit: u32) -> Result<Vec<TaskRow>> {
         let now = self.clock.now().to_rfc3339();
-        self.read(move |c| store::overdue_tasks(c, &now, limit))
-            .await
+        self.read(move |c| c.overdue_tasks(&now, limit)).await
     }
 
     async fn read<T: Send + 'static>(
@@ -391,7 +396,7 @@ impl Engine {
     /// An instance's current state.
     pub async fn instance(&self, id: &str) -> Result<Instance> {
         let key = id.to_owned();
-        self.read(move |c| store::instance(c, &key))
+        self.read(move |c| c.instance(&key))
             .await?
             .ok_or_else(|| Error::UnknownInstance(id.to_owned()))
     }
@@ -399,19 +404,18 @@ impl Engine {
     /// An instance's history, in order.
     pub async fn history(&self, id: &str) -> Result<Vec<HistoryRow>> {
         let id = id.to_owned();
-        self.read(move |c| store::history(c, &id)).await
+        self.read(move |c| c.history(&id)).await
     }
 
     /// Open tasks assigned to `user`.
     pub async fn tasks_of(&self, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
         let user = user.to_owned();
-        self.read(move |c| store::tasks_of(c, &user, limit)).await
+        self.read(move |c| c.tasks_of(&user, limit)).await
     }
 
     /// Open unclaimed tasks of these groups.
     pub async fn group_tasks(&self, groups: Vec<String>, limit: u32) -> Result<Vec<TaskRow>> {
-        self.read(move |c| store::group_tasks(c, &groups, limit))
-            .await
+        self.read(move |c| c.group_tasks(&groups, limit)).await
     }
 
     /// Instances by process and status, paged.
@@ -422,10 +426,8 @@ impl Engine {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<InstanceRow>> {
-        self.read(move |c| {
-            store::list_instances(c, process.as_deref(), status.as_deref(), offset, limit)
-        })
-        .await
+        self.read(move |c| c.list_instances(process.as_deref(), status.as_deref(), offset, limit))
+            .await
     }
 
     /// Stops the writer after it has committed everything sent before.
@@ -539,8 +541,8 @@ impl State {
                 let (inst, actions) =
                     machine.start(id, version, business_key, variables, clock.as_ref())?;
                 let (inst, actions) = self.run_inline(tx, &machine, inst, actions)?;
-                store::save_instance(tx, &inst, None)?;
-                store::record(tx, &inst, &actions, &self.clock.now().to_rfc3339())?;
+                tx.save_instance(&inst, None)?;
+                tx.record(&inst, &actions, &self.clock.now().to_rfc3339())?;
                 Ok(Outcome::Instance(Box::new(inst)))
             }
             Op::Task {
@@ -555,7 +557,8 @@ impl State {
                 cmd,
                 expected_version,
             } => {
-                let inst = store::instance(tx, &instance)?
+                let inst = tx
+                    .instance(&instance)?
                     .ok_or_else(|| Error::UnknownInstance(instance.clone()))?;
                 if let Some(v) = expected_version
                     && v != inst.version
@@ -574,7 +577,7 @@ impl State {
                 let (next, actions) = match machine.apply(&inst, cmd, self.clock.as_ref()) {
                     Ok(r) => r,
                     Err(runtime::Error::UnknownActivity(a)) if task.is_some() => {
-                        let state = store::task_state(tx, &instance, a)?;
+                        let state = tx.task_state(&instance, a)?;
                         return Err(match state {
                             Some(s) => Error::Conflict {
                                 instance,
@@ -592,13 +595,13 @@ impl State {
                     Err(e) => return Err(e.into()),
                 };
                 let (next, actions) = self.run_inline(tx, &machine, next, actions)?;
-                if !store::save_instance(tx, &next, Some(inst.version))? {
+                if !tx.save_instance(&next, Some(inst.version))? {
                     return Err(Error::Conflict {
                         instance,
                         reason: "it was changed by another command".into(),
                     });
                 }
-                store::record(tx, &next, &actions, &self.clock.now().to_rfc3339())?;
+                tx.record(&next, &actions, &self.clock.now().to_rfc3339())?;
                 Ok(Outcome::Instance(Box::new(next)))
             }
         }
@@ -648,7 +651,7 @@ impl State {
             _ => return Err(Error::Invalid(loaded.diagnostics)),
         };
         let id = process.def.id.clone();
-        let latest = store::latest_definition(tx, &id)?;
+        let latest = tx.latest_definition(&id)?;
         if let Some((v, s)) = &latest
             && s == source
         {
@@ -660,7 +663,7 @@ impl State {
             });
         }
         let version = latest.map_or(1, |(v, _)| v + 1);
-        store::insert_definition(tx, &id, version, source, &self.clock.now().to_rfc3339())?;
+        tx.insert_definition(&id, version, source, &self.clock.now().to_rfc3339())?;
         self.processes
             .insert((id.clone(), version), Arc::new(process));
         self.latest.insert(id.clone(), version);
@@ -683,8 +686,8 @@ impl State {
             instance: instance.to_owned(),
             reason,
         };
-        let Some(task) = store::open_task(tx, instance, activity)? else {
-            return Err(match store::task_state(tx, instance, activity)? {
+        let Some(task) = tx.open_task(instance, activity)? else {
+            return Err(match tx.task_state(instance, activity)? {
                 Some(s) => conflict(format!("task {activity} is already {s}")),
                 None => Error::Runtime(runtime::Error::UnknownActivity(activity)),
             });
@@ -707,8 +710,7 @@ impl State {
             TaskChange::Delegate { by, to } => (Some(to.as_str()), "delegated", by.as_str()),
         };
         let now = self.clock.now().to_rfc3339();
-        store::assign_task(
-            tx,
+        tx.assign_task(
             instance,
             activity,
             assignee,
@@ -729,7 +731,8 @@ impl State {
         if let Some(v) = self.latest.get(id) {
             return Ok(*v);
         }
-        let v = store::latest_definition(tx, id)?
+        let v = tx
+            .latest_definition(id)?
             .ok_or_else(|| Error::UnknownProcess(id.to_owned()))?
             .0;
         self.latest.insert(id.to_owned(), v);
@@ -740,7 +743,7 @@ impl State {
         let version = match version {
             Some(v) => v,
             None => {
-                store::latest_definition(tx, id)?
+                tx.latest_definition(id)?
                     .ok_or_else(|| Error::UnknownProcess(id.to_owned()))?
                     .0
             }
@@ -748,7 +751,12 @@ impl State {
         if let Some(p) = self.processes.get(&(id.to_owned(), version)) {
             return Ok(Arc::clone(p));
         }
-        let source = store::definition(tx, id, version)?
+        if self.processes.len() >= MAX_CACHED_DEFINITIONS {
+            // A bound, not an LRU: definitions are few, and reloading one is cheap.
+            self.processes.clear();
+        }
+        let source = tx
+            .definition(id, version)?
             .ok_or_else(|| Error::UnknownProcess(format!("{id} v{version}")))?;
         let loaded = model::load(id, &source, &Options::default());
         let p = Arc::new(loaded.process.ok_or(Error::Invalid(loaded.diagnostics))?);

@@ -4,6 +4,11 @@
 //! (read and written whole by the one writer), and what people query — tasks,
 //! history, incidents — has tables of its own with indexes. Migrations are numbered
 //! and tracked with `PRAGMA user_version`.
+//!
+//! The engine reaches the tables only through the read/write trait pairs below
+//! (`ReadInstances`/`WriteInstances`, …), implemented here for a SQLite
+//! connection (or transaction, which derefs to one). A PostgreSQL backend for
+//! several nodes implements the same traits.
 
 use crate::runtime::{Action, Instance, InstanceStatus, Lifecycle, TaskSpec};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -118,6 +123,145 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+/// The `definitions` table: deployed process versions.
+pub trait ReadDefinitions {
+    /// A version's source.
+    fn definition(&self, process: &str, version: u32) -> Result<Option<String>>;
+    /// The latest version and its source.
+    fn latest_definition(&self, process: &str) -> Result<Option<(u32, String)>>;
+}
+
+/// Writes to `definitions`.
+pub trait WriteDefinitions: ReadDefinitions {
+    /// Stores a new version.
+    fn insert_definition(&self, process: &str, version: u32, source: &str, at: &str) -> Result<()>;
+}
+
+/// The `instances` table.
+pub trait ReadInstances {
+    /// An instance's state.
+    fn instance(&self, id: &str) -> Result<Option<Instance>>;
+    /// Instances by process and status, newest first, paged.
+    fn list_instances(
+        &self,
+        process: Option<&str>,
+        status: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<InstanceRow>>;
+}
+
+/// Writes to `instances`, and the rows a step's actions ask for (history, tasks,
+/// jobs, incidents), in the caller's transaction.
+pub trait WriteInstances: ReadInstances {
+    /// Inserts (`expected: None`) or updates an instance; an update whose stored
+    /// version is not `expected` changes nothing and returns false.
+    fn save_instance(&self, inst: &Instance, expected: Option<u64>) -> Result<bool>;
+    /// Writes what `actions` say must be stored.
+    fn record(&self, inst: &Instance, actions: &[Action], now: &str) -> Result<()>;
+}
+
+/// The `tasks` table.
+pub trait ReadTasks {
+    /// A task's state (`open`, `completed`, `aborted`), if it exists.
+    fn task_state(&self, instance: &str, activity: u64) -> Result<Option<String>>;
+    /// An open task.
+    fn open_task(&self, instance: &str, activity: u64) -> Result<Option<TaskRow>>;
+    /// Open tasks assigned to `user`.
+    fn tasks_of(&self, user: &str, limit: u32) -> Result<Vec<TaskRow>>;
+    /// Open unassigned tasks of these groups.
+    fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>>;
+    /// Open tasks due before `now`.
+    fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>>;
+}
+
+/// Writes to `tasks`.
+pub trait WriteTasks: ReadTasks {
+    /// Sets or clears the assignee, recording the change in history.
+    fn assign_task(
+        &self,
+        instance: &str,
+        activity: u64,
+        assignee: Option<&str>,
+        ev: TaskEvent,
+    ) -> Result<()>;
+}
+
+/// The `history` table.
+pub trait ReadHistory {
+    /// An instance's transitions, in order.
+    fn history(&self, instance: &str) -> Result<Vec<HistoryRow>>;
+}
+
+impl ReadDefinitions for Connection {
+    fn definition(&self, process: &str, version: u32) -> Result<Option<String>> {
+        definition(self, process, version)
+    }
+    fn latest_definition(&self, process: &str) -> Result<Option<(u32, String)>> {
+        latest_definition(self, process)
+    }
+}
+impl WriteDefinitions for Connection {
+    fn insert_definition(&self, process: &str, version: u32, source: &str, at: &str) -> Result<()> {
+        insert_definition(self, process, version, source, at)
+    }
+}
+impl ReadInstances for Connection {
+    fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        instance(self, id)
+    }
+    fn list_instances(
+        &self,
+        process: Option<&str>,
+        status: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<InstanceRow>> {
+        list_instances(self, process, status, offset, limit)
+    }
+}
+impl WriteInstances for Connection {
+    fn save_instance(&self, inst: &Instance, expected: Option<u64>) -> Result<bool> {
+        save_instance(self, inst, expected)
+    }
+    fn record(&self, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
+        record(self, inst, actions, now)
+    }
+}
+impl ReadTasks for Connection {
+    fn task_state(&self, instance: &str, activity: u64) -> Result<Option<String>> {
+        task_state(self, instance, activity)
+    }
+    fn open_task(&self, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
+        open_task(self, instance, activity)
+    }
+    fn tasks_of(&self, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
+        tasks_of(self, user, limit)
+    }
+    fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
+        group_tasks(self, groups, limit)
+    }
+    fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
+        overdue_tasks(self, now, limit)
+    }
+}
+impl WriteTasks for Connection {
+    fn assign_task(
+        &self,
+        instance: &str,
+        activity: u64,
+        assignee: Option<&str>,
+        ev: TaskEvent,
+    ) -> Result<()> {
+        assign_task(self, instance, activity, assignee, ev)
+    }
+}
+impl ReadHistory for Connection {
+    fn history(&self, instance: &str) -> Result<Vec<HistoryRow>> {
+        history(self, instance)
+    }
+}
+
 /// Opens (creating if needed) the database at `path` for writing, and migrates it.
 pub fn open_writer(path: &std::path::Path, sync: Sync) -> Result<Connection> {
     let conn = Connection::open(path)?;
@@ -166,7 +310,7 @@ fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// A deployed definition's source.
-pub fn definition(conn: &Connection, process: &str, version: u32) -> Result<Option<String>> {
+fn definition(conn: &Connection, process: &str, version: u32) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT source FROM definitions WHERE process_id = ?1 AND version = ?2")?
         .query_row(params![process, version], |r| r.get(0))
@@ -174,7 +318,7 @@ pub fn definition(conn: &Connection, process: &str, version: u32) -> Result<Opti
 }
 
 /// The latest version of a process, with its source.
-pub fn latest_definition(conn: &Connection, process: &str) -> Result<Option<(u32, String)>> {
+fn latest_definition(conn: &Connection, process: &str) -> Result<Option<(u32, String)>> {
     Ok(conn
         .prepare_cached("SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1")?
         .query_row(params![process], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -182,7 +326,7 @@ pub fn latest_definition(conn: &Connection, process: &str) -> Result<Option<(u32
 }
 
 /// Stores a new version.
-pub fn insert_definition(
+fn insert_definition(
     tx: &Connection,
     process: &str,
     version: u32,
@@ -197,7 +341,7 @@ pub fn insert_definition(
 }
 
 /// Loads an instance.
-pub fn instance(conn: &Connection, id: &str) -> Result<Option<Instance>> {
+fn instance(conn: &Connection, id: &str) -> Result<Option<Instance>> {
     let state: Option<String> = conn
         .query_row(
             "SELECT state FROM instances WHERE id = ?1",
@@ -234,7 +378,7 @@ fn lifecycle_text(s: Lifecycle) -> &'static str {
 
 /// Writes an instance. `expected` is the version the command read: an update whose
 /// stored version differs changes nothing and returns false (a conflict).
-pub fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) -> Result<bool> {
+fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) -> Result<bool> {
     let state = serde_json::to_string(inst)?;
     let ended = inst.ended_at.map(|t| t.to_rfc3339());
     let n = match expected {
@@ -261,7 +405,7 @@ pub fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) ->
 }
 
 /// Writes what a step's actions say must be stored (history, tasks, jobs, incidents).
-pub fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
+fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
     let mut seq: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")?
         .query_row(params![inst.id], |r| r.get(0))?;
@@ -369,7 +513,7 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
 }
 
 /// The stored state of a task: open, completed or aborted.
-pub fn task_state(conn: &Connection, instance: &str, activity: u64) -> Result<Option<String>> {
+fn task_state(conn: &Connection, instance: &str, activity: u64) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2")?
         .query_row(params![instance, activity], |r| r.get(0))
@@ -396,7 +540,7 @@ pub struct TaskRow {
 }
 
 /// One open task.
-pub fn open_task(conn: &Connection, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
+fn open_task(conn: &Connection, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
@@ -420,7 +564,7 @@ pub struct TaskEvent<'a> {
 }
 
 /// Sets (or clears) a task's assignee and records why in the history.
-pub fn assign_task(
+fn assign_task(
     tx: &Connection,
     instance: &str,
     activity: u64,
@@ -440,7 +584,7 @@ pub fn assign_task(
 }
 
 /// Open tasks whose due date is before `now` (RFC 3339), most overdue first.
-pub fn overdue_tasks(conn: &Connection, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
+fn overdue_tasks(conn: &Connection, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
     let mut st = conn.prepare_cached(
         "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
          WHERE state = 'open' AND due IS NOT NULL AND due < ?1 ORDER BY due LIMIT ?2",
@@ -450,7 +594,7 @@ pub fn overdue_tasks(conn: &Connection, now: &str, limit: u32) -> Result<Vec<Tas
 }
 
 /// Open tasks assigned to `user`, highest priority first.
-pub fn tasks_of(conn: &Connection, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
+fn tasks_of(conn: &Connection, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
     let mut st = conn.prepare_cached(
         "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
          WHERE assignee = ?1 AND state = 'open' ORDER BY priority DESC LIMIT ?2",
@@ -460,7 +604,7 @@ pub fn tasks_of(conn: &Connection, user: &str, limit: u32) -> Result<Vec<TaskRow
 }
 
 /// Open, unassigned tasks that any of `groups` may claim.
-pub fn group_tasks(conn: &Connection, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
+fn group_tasks(conn: &Connection, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
     let mut out = Vec::new();
     let mut st = conn.prepare_cached(
         "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
@@ -505,7 +649,7 @@ pub struct HistoryRow {
 }
 
 /// An instance's history, in order.
-pub fn history(conn: &Connection, instance: &str) -> Result<Vec<HistoryRow>> {
+fn history(conn: &Connection, instance: &str) -> Result<Vec<HistoryRow>> {
     let mut st = conn.prepare_cached(
         "SELECT activity, node, state, at, actor FROM history WHERE instance_id = ?1 ORDER BY seq",
     )?;
@@ -553,7 +697,7 @@ pub struct InstanceRow {
 }
 
 /// Instances filtered by process and status, newest first, paged.
-pub fn list_instances(
+fn list_instances(
     conn: &Connection,
     process: Option<&str>,
     status: Option<&str>,
@@ -576,4 +720,125 @@ pub fn list_instances(
         })
     })?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{HistoryEntry, InstanceStatus, Lifecycle};
+    use chrono::{DateTime, Utc};
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let conn =
+            open_writer(&dir.path().join("t.db"), Sync::Normal).unwrap_or_else(|e| panic!("{e}"));
+        (dir, conn)
+    }
+
+    fn instance(id: &str, version: u64) -> Instance {
+        Instance {
+            id: id.into(),
+            process: "p".into(),
+            process_version: 1,
+            business_key: None,
+            status: InstanceStatus::Active,
+            version,
+            scopes: Default::default(),
+            tokens: Vec::new(),
+            next_id: 1,
+            started_at: DateTime::<Utc>::UNIX_EPOCH,
+            ended_at: None,
+        }
+    }
+
+    #[test]
+    fn migrations_run_once_and_refuse_newer_databases() -> Result<()> {
+        let (dir, conn) = db();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        drop(conn);
+        let again = open_writer(&dir.path().join("t.db"), Sync::Full)?;
+        again.pragma_update(None, "user_version", 99)?;
+        drop(again);
+        assert!(matches!(
+            open_writer(&dir.path().join("t.db"), Sync::Full),
+            Err(Error::TooNew { found: 99, .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn definitions_keep_every_version() -> Result<()> {
+        let (_d, conn) = db();
+        conn.insert_definition("p", 1, "v1", "t")?;
+        conn.insert_definition("p", 2, "v2", "t")?;
+        assert_eq!(conn.latest_definition("p")?, Some((2, "v2".into())));
+        assert_eq!(conn.definition("p", 1)?, Some("v1".into()));
+        assert_eq!(conn.latest_definition("q")?, None);
+        assert!(
+            conn.insert_definition("p", 2, "again", "t").is_err(),
+            "a version is written once"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn instance_updates_check_the_version() -> Result<()> {
+        let (_d, conn) = db();
+        assert!(conn.save_instance(&instance("1", 1), None)?);
+        assert!(conn.save_instance(&instance("1", 2), Some(1))?);
+        assert!(
+            !conn.save_instance(&instance("1", 3), Some(1))?,
+            "stale: changes nothing"
+        );
+        assert_eq!(conn.instance("1")?.map(|i| i.version), Some(2));
+        assert_eq!(
+            conn.list_instances(Some("p"), Some("active"), 0, 10)?.len(),
+            1
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn history_rows_group_one_commands_transitions_and_expand_on_read() -> Result<()> {
+        let (_d, conn) = db();
+        let inst = instance("1", 1);
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let h = |activity, state| {
+            Action::History(HistoryEntry {
+                activity,
+                node: format!("n{activity}"),
+                state,
+                at,
+                actor: None,
+            })
+        };
+        let actions = [
+            h(1, Lifecycle::Ready),
+            h(1, Lifecycle::Active),
+            h(2, Lifecycle::Ready),
+            h(1, Lifecycle::Completed),
+        ];
+        conn.record(&inst, &actions, "t")?;
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))?;
+        assert_eq!(
+            rows, 3,
+            "only consecutive transitions of one activity are grouped"
+        );
+        let read: Vec<(u64, String)> = conn
+            .history("1")?
+            .into_iter()
+            .map(|r| (r.activity, r.state))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (1, "ready".into()),
+                (1, "active".into()),
+                (2, "ready".into()),
+                (1, "completed".into())
+            ]
+        );
+        Ok(())
+    }
 }
