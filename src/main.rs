@@ -52,7 +52,7 @@ enum Command {
     /// Measure the engine on the workloads of quality.md (P1, P2, P3, P6).
     Bench {
         /// Workloads to run.
-        #[arg(long = "workload", value_name = "p1|p2|p3|p6", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned()])]
+        #[arg(long = "workload", value_name = "p1|p2|p3|p6", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned(), "p6".to_owned()])]
         workloads: Vec<String>,
         /// SQLite file (a temporary one by default).
         #[arg(long)]
