@@ -195,20 +195,42 @@ pub trait ReadHistory {
 
 impl ReadDefinitions for Connection {
     fn definition(&self, process: &str, version: u32) -> Result<Option<String>> {
-        definition(self, process, version)
+        Ok(self
+            .prepare_cached(
+                "SELECT source FROM definitions WHERE process_id = ?1 AND version = ?2",
+            )?
+            .query_row(params![process, version], |r| r.get(0))
+            .optional()?)
     }
     fn latest_definition(&self, process: &str) -> Result<Option<(u32, String)>> {
-        latest_definition(self, process)
+        Ok(self
+            .prepare_cached("SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1")?
+            .query_row(params![process], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 }
 impl WriteDefinitions for Connection {
     fn insert_definition(&self, process: &str, version: u32, source: &str, at: &str) -> Result<()> {
-        insert_definition(self, process, version, source, at)
+        self.execute(
+            "INSERT INTO definitions (process_id, version, source, deployed_at) VALUES (?1, ?2, ?3, ?4)",
+            params![process, version, source, at],
+        )?;
+        Ok(())
     }
 }
 impl ReadInstances for Connection {
     fn instance(&self, id: &str) -> Result<Option<Instance>> {
-        instance(self, id)
+        let state: Option<String> = self
+            .query_row(
+                "SELECT state FROM instances WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match state {
+            Some(s) => Some(serde_json::from_str(&s)?),
+            None => None,
+        })
     }
     fn list_instances(
         &self,
@@ -217,32 +239,171 @@ impl ReadInstances for Connection {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<InstanceRow>> {
-        list_instances(self, process, status, offset, limit)
+        let mut st = self.prepare_cached(
+            "SELECT id, process_id, process_version, business_key, status, started_at FROM instances
+             WHERE (?1 IS NULL OR process_id = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY started_at DESC, id DESC LIMIT ?3 OFFSET ?4",
+        )?;
+        let rows = st.query_map(params![process, status, limit, offset], |r| {
+            Ok(InstanceRow {
+                id: r.get(0)?,
+                process_id: r.get(1)?,
+                process_version: r.get(2)?,
+                business_key: r.get(3)?,
+                status: r.get(4)?,
+                started_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 impl WriteInstances for Connection {
     fn save_instance(&self, inst: &Instance, expected: Option<u64>) -> Result<bool> {
-        save_instance(self, inst, expected)
+        let state = serde_json::to_string(inst)?;
+        let ended = inst.ended_at.map(|t| t.to_rfc3339());
+        let n = match expected {
+            None => self.prepare_cached(
+                "INSERT INTO instances (id, process_id, process_version, business_key, status, version, state, started_at, ended_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                    inst.id,
+                    inst.process,
+                    inst.process_version,
+                    inst.business_key,
+                    status_text(inst.status),
+                    inst.version,
+                    state,
+                    inst.started_at.to_rfc3339(),
+                    ended
+                ])?,
+            Some(v) => self
+                .prepare_cached("UPDATE instances SET status = ?2, version = ?3, state = ?4, ended_at = ?5 WHERE id = ?1 AND version = ?6")?
+                .execute(params![inst.id, status_text(inst.status), inst.version, state, ended, v])?,
+        };
+        Ok(n == 1)
     }
     fn record(&self, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
-        record(self, inst, actions, now)
+        let mut history = HistoryWriter::new(self, &inst.id)?;
+        // Transitions that one activity instance makes within one command share their
+        // time and actor: they are stored as one row listing the states in order
+        // (`ready,active,completing,completed`), and `history` expands them again.
+        let mut i = 0;
+        while i < actions.len() {
+            let Action::History(h) = &actions[i] else {
+                i += 1;
+                continue;
+            };
+            let mut states = String::from(lifecycle_text(h.state));
+            let mut j = i + 1;
+            while let Some(Action::History(n)) = actions.get(j) {
+                if n.activity != h.activity || n.at != h.at || n.actor != h.actor {
+                    break;
+                }
+                states.push(',');
+                states.push_str(lifecycle_text(n.state));
+                j += 1;
+            }
+            history.write(
+                h.activity,
+                &h.node,
+                &states,
+                &h.at.to_rfc3339(),
+                h.actor.as_deref(),
+            )?;
+            i = j;
+        }
+        for a in actions {
+            match a {
+                Action::History(_) => {}
+                Action::CreateTask(t) => insert_task(self, &inst.id, t, now)?,
+                Action::CloseTask { activity, state } => {
+                    self.prepare_cached(
+                        "UPDATE tasks SET state = ?3 WHERE instance_id = ?1 AND activity = ?2",
+                    )?
+                    .execute(params![
+                        inst.id,
+                        activity,
+                        lifecycle_text(*state)
+                    ])?;
+                    self.prepare_cached(
+                        "DELETE FROM task_candidates WHERE instance_id = ?1 AND activity = ?2",
+                    )?
+                    .execute(params![inst.id, activity])?;
+                }
+                Action::RunJob(j) => {
+                    self.prepare_cached("INSERT INTO jobs (instance_id, activity, node, action, input, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                        .execute(params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries])?;
+                }
+                Action::CancelJob { activity } => {
+                    self.execute(
+                        "DELETE FROM jobs WHERE instance_id = ?1 AND activity = ?2",
+                        params![inst.id, activity],
+                    )?;
+                }
+                Action::Incident {
+                    activity,
+                    node,
+                    message,
+                } => {
+                    self.execute(
+                        "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![inst.id, activity, node, message, now],
+                    )?;
+                }
+                Action::Ended { .. } => {}
+            }
+        }
+        Ok(())
     }
 }
 impl ReadTasks for Connection {
     fn task_state(&self, instance: &str, activity: u64) -> Result<Option<String>> {
-        task_state(self, instance, activity)
+        Ok(self
+            .prepare_cached("SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2")?
+            .query_row(params![instance, activity], |r| r.get(0))
+            .optional()?)
     }
     fn open_task(&self, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
-        open_task(self, instance, activity)
+        Ok(self
+            .prepare_cached(
+                "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
+                 WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
+            )?
+            .query_row(params![instance, activity], task_row)
+            .optional()?)
     }
     fn tasks_of(&self, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
-        tasks_of(self, user, limit)
+        let mut st = self.prepare_cached(
+            "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
+             WHERE assignee = ?1 AND state = 'open' ORDER BY priority DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![user, limit], task_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
     fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
-        group_tasks(self, groups, limit)
+        let mut out = Vec::new();
+        let mut st = self.prepare_cached(
+            "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
+             FROM task_candidates c JOIN tasks t ON t.instance_id = c.instance_id AND t.activity = c.activity
+             WHERE c.kind = 'group' AND c.name = ?1 AND t.state = 'open' AND t.assignee IS NULL
+             ORDER BY t.priority DESC LIMIT ?2",
+        )?;
+        for g in groups {
+            out.extend(
+                st.query_map(params![g, limit], task_row)?
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            );
+        }
+        Ok(out)
     }
     fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
-        overdue_tasks(self, now, limit)
+        let mut st = self.prepare_cached(
+            "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
+             WHERE state = 'open' AND due IS NOT NULL AND due < ?1 ORDER BY due LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now, limit], task_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 impl WriteTasks for Connection {
@@ -253,12 +414,93 @@ impl WriteTasks for Connection {
         assignee: Option<&str>,
         ev: TaskEvent,
     ) -> Result<()> {
-        assign_task(self, instance, activity, assignee, ev)
+        self.prepare_cached(
+            "UPDATE tasks SET assignee = ?3 WHERE instance_id = ?1 AND activity = ?2",
+        )?
+        .execute(params![instance, activity, assignee])?;
+        HistoryWriter::new(self, instance)?.write(
+            activity,
+            ev.node,
+            ev.event,
+            ev.at,
+            Some(ev.actor),
+        )
     }
 }
 impl ReadHistory for Connection {
     fn history(&self, instance: &str) -> Result<Vec<HistoryRow>> {
-        history(self, instance)
+        let mut st = self.prepare_cached(
+            "SELECT activity, node, state, at, actor FROM history WHERE instance_id = ?1 ORDER BY seq",
+        )?;
+        let rows = st.query_map(params![instance], |r| {
+            Ok(HistoryRow {
+                activity: r.get(0)?,
+                node: r.get(1)?,
+                state: r.get(2)?,
+                at: r.get(3)?,
+                actor: r.get(4)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row?;
+            if row.state.contains(',') {
+                for state in row.state.split(',') {
+                    out.push(HistoryRow {
+                        state: state.to_owned(),
+                        ..row.clone()
+                    });
+                }
+            } else {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appends rows to one instance's history, numbering them after the last one.
+struct HistoryWriter<'c> {
+    insert: rusqlite::CachedStatement<'c>,
+    instance: &'c str,
+    seq: i64,
+}
+
+impl<'c> HistoryWriter<'c> {
+    fn new(conn: &'c Connection, instance: &'c str) -> Result<Self> {
+        let seq = conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")?
+            .query_row(params![instance], |r| r.get(0))?;
+        let insert = conn.prepare_cached(
+            "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        Ok(HistoryWriter {
+            insert,
+            instance,
+            seq,
+        })
+    }
+
+    /// One row; `state` is a lifecycle state, a comma list of them, or a task event.
+    fn write(
+        &mut self,
+        activity: u64,
+        node: &str,
+        state: &str,
+        at: &str,
+        actor: Option<&str>,
+    ) -> Result<()> {
+        self.seq += 1;
+        self.insert.execute(params![
+            self.instance,
+            self.seq,
+            activity,
+            node,
+            state,
+            at,
+            actor
+        ])?;
+        Ok(())
     }
 }
 
@@ -309,52 +551,6 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// A deployed definition's source.
-fn definition(conn: &Connection, process: &str, version: u32) -> Result<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT source FROM definitions WHERE process_id = ?1 AND version = ?2")?
-        .query_row(params![process, version], |r| r.get(0))
-        .optional()?)
-}
-
-/// The latest version of a process, with its source.
-fn latest_definition(conn: &Connection, process: &str) -> Result<Option<(u32, String)>> {
-    Ok(conn
-        .prepare_cached("SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1")?
-        .query_row(params![process], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
-}
-
-/// Stores a new version.
-fn insert_definition(
-    tx: &Connection,
-    process: &str,
-    version: u32,
-    source: &str,
-    at: &str,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO definitions (process_id, version, source, deployed_at) VALUES (?1, ?2, ?3, ?4)",
-        params![process, version, source, at],
-    )?;
-    Ok(())
-}
-
-/// Loads an instance.
-fn instance(conn: &Connection, id: &str) -> Result<Option<Instance>> {
-    let state: Option<String> = conn
-        .query_row(
-            "SELECT state FROM instances WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(match state {
-        Some(s) => Some(serde_json::from_str(&s)?),
-        None => None,
-    })
-}
-
 fn status_text(s: InstanceStatus) -> &'static str {
     match s {
         InstanceStatus::Active => "active",
@@ -374,113 +570,6 @@ fn lifecycle_text(s: Lifecycle) -> &'static str {
         Lifecycle::Aborted => "aborted",
         Lifecycle::Faulted => "faulted",
     }
-}
-
-/// Writes an instance. `expected` is the version the command read: an update whose
-/// stored version differs changes nothing and returns false (a conflict).
-fn save_instance(tx: &Connection, inst: &Instance, expected: Option<u64>) -> Result<bool> {
-    let state = serde_json::to_string(inst)?;
-    let ended = inst.ended_at.map(|t| t.to_rfc3339());
-    let n = match expected {
-        None => tx.prepare_cached(
-            "INSERT INTO instances (id, process_id, process_version, business_key, status, version, state, started_at, ended_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
-                inst.id,
-                inst.process,
-                inst.process_version,
-                inst.business_key,
-                status_text(inst.status),
-                inst.version,
-                state,
-                inst.started_at.to_rfc3339(),
-                ended
-            ])?,
-        Some(v) => tx
-            .prepare_cached("UPDATE instances SET status = ?2, version = ?3, state = ?4, ended_at = ?5 WHERE id = ?1 AND version = ?6")?
-            .execute(params![inst.id, status_text(inst.status), inst.version, state, ended, v])?,
-    };
-    Ok(n == 1)
-}
-
-/// Writes what a step's actions say must be stored (history, tasks, jobs, incidents).
-fn record(tx: &Connection, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
-    let mut seq: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")?
-        .query_row(params![inst.id], |r| r.get(0))?;
-    let mut hist = tx.prepare_cached(
-        "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    // Transitions that one activity instance makes within one command share their
-    // time and actor: they are stored as one row listing the states in order
-    // (`ready,active,completing,completed`), and `history` expands them again.
-    let mut i = 0;
-    while i < actions.len() {
-        let Action::History(h) = &actions[i] else {
-            i += 1;
-            continue;
-        };
-        let mut states = String::from(lifecycle_text(h.state));
-        let mut j = i + 1;
-        while let Some(Action::History(n)) = actions.get(j) {
-            if n.activity != h.activity || n.at != h.at || n.actor != h.actor {
-                break;
-            }
-            states.push(',');
-            states.push_str(lifecycle_text(n.state));
-            j += 1;
-        }
-        seq += 1;
-        hist.execute(params![
-            inst.id,
-            seq,
-            h.activity,
-            h.node,
-            states,
-            h.at.to_rfc3339(),
-            h.actor
-        ])?;
-        i = j;
-    }
-    for a in actions {
-        match a {
-            Action::History(_) => {}
-            Action::CreateTask(t) => insert_task(tx, &inst.id, t, now)?,
-            Action::CloseTask { activity, state } => {
-                tx.prepare_cached(
-                    "UPDATE tasks SET state = ?3 WHERE instance_id = ?1 AND activity = ?2",
-                )?
-                .execute(params![inst.id, activity, lifecycle_text(*state)])?;
-                tx.prepare_cached(
-                    "DELETE FROM task_candidates WHERE instance_id = ?1 AND activity = ?2",
-                )?
-                .execute(params![inst.id, activity])?;
-            }
-            Action::RunJob(j) => {
-                tx.prepare_cached("INSERT INTO jobs (instance_id, activity, node, action, input, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                    .execute(params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries])?;
-            }
-            Action::CancelJob { activity } => {
-                tx.execute(
-                    "DELETE FROM jobs WHERE instance_id = ?1 AND activity = ?2",
-                    params![inst.id, activity],
-                )?;
-            }
-            Action::Incident {
-                activity,
-                node,
-                message,
-            } => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![inst.id, activity, node, message, now],
-                )?;
-            }
-            Action::Ended { .. } => {}
-        }
-    }
-    Ok(())
 }
 
 fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Result<()> {
@@ -512,14 +601,6 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
     Ok(())
 }
 
-/// The stored state of a task: open, completed or aborted.
-fn task_state(conn: &Connection, instance: &str, activity: u64) -> Result<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2")?
-        .query_row(params![instance, activity], |r| r.get(0))
-        .optional()?)
-}
-
 /// An open task, as inboxes show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRow {
@@ -539,17 +620,6 @@ pub struct TaskRow {
     pub priority: i64,
 }
 
-/// One open task.
-fn open_task(conn: &Connection, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
-             WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
-        )?
-        .query_row(params![instance, activity], task_row)
-        .optional()?)
-}
-
 /// A change of a task's holder, as history records it.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskEvent<'a> {
@@ -561,64 +631,6 @@ pub struct TaskEvent<'a> {
     pub actor: &'a str,
     /// When (RFC 3339).
     pub at: &'a str,
-}
-
-/// Sets (or clears) a task's assignee and records why in the history.
-fn assign_task(
-    tx: &Connection,
-    instance: &str,
-    activity: u64,
-    assignee: Option<&str>,
-    ev: TaskEvent,
-) -> Result<()> {
-    tx.prepare_cached("UPDATE tasks SET assignee = ?3 WHERE instance_id = ?1 AND activity = ?2")?
-        .execute(params![instance, activity, assignee])?;
-    let seq: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE instance_id = ?1")?
-        .query_row(params![instance], |r| r.get(0))?;
-    tx.prepare_cached(
-        "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![instance, seq, activity, ev.node, ev.event, ev.at, ev.actor])?;
-    Ok(())
-}
-
-/// Open tasks whose due date is before `now` (RFC 3339), most overdue first.
-fn overdue_tasks(conn: &Connection, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
-         WHERE state = 'open' AND due IS NOT NULL AND due < ?1 ORDER BY due LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![now, limit], task_row)?;
-    Ok(rows.collect::<std::result::Result<_, _>>()?)
-}
-
-/// Open tasks assigned to `user`, highest priority first.
-fn tasks_of(conn: &Connection, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
-         WHERE assignee = ?1 AND state = 'open' ORDER BY priority DESC LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![user, limit], task_row)?;
-    Ok(rows.collect::<std::result::Result<_, _>>()?)
-}
-
-/// Open, unassigned tasks that any of `groups` may claim.
-fn group_tasks(conn: &Connection, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
-    let mut out = Vec::new();
-    let mut st = conn.prepare_cached(
-        "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
-         FROM task_candidates c JOIN tasks t ON t.instance_id = c.instance_id AND t.activity = c.activity
-         WHERE c.kind = 'group' AND c.name = ?1 AND t.state = 'open' AND t.assignee IS NULL
-         ORDER BY t.priority DESC LIMIT ?2",
-    )?;
-    for g in groups {
-        out.extend(
-            st.query_map(params![g, limit], task_row)?
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-        );
-    }
-    Ok(out)
 }
 
 fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
@@ -648,37 +660,6 @@ pub struct HistoryRow {
     pub actor: Option<String>,
 }
 
-/// An instance's history, in order.
-fn history(conn: &Connection, instance: &str) -> Result<Vec<HistoryRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT activity, node, state, at, actor FROM history WHERE instance_id = ?1 ORDER BY seq",
-    )?;
-    let rows = st.query_map(params![instance], |r| {
-        Ok(HistoryRow {
-            activity: r.get(0)?,
-            node: r.get(1)?,
-            state: r.get(2)?,
-            at: r.get(3)?,
-            actor: r.get(4)?,
-        })
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let row = row?;
-        if row.state.contains(',') {
-            for state in row.state.split(',') {
-                out.push(HistoryRow {
-                    state: state.to_owned(),
-                    ..row.clone()
-                });
-            }
-        } else {
-            out.push(row);
-        }
-    }
-    Ok(out)
-}
-
 /// An instance row for lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRow {
@@ -694,32 +675,6 @@ pub struct InstanceRow {
     pub status: String,
     /// Started (RFC 3339).
     pub started_at: String,
-}
-
-/// Instances filtered by process and status, newest first, paged.
-fn list_instances(
-    conn: &Connection,
-    process: Option<&str>,
-    status: Option<&str>,
-    offset: u32,
-    limit: u32,
-) -> Result<Vec<InstanceRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT id, process_id, process_version, business_key, status, started_at FROM instances
-         WHERE (?1 IS NULL OR process_id = ?1) AND (?2 IS NULL OR status = ?2)
-         ORDER BY started_at DESC, id DESC LIMIT ?3 OFFSET ?4",
-    )?;
-    let rows = st.query_map(params![process, status, limit, offset], |r| {
-        Ok(InstanceRow {
-            id: r.get(0)?,
-            process_id: r.get(1)?,
-            process_version: r.get(2)?,
-            business_key: r.get(3)?,
-            status: r.get(4)?,
-            started_at: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
 #[cfg(test)]
