@@ -143,12 +143,6 @@ pub struct Deployed {
     pub warnings: Vec<Diagnostic>,
 }
 
-enum Outcome {
-    Deployed(Deployed),
-    Instance(Box<Instance>),
-    Task(TaskRow),
-}
-
 /// A change of who holds a user task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskChange {
@@ -171,38 +165,70 @@ pub enum TaskChange {
     },
 }
 
-enum Op {
-    Deploy {
-        name: String,
-        source: String,
-    },
-    Start {
-        process: String,
-        version: Option<u32>,
-        business_key: Option<String>,
-        variables: Vars,
-    },
-    Apply {
-        instance: String,
-        cmd: Command,
-        expected_version: Option<u64>,
-    },
-    Task {
-        instance: String,
-        activity: u64,
-        change: TaskChange,
-    },
+/// A request to the writer: work to run inside the batch's transaction, and where
+/// its answer goes once the batch has committed.
+trait Request: Send {
+    /// Runs the work; returns whether it succeeded (a failure is rolled back to its
+    /// savepoint) and the answer to send after the commit.
+    fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>);
+    /// The batch failed before this request ran.
+    fn fail(self: Box<Self>, message: &str);
 }
 
-struct Request {
-    op: Op,
-    reply: oneshot::Sender<Result<Outcome>>,
+/// An answer held back until the batch's commit.
+trait Answer: Send {
+    /// Sends the result, or `CommitFailed` when the commit did not happen.
+    fn send(self: Box<Self>, failed: Option<&str>);
+}
+
+struct Work<T, F> {
+    work: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Request for Work<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut State, &Connection) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>) {
+        let result = (self.work)(state, tx);
+        let ok = result.is_ok();
+        (
+            ok,
+            Box::new(Reply {
+                reply: self.reply,
+                result,
+            }),
+        )
+    }
+
+    fn fail(self: Box<Self>, message: &str) {
+        let _ = self
+            .reply
+            .send(Err(Error::CommitFailed(message.to_owned())));
+    }
+}
+
+struct Reply<T> {
+    reply: oneshot::Sender<Result<T>>,
+    result: Result<T>,
+}
+
+impl<T: Send> Answer for Reply<T> {
+    fn send(self: Box<Self>, failed: Option<&str>) {
+        let result = match failed {
+            None => self.result,
+            Some(message) => Err(Error::CommitFailed(message.to_owned())),
+        };
+        let _ = self.reply.send(result);
+    }
 }
 
 /// The engine. Cheap to share behind an `Arc`; dropping it (or [`Engine::close`])
 /// stops the writer after it has committed what it was given.
 pub struct Engine {
-    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    tx: Mutex<Option<mpsc::Sender<Box<dyn Request>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     db: PathBuf,
     readers: Mutex<Vec<Connection>>,
@@ -224,7 +250,7 @@ impl Engine {
             [],
             |r| r.get(0),
         )?;
-        let (tx, rx) = mpsc::channel::<Request>();
+        let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
         let db = config.db.clone();
         let clock = Arc::clone(&config.clock);
         let mut writer = Writer {
@@ -251,28 +277,25 @@ impl Engine {
         })
     }
 
-    async fn send(&self, op: Op) -> Result<Outcome> {
+    /// Runs `work` on the writer thread, inside a batch; answers after the commit.
+    async fn send<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut State, &Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         {
             let guard = self.tx.lock().map_err(|_| Error::Closed)?;
             let tx = guard.as_ref().ok_or(Error::Closed)?;
-            tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
+            tx.send(Box::new(Work { work, reply }))
+                .map_err(|_| Error::Closed)?;
         }
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Deploys a definition: a new version unless identical to the latest one.
     pub async fn deploy(&self, name: &str, source: &str) -> Result<Deployed> {
-        match self
-            .send(Op::Deploy {
-                name: name.to_owned(),
-                source: source.to_owned(),
-            })
-            .await?
-        {
-            Outcome::Deployed(d) => Ok(d),
-            Outcome::Instance(_) | Outcome::Task(_) => Err(Error::Closed),
-        }
+        let (name, source) = (name.to_owned(), source.to_owned());
+        self.send(move |st, tx| st.deploy(tx, &name, &source)).await
     }
 
     /// Starts an instance of the latest (or the given) version and runs it to its
@@ -284,13 +307,9 @@ impl Engine {
         business_key: Option<String>,
         variables: Vars,
     ) -> Result<Instance> {
-        self.instance_op(Op::Start {
-            process: process.to_owned(),
-            version,
-            business_key,
-            variables,
-        })
-        .await
+        let process = process.to_owned();
+        self.send(move |st, tx| st.start(tx, &process, version, business_key, variables))
+            .await
     }
 
     /// Completes a user task. With `expected_version`, a changed instance is a conflict.
@@ -302,16 +321,12 @@ impl Engine {
         actor: Option<String>,
         expected_version: Option<u64>,
     ) -> Result<Instance> {
-        self.apply(
-            instance,
-            Command::CompleteTask {
-                activity,
-                variables,
-                actor,
-            },
-            expected_version,
-        )
-        .await
+        let cmd = Command::CompleteTask {
+            activity,
+            variables,
+            actor,
+        };
+        self.apply(instance, cmd, expected_version).await
     }
 
     /// Cancels an instance.
@@ -326,19 +341,9 @@ impl Engine {
         cmd: Command,
         expected_version: Option<u64>,
     ) -> Result<Instance> {
-        self.instance_op(Op::Apply {
-            instance: instance.to_owned(),
-            cmd,
-            expected_version,
-        })
-        .await
-    }
-
-    async fn instance_op(&self, op: Op) -> Result<Instance> {
-        match self.send(op).await? {
-            Outcome::Instance(i) => Ok(*i),
-            Outcome::Deployed(_) | Outcome::Task(_) => Err(Error::Closed),
-        }
+        let instance = instance.to_owned();
+        self.send(move |st, tx| st.apply(tx, instance, cmd, expected_version))
+            .await
     }
 
     /// Claims, unclaims or delegates a user task. The engine checks the task's
@@ -350,17 +355,9 @@ impl Engine {
         activity: u64,
         change: TaskChange,
     ) -> Result<TaskRow> {
-        match self
-            .send(Op::Task {
-                instance: instance.to_owned(),
-                activity,
-                change,
-            })
-            .await?
-        {
-            Outcome::Task(t) => Ok(t),
-            _ => Err(Error::Closed),
-        }
+        let instance = instance.to_owned();
+        self.send(move |st, tx| st.change_task(tx, &instance, activity, change))
+            .await
     }
 
     /// Open tasks past their due date.
@@ -466,7 +463,7 @@ struct State {
 }
 
 impl Writer {
-    fn run(&mut self, rx: &mpsc::Receiver<Request>) {
+    fn run(&mut self, rx: &mpsc::Receiver<Box<dyn Request>>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < self.max_batch {
@@ -479,132 +476,122 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: Vec<Request>) {
-        // Every caller of the batch is answered, even if it fails half-way.
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
-        let mut results = Vec::with_capacity(ops.len());
+    fn commit_batch(&mut self, batch: Vec<Box<dyn Request>>) {
         let state = &mut self.state;
+        let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
+        let mut pending = batch.into_iter();
         let outcome = (|| -> Result<()> {
             let tx =
                 rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-            for op in ops {
-                tx.execute_batch("SAVEPOINT cmd")?;
-                let r = state.execute(&tx, op);
-                if r.is_err() {
+            for req in pending.by_ref() {
+                if let Err(e) = tx.execute_batch("SAVEPOINT cmd") {
+                    req.fail(&e.to_string());
+                    return Err(e.into());
+                }
+                let (ok, answer) = req.run(state, &tx);
+                answers.push(answer);
+                if !ok {
                     tx.execute_batch("ROLLBACK TO cmd")?;
                 }
                 tx.execute_batch("RELEASE cmd")?;
-                results.push(r);
             }
             tx.commit()?;
             Ok(())
         })();
         match outcome {
-            Ok(()) => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r);
-                }
-            }
+            Ok(()) => answers.into_iter().for_each(|a| a.send(None)),
             Err(e) => {
                 // Nothing of this batch is durable: every caller hears so, and
                 // definitions cached from it are forgotten.
                 self.state.processes.clear();
                 self.state.latest.clear();
                 let msg = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Error::CommitFailed(msg.clone())));
-                }
+                answers.into_iter().for_each(|a| a.send(Some(&msg)));
+                pending.for_each(|req| req.fail(&msg));
             }
         }
     }
 }
 
 impl State {
-    fn execute(&mut self, tx: &Connection, op: Op) -> Result<Outcome> {
-        match op {
-            Op::Deploy { name, source } => self.deploy(tx, &name, &source).map(Outcome::Deployed),
-            Op::Start {
-                process,
-                version,
-                business_key,
-                variables,
-            } => {
-                let version = match version {
-                    Some(v) => v,
-                    None => self.latest_version(tx, &process)?,
-                };
-                let p = self.process(tx, &process, Some(version))?;
-                let machine = Machine::new(&p)?;
-                let id = self.next_id.to_string();
-                self.next_id += 1;
-                let clock = Arc::clone(&self.clock);
-                let (inst, actions) =
-                    machine.start(id, version, business_key, variables, clock.as_ref())?;
-                let (inst, actions) = self.run_inline(tx, &machine, inst, actions)?;
-                tx.save_instance(&inst, None)?;
-                tx.record(&inst, &actions, &self.clock.now().to_rfc3339())?;
-                Ok(Outcome::Instance(Box::new(inst)))
-            }
-            Op::Task {
+    fn start(
+        &mut self,
+        tx: &Connection,
+        process: &str,
+        version: Option<u32>,
+        business_key: Option<String>,
+        variables: Vars,
+    ) -> Result<Instance> {
+        let version = match version {
+            Some(v) => v,
+            None => self.latest_version(tx, process)?,
+        };
+        let p = self.process(tx, process, Some(version))?;
+        let machine = Machine::new(&p)?;
+        let id = self.next_id.to_string();
+        self.next_id += 1;
+        let clock = Arc::clone(&self.clock);
+        let (inst, actions) =
+            machine.start(id, version, business_key, variables, clock.as_ref())?;
+        let (inst, actions) = self.run_inline(tx, &machine, inst, actions)?;
+        tx.save_instance(&inst, None)?;
+        tx.record(&inst, &actions, &self.clock.now().to_rfc3339())?;
+        Ok(inst)
+    }
+
+    fn apply(
+        &mut self,
+        tx: &Connection,
+        instance: String,
+        cmd: Command,
+        expected_version: Option<u64>,
+    ) -> Result<Instance> {
+        let inst = tx
+            .instance(&instance)?
+            .ok_or_else(|| Error::UnknownInstance(instance.clone()))?;
+        if let Some(v) = expected_version
+            && v != inst.version
+        {
+            return Err(Error::Conflict {
                 instance,
-                activity,
-                change,
-            } => self
-                .change_task(tx, &instance, activity, change)
-                .map(Outcome::Task),
-            Op::Apply {
-                instance,
-                cmd,
-                expected_version,
-            } => {
-                let inst = tx
-                    .instance(&instance)?
-                    .ok_or_else(|| Error::UnknownInstance(instance.clone()))?;
-                if let Some(v) = expected_version
-                    && v != inst.version
-                {
-                    return Err(Error::Conflict {
-                        instance,
-                        reason: format!("it is at version {}, not {v}", inst.version),
-                    });
-                }
-                let p = self.process(tx, &inst.process, Some(inst.process_version))?;
-                let machine = Machine::new(&p)?;
-                let task = match &cmd {
-                    Command::CompleteTask { activity, .. } => Some(*activity),
-                    _ => None,
-                };
-                let (next, actions) = match machine.apply(&inst, cmd, self.clock.as_ref()) {
-                    Ok(r) => r,
-                    Err(runtime::Error::UnknownActivity(a)) if task.is_some() => {
-                        let state = tx.task_state(&instance, a)?;
-                        return Err(match state {
-                            Some(s) => Error::Conflict {
-                                instance,
-                                reason: format!("task {a} is already {s}"),
-                            },
-                            None => Error::Runtime(runtime::Error::UnknownActivity(a)),
-                        });
-                    }
-                    Err(runtime::Error::NotActive(s)) => {
-                        return Err(Error::Conflict {
-                            instance,
-                            reason: format!("the instance is already {s:?}").to_lowercase(),
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let (next, actions) = self.run_inline(tx, &machine, next, actions)?;
-                if !tx.save_instance(&next, Some(inst.version))? {
-                    return Err(Error::Conflict {
-                        instance,
-                        reason: "it was changed by another command".into(),
-                    });
-                }
-                tx.record(&next, &actions, &self.clock.now().to_rfc3339())?;
-                Ok(Outcome::Instance(Box::new(next)))
-            }
+                reason: format!("it is at version {}, not {v}", inst.version),
+            });
         }
+        let p = self.process(tx, &inst.process, Some(inst.process_version))?;
+        let machine = Machine::new(&p)?;
+        let task = match &cmd {
+            Command::CompleteTask { activity, .. } => Some(*activity),
+            _ => None,
+        };
+        let (next, actions) = match machine.apply(&inst, cmd, self.clock.as_ref()) {
+            Ok(r) => r,
+            Err(runtime::Error::UnknownActivity(a)) if task.is_some() => {
+                let state = tx.task_state(&instance, a)?;
+                return Err(match state {
+                    Some(s) => Error::Conflict {
+                        instance,
+                        reason: format!("task {a} is already {s}"),
+                    },
+                    None => Error::Runtime(runtime::Error::UnknownActivity(a)),
+                });
+            }
+            Err(runtime::Error::NotActive(s)) => {
+                return Err(Error::Conflict {
+                    instance,
+                    reason: format!("the instance is already {s:?}").to_lowercase(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (next, actions) = self.run_inline(tx, &machine, next, actions)?;
+        if !tx.save_instance(&next, Some(inst.version))? {
+            return Err(Error::Conflict {
+                instance,
+                reason: "it was changed by another command".into(),
+            });
+        }
+        tx.record(&next, &actions, &self.clock.now().to_rfc3339())?;
+        Ok(next)
     }
 
     /// Runs inline actions inside this transaction and feeds their results back,
