@@ -4,6 +4,7 @@
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -71,6 +72,16 @@ impl FlowGraph {
         if let (Some(&a), Some(&b)) = (self.index.get(from), self.index.get(to)) {
             self.graph.add_edge(a, b, flow);
         }
+    }
+
+    /// The nodes with a flow into `id`, the scope entry excluded.
+    pub fn predecessors<'g>(&'g self, id: &str) -> impl Iterator<Item = &'g str> + 'g {
+        self.index.get(id).into_iter().flat_map(move |&i| {
+            self.graph
+                .edges_directed(i, Direction::Incoming)
+                .filter(|e| *e.weight() != Flow::Enter)
+                .map(|e| self.graph[e.source()].id.as_str())
+        })
     }
 
     /// Number of flows into `id`, the scope entry excluded.

@@ -75,6 +75,15 @@ impl Process {
     pub fn expression(&self, source: &str) -> Option<&Expression> {
         self.expressions.get(source)
     }
+
+    /// A node by id, wherever it is nested (ids are unique in a definition).
+    pub fn node(&self, id: &str) -> Option<&raw::Node> {
+        let el = &self.graph.graph[*self.graph.index.get(id)?];
+        match &el.scope {
+            None => self.def.nodes.get(id),
+            Some(container) => self.node(container)?.scope()?.1.get(id),
+        }
+    }
 }
 
 /// The result of loading one file.

@@ -111,6 +111,12 @@ impl<'p> Evaluator<'p> {
         Evaluator { process, ctx }
     }
 
+    /// Makes `name` visible to later evaluations (as an `assign` step sets it).
+    pub fn set(&mut self, name: &str, value: &Value) {
+        self.ctx
+            .add_variable_from_value(name.to_owned(), to_cel(value));
+    }
+
     fn expression(&self, src: &str) -> Result<&'p Expression, Error> {
         self.process
             .expression(src)

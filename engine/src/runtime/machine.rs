@@ -14,7 +14,7 @@ use crate::model::raw::{self, Node};
 use crate::model::{Process, timer};
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 /// Largest serialized size of an instance's variables.
 pub const MAX_VARIABLES_BYTES: usize = 1024 * 1024;
@@ -101,21 +101,20 @@ pub enum Command {
     },
 }
 
-/// Runs instances of one process.
+/// Runs instances of one process. Cheap to make: it reads the nodes and flows from
+/// the process's graph, built once when the definition was loaded.
 #[derive(Debug)]
 pub struct Machine<'p> {
     process: &'p Process,
-    nodes: HashMap<&'p str, &'p Node>,
-    /// Predecessors of each node (flows into it, scope entries excluded).
-    incoming: HashMap<&'p str, Vec<&'p str>>,
 }
 
 impl<'p> Machine<'p> {
     /// Prepares `process`, refusing constructs the runtime does not run yet.
     pub fn new(process: &'p Process) -> Result<Self, Error> {
-        let mut nodes = HashMap::new();
-        collect(&process.def.nodes, &mut nodes);
-        for (id, n) in &nodes {
+        for el in process.graph.graph.node_weights() {
+            let Some(n) = process.node(&el.id) else {
+                continue; // a start event
+            };
             let unsupported = match n {
                 Node::Receive(_) | Node::Catch(_) | Node::Throw(_) | Node::Event(_) => {
                     Some("events (messages, timers, signals)")
@@ -138,29 +137,16 @@ impl<'p> Machine<'p> {
             };
             if let Some(what) = unsupported {
                 return Err(Error::Unsupported {
-                    node: (*id).to_owned(),
+                    node: el.id.clone(),
                     what: what.to_owned(),
                 });
             }
         }
-        let mut incoming: HashMap<&str, Vec<&str>> = HashMap::new();
-        let g = &process.graph;
-        for e in g.graph.edge_indices() {
-            if g.graph[e] == crate::model::graph::Flow::Enter {
-                continue;
-            }
-            if let Some((a, b)) = g.graph.edge_endpoints(e) {
-                incoming
-                    .entry(g.graph[b].id.as_str())
-                    .or_default()
-                    .push(g.graph[a].id.as_str());
-            }
-        }
-        Ok(Machine {
-            process,
-            nodes,
-            incoming,
-        })
+        Ok(Machine { process })
+    }
+
+    fn node(&self, id: &str) -> Option<&'p Node> {
+        self.process.node(id)
     }
 
     /// Starts an instance through the process's call start event.
@@ -240,7 +226,7 @@ impl<'p> Machine<'p> {
             } => {
                 let i = step.waiting(activity, "user task")?;
                 let node = step.inst.tokens[i].node.clone();
-                if let Some(Node::User(u)) = self.nodes.get(node.as_str()).copied() {
+                if let Some(Node::User(u)) = self.node(&node) {
                     let errors = form::validate(&u.form, &variables);
                     if !errors.is_empty() {
                         return Err(Error::Form(errors));
@@ -260,7 +246,7 @@ impl<'p> Machine<'p> {
                 let i = step.waiting(activity, "job")?;
                 let node = step.inst.tokens[i].node.clone();
                 let scope = step.inst.tokens[i].scope;
-                if let Some(Node::Service(s)) = self.nodes.get(node.as_str()).copied() {
+                if let Some(Node::Service(s)) = self.node(&node) {
                     if let Some(r) = &s.result {
                         step.set_var(scope, r.clone(), result.clone());
                     }
@@ -293,15 +279,6 @@ impl<'p> Machine<'p> {
         }
         step.run();
         step.finish()
-    }
-}
-
-fn collect<'p>(nodes: &'p indexmap::IndexMap<String, Node>, out: &mut HashMap<&'p str, &'p Node>) {
-    for (id, n) in nodes {
-        out.insert(id.as_str(), n);
-        if let Some((_, inner)) = n.scope() {
-            collect(inner, out);
-        }
     }
 }
 
@@ -454,7 +431,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     fn enter(&mut self, i: usize) {
         let node_id = self.inst.tokens[i].node.clone();
-        let Some(node) = self.m.nodes.get(node_id.as_str()).copied() else {
+        let Some(node) = self.m.node(&node_id) else {
             let a = self.id();
             self.incident(
                 i,
@@ -463,7 +440,7 @@ impl<'m, 'p> Step<'m, 'p> {
             );
             return;
         };
-        let joins = self.m.incoming.get(node_id.as_str()).map_or(0, Vec::len) > 1;
+        let joins = self.m.process.graph.incoming(&node_id) > 1;
         match node {
             Node::Parallel(_) | Node::Inclusive(_) if joins => {
                 self.inst.tokens[i].state = TokenState::Joining;
@@ -483,10 +460,14 @@ impl<'m, 'p> Step<'m, 'p> {
             Node::Exclusive(g) if g.branches.is_empty() => self.complete(i, a, None),
             Node::Inclusive(g) if g.branches.is_empty() => self.complete(i, a, None),
             Node::Assign(n) => {
+                // One evaluator for the node; later entries see earlier ones.
+                let mut ev = Evaluator::new(self.m.process, &self.inst.visible_vars(scope));
                 for (k, v) in &n.set {
-                    let vars = self.inst.visible_vars(scope);
-                    match Evaluator::new(self.m.process, &vars).value(v) {
-                        Ok(v) => self.set_var(scope, k.clone(), v),
+                    match ev.value(v) {
+                        Ok(v) => {
+                            ev.set(k, &v);
+                            self.set_var(scope, k.clone(), v);
+                        }
                         Err(e) => return self.incident(i, a, e.to_string()),
                     }
                 }
@@ -670,8 +651,7 @@ impl<'m, 'p> Step<'m, 'p> {
         self.history(a, &node_id, Lifecycle::Completed, actor.as_deref());
         let next: Vec<String> = self
             .m
-            .nodes
-            .get(node_id.as_str())
+            .node(&node_id)
             .and_then(|n| n.next())
             .map(|n| n.ids().to_vec())
             .unwrap_or_default();
@@ -719,15 +699,12 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// A parallel join fires when a token has arrived from every incoming flow.
     fn fire_parallel_join(&mut self, node: &str) {
-        let Some(preds) = self.m.incoming.get(node) else {
-            return;
-        };
         let mut picked = Vec::new();
-        for p in preds {
+        for p in self.m.process.graph.predecessors(node) {
             match self.inst.tokens.iter().position(|t| {
                 t.node == node
                     && t.state == TokenState::Joining
-                    && t.from.as_deref() == Some(*p)
+                    && t.from.as_deref() == Some(p)
                     && !picked.contains(&t.id)
             }) {
                 Some(idx) => picked.push(self.inst.tokens[idx].id),
@@ -744,7 +721,7 @@ impl<'m, 'p> Step<'m, 'p> {
             .tokens
             .iter()
             .filter(|t| t.state == TokenState::Joining)
-            .filter(|t| matches!(self.m.nodes.get(t.node.as_str()), Some(Node::Inclusive(_))))
+            .filter(|t| matches!(self.m.node(&t.node), Some(Node::Inclusive(_))))
             .map(|t| (t.node.clone(), t.scope))
             .collect();
         for (node, scope) in joining {
@@ -868,7 +845,7 @@ impl<'m, 'p> Step<'m, 'p> {
             return;
         };
         let node = self.inst.tokens[i].node.clone();
-        if let Some(Node::Loop(l)) = self.m.nodes.get(node.as_str()).copied() {
+        if let Some(Node::Loop(l)) = self.m.node(&node) {
             let runs = iterations + 1;
             let outer = self.inst.tokens[i].scope;
             let vars = self.inst.visible_vars(outer);
