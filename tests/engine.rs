@@ -5,6 +5,7 @@
 
 use ordo_engine::engine::{Config, Engine, Error, InlineAction};
 use ordo_engine::runtime::{InstanceStatus, Vars};
+use ordo_engine::store::InstanceFilter;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -104,6 +105,18 @@ async fn a_task_round_trip_is_stored_with_its_history() {
         .unwrap();
     assert_eq!(done.status, InstanceStatus::Completed);
     assert!(e.tasks_of("ann", 10).await.unwrap().is_empty());
+    let by_key = e
+        .list_instances(InstanceFilter {
+            business_key: Some("order-7".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [inst.id.as_str()]
+    );
     let stored = e.instance(&inst.id).await.unwrap();
     assert_eq!(stored, done);
     let hist = e.history(&inst.id).await.unwrap();
@@ -196,7 +209,12 @@ async fn a_failing_command_rolls_back_only_itself() {
     }
     assert_eq!(ok, 160);
     let listed = e
-        .list_instances(Some("approval".into()), Some("active".into()), 0, 1000)
+        .list_instances(InstanceFilter {
+            process: Some("approval".into()),
+            status: Some("active".into()),
+            limit: 1000,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(listed.len(), 160);

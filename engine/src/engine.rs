@@ -29,8 +29,8 @@
 use crate::model::{self, Diagnostic, Options, Process};
 use crate::runtime::{self, Action, Clock, Command, Instance, Machine, SystemClock, Vars};
 use crate::store::{
-    self, HistoryRow, InstanceRow, ReadDefinitions, ReadHistory, ReadInstances, ReadTasks, TaskRow,
-    WriteDefinitions, WriteInstances, WriteTasks,
+    self, HistoryRow, InstanceFilter, InstanceRow, ReadDefinitions, ReadHistory, ReadInstances,
+    ReadTasks, TaskRow, WriteDefinitions, WriteInstances, WriteTasks,
 };
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
@@ -416,15 +416,8 @@ impl Engine {
     }
 
     /// Instances by process and status, paged.
-    pub async fn list_instances(
-        &self,
-        process: Option<String>,
-        status: Option<String>,
-        offset: u32,
-        limit: u32,
-    ) -> Result<Vec<InstanceRow>> {
-        self.read(move |c| c.list_instances(process.as_deref(), status.as_deref(), offset, limit))
-            .await
+    pub async fn list_instances(&self, filter: InstanceFilter) -> Result<Vec<InstanceRow>> {
+        self.read(move |c| c.list_instances(&filter)).await
     }
 
     /// Stops the writer after it has committed everything sent before.

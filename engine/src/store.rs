@@ -137,18 +137,27 @@ pub trait WriteDefinitions: ReadDefinitions {
     fn insert_definition(&self, process: &str, version: u32, source: &str, at: &str) -> Result<()>;
 }
 
+/// Which instances to list, and which page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceFilter {
+    /// Only this process.
+    pub process: Option<String>,
+    /// Only this status (`active`, `completed`, `terminated`, `cancelled`).
+    pub status: Option<String>,
+    /// Only this business key.
+    pub business_key: Option<String>,
+    /// Rows to skip.
+    pub offset: u32,
+    /// Most rows to return.
+    pub limit: u32,
+}
+
 /// The `instances` table.
 pub trait ReadInstances {
     /// An instance's state.
     fn instance(&self, id: &str) -> Result<Option<Instance>>;
     /// Instances by process and status, newest first, paged.
-    fn list_instances(
-        &self,
-        process: Option<&str>,
-        status: Option<&str>,
-        offset: u32,
-        limit: u32,
-    ) -> Result<Vec<InstanceRow>>;
+    fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRow>>;
 }
 
 /// Writes to `instances`, and the rows a step's actions ask for (history, tasks,
@@ -232,19 +241,15 @@ impl ReadInstances for Connection {
             None => None,
         })
     }
-    fn list_instances(
-        &self,
-        process: Option<&str>,
-        status: Option<&str>,
-        offset: u32,
-        limit: u32,
-    ) -> Result<Vec<InstanceRow>> {
+    fn list_instances(&self, f: &InstanceFilter) -> Result<Vec<InstanceRow>> {
         let mut st = self.prepare_cached(
             "SELECT id, process_id, process_version, business_key, status, started_at FROM instances
              WHERE (?1 IS NULL OR process_id = ?1) AND (?2 IS NULL OR status = ?2)
-             ORDER BY started_at DESC, id DESC LIMIT ?3 OFFSET ?4",
+               AND (?3 IS NULL OR business_key = ?3)
+             ORDER BY started_at DESC, id DESC LIMIT ?4 OFFSET ?5",
         )?;
-        let rows = st.query_map(params![process, status, limit, offset], |r| {
+        let params = params![f.process, f.status, f.business_key, f.limit, f.offset];
+        let rows = st.query_map(params, |r| {
             Ok(InstanceRow {
                 id: r.get(0)?,
                 process_id: r.get(1)?,
@@ -748,7 +753,13 @@ mod tests {
         );
         assert_eq!(conn.instance("1")?.map(|i| i.version), Some(2));
         assert_eq!(
-            conn.list_instances(Some("p"), Some("active"), 0, 10)?.len(),
+            conn.list_instances(&InstanceFilter {
+                process: Some("p".into()),
+                status: Some("active".into()),
+                limit: 10,
+                ..Default::default()
+            })?
+            .len(),
             1
         );
         Ok(())
