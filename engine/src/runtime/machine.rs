@@ -233,8 +233,12 @@ impl<'p> Machine<'p> {
                     }
                 }
                 let scope = step.inst.tokens[i].scope;
-                for (k, v) in variables {
-                    step.set_var(scope, k, v);
+                let problems: Vec<String> = variables
+                    .into_iter()
+                    .filter_map(|(k, v)| step.set_var(scope, k, v).err())
+                    .collect();
+                if !problems.is_empty() {
+                    return Err(Error::Variables(problems));
                 }
                 step.actions.push(Action::CloseTask {
                     activity,
@@ -246,27 +250,14 @@ impl<'p> Machine<'p> {
                 let i = step.waiting(activity, "job")?;
                 let node = step.inst.tokens[i].node.clone();
                 let scope = step.inst.tokens[i].scope;
-                if let Some(Node::Service(s)) = self.node(&node) {
-                    if let Some(r) = &s.result {
-                        step.set_var(scope, r.clone(), result.clone());
-                    }
-                    if !s.out.is_empty() {
-                        let mut vars = step.inst.visible_vars(scope);
-                        vars.insert("result".into(), result);
-                        let ev = Evaluator::new(self.process, &vars);
-                        for (k, v) in &s.out {
-                            match ev.value(v) {
-                                Ok(v) => step.set_var(scope, k.clone(), v),
-                                Err(e) => {
-                                    step.incident(i, activity, e.to_string());
-                                    step.run();
-                                    return step.finish();
-                                }
-                            }
-                        }
-                    }
+                let written = match self.node(&node) {
+                    Some(Node::Service(s)) => step.write_job_result(s, scope, result),
+                    _ => Ok(()),
+                };
+                match written {
+                    Ok(()) => step.complete(i, activity, None),
+                    Err(message) => step.incident(i, activity, message),
                 }
-                step.complete(i, activity, None);
             }
             Command::FailJob { activity, message } => {
                 let i = step.waiting(activity, "job")?;
@@ -387,18 +378,60 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Writes a variable where it is declared (the nearest scope that has it), else
     /// in the process scope.
-    fn set_var(&mut self, scope: u64, name: String, value: Value) {
+    ///
+    /// A value that does not fit the variable's declared type is refused (`Err`
+    /// with the reason); `null` always fits.
+    fn set_var(&mut self, scope: u64, name: String, value: Value) -> Result<(), String> {
         let mut cur = Some(scope);
         while let Some(s) = cur {
-            let Some(sc) = self.inst.scopes.get_mut(&s) else {
+            let Some(sc) = self.inst.scopes.get(&s) else {
                 break;
             };
             if sc.vars.contains_key(&name) || sc.parent.is_none() {
-                sc.vars.insert(name, value);
-                return;
+                let decls = match &sc.node {
+                    None => Some(&self.m.process.def.variables),
+                    Some(container) => match self.m.node(container) {
+                        Some(Node::Subprocess(sp)) => Some(&sp.variables),
+                        _ => None,
+                    },
+                };
+                if let Some(d) = decls.and_then(|d| d.get(&name))
+                    && !value.is_null()
+                    && !form::var_accepts(d.ty, &value)
+                {
+                    let ty = format!("{:?}", d.ty).to_lowercase();
+                    return Err(format!("`{name}` is declared {ty} and cannot hold {value}"));
+                }
+                if let Some(sc) = self.inst.scopes.get_mut(&s) {
+                    sc.vars.insert(name, value);
+                }
+                return Ok(());
             }
             cur = sc.parent;
         }
+        Ok(())
+    }
+
+    /// Writes a finished job's `result` and `out` variables.
+    fn write_job_result(
+        &mut self,
+        s: &raw::Service,
+        scope: u64,
+        result: Value,
+    ) -> Result<(), String> {
+        if let Some(r) = &s.result {
+            self.set_var(scope, r.clone(), result.clone())?;
+        }
+        if !s.out.is_empty() {
+            let mut vars = self.inst.visible_vars(scope);
+            vars.insert("result".into(), result);
+            let ev = Evaluator::new(self.m.process, &vars);
+            for (k, v) in &s.out {
+                let v = ev.value(v).map_err(|e| e.to_string())?;
+                self.set_var(scope, k.clone(), v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs every token that can move until each waits, joins or has ended.
@@ -466,7 +499,9 @@ impl<'m, 'p> Step<'m, 'p> {
                     match ev.value(v) {
                         Ok(v) => {
                             ev.set(k, &v);
-                            self.set_var(scope, k.clone(), v);
+                            if let Err(message) = self.set_var(scope, k.clone(), v) {
+                                return self.incident(i, a, message);
+                            }
                         }
                         Err(e) => return self.incident(i, a, e.to_string()),
                     }

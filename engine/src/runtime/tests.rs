@@ -470,6 +470,47 @@ fn start_variables_are_checked_against_declarations() {
 }
 
 #[test]
+fn writes_are_checked_against_declared_types() {
+    let p = process(
+        "id: d\nvariables: {n: {type: integer, default: 0}}\nstart: [{id: go, next: t}]\nnodes:\n  t: {type: user, next: a}\n  a: {type: assign, set: {n: =\"ten\"}, next: e}\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let t = tasks(&actions)[0].activity;
+    let refused = apply(
+        &p,
+        &inst,
+        Command::CompleteTask {
+            activity: t,
+            variables: vars(json!({"n": 2.5})),
+            actor: None,
+        },
+    );
+    match refused {
+        Err(Error::Variables(v)) => assert_eq!(v, ["`n` is declared integer and cannot hold 2.5"]),
+        other => panic!("{other:?}"),
+    }
+    let (after, actions) = apply(
+        &p,
+        &inst,
+        Command::CompleteTask {
+            activity: t,
+            variables: vars(json!({"n": 2})),
+            actor: None,
+        },
+    )
+    .expect("fits");
+    assert_eq!(
+        incidents(&actions),
+        ["`n` is declared integer and cannot hold \"ten\""]
+    );
+    assert_eq!(
+        after.variables()["n"],
+        json!(2),
+        "the refused write changed nothing"
+    );
+}
+
+#[test]
 fn an_endless_automatic_loop_becomes_an_incident() {
     let p = process(
         "id: e\nstart: [{id: go, next: a}]\nnodes:\n  a: {type: assign, set: {n: 1}, next: g}\n  g:\n    type: exclusive\n    branches: [{when: n > 5, to: done}]\n    default: a\n  done: {type: end}\n",
