@@ -816,8 +816,7 @@ impl<'a> Validator<'a> {
         }
         let always = branches.last().is_some_and(|b| b.when.0.trim() == "true");
         if !branches.is_empty() && default.is_none() && !always {
-            let what = "no branch matched";
-            self.warn_key("missing-default", path, format!("{ty} gateway `{id}` has no `default`; if every condition is false the instance stops with an incident \"{what}\""), Some("add `default:` naming where to go otherwise".to_owned()));
+            self.warn_key("missing-default", path, format!("{ty} gateway `{id}` has no `default`; if every condition is false the instance stops with an incident \"no branch matched\""), Some("add `default:` naming where to go otherwise".to_owned()));
         }
     }
 
