@@ -26,21 +26,33 @@
 //! # Ok(()) }
 //! ```
 
+use crate::calendar::Calendars;
 use crate::model::{self, Diagnostic, Options, Process};
-use crate::runtime::{self, Action, Clock, Command, Instance, Machine, SystemClock, Vars};
-use crate::store::{
-    self, HistoryRow, InstanceFilter, InstanceRow, ReadDefinitions, ReadHistory, ReadInstances,
-    ReadTasks, TaskRow, WriteDefinitions, WriteInstances, WriteTasks,
+use crate::runtime::{
+    self, Action, Clock, Command, Instance, Machine, SystemClock, Trigger, Vars, next_due,
 };
+use crate::store::{
+    self, HistoryRow, IncidentRow, InstanceFilter, InstanceRow, ReadDefinitions, ReadEvents,
+    ReadHistory, ReadInstances, ReadTasks, TaskRow, WriteDefinitions, WriteEvents, WriteInstances,
+    WriteTasks,
+};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 /// Most validated definitions the writer keeps in memory.
 pub const MAX_CACHED_DEFINITIONS: usize = 256;
+/// Most messages and signals one request may send on (instances sending to
+/// instances): beyond it the request fails, as a message loop would never end.
+pub const MAX_DELIVERIES: usize = 10_000;
+/// Timers fired per writer request (each in its own savepoint).
+pub const TIMER_BATCH: u32 = 256;
 
 /// Engine errors.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +116,10 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Inline actions by name.
     pub actions: HashMap<String, Arc<dyn InlineAction>>,
+    /// Working calendars for business-day timers.
+    pub calendars: Calendars,
+    /// How long a message that finds no subscriber is kept, unless it says.
+    pub message_ttl: chrono::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -118,7 +134,8 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    /// Defaults: `synchronous=FULL`, batches of up to 512 commands, the system clock.
+    /// Defaults: `synchronous=FULL`, batches of up to 512 commands, the system clock,
+    /// the default calendar, messages buffered for one hour.
     pub fn new(db: impl Into<PathBuf>) -> Self {
         Config {
             db: db.into(),
@@ -126,6 +143,8 @@ impl Config {
             max_batch: 512,
             clock: Arc::new(SystemClock),
             actions: HashMap::new(),
+            calendars: Calendars::default(),
+            message_ttl: chrono::Duration::hours(1),
         }
     }
 }
@@ -141,6 +160,73 @@ pub struct Deployed {
     pub created: bool,
     /// Warnings from the validator.
     pub warnings: Vec<Diagnostic>,
+}
+
+/// A message for [`Engine::correlate`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Message {
+    /// Its name.
+    pub name: String,
+    /// Its correlation key (matches subscriptions with the same key).
+    pub key: Option<String>,
+    /// An id the sender gives it: a repeat within the TTL changes nothing.
+    pub message_id: Option<String>,
+    /// Its variables.
+    pub variables: Vars,
+    /// How long it waits for a subscriber (and its id is remembered); the engine's
+    /// default when `None`. Zero: delivered now or not at all.
+    #[serde(skip)]
+    pub ttl: Option<chrono::Duration>,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Correlation {
+    /// A waiting instance took it.
+    Correlated {
+        /// The instance.
+        instance: String,
+    },
+    /// Message start events started these instances.
+    Started {
+        /// The new instances.
+        instances: Vec<String>,
+    },
+    /// Every matching start event is `unique` and an instance with this key runs.
+    AlreadyRunning {
+        /// The running instances.
+        instances: Vec<String>,
+    },
+    /// Nothing waited for it: kept for the first instance that subscribes.
+    Buffered {
+        /// Until when.
+        until: DateTime<Utc>,
+    },
+    /// Its id was seen within its TTL: nothing changed.
+    Duplicate,
+    /// Nothing waited for it and its TTL is zero.
+    Discarded,
+}
+
+/// What a signal broadcast reached.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Signalled {
+    /// Subscriptions (catch events, boundary events, gateways) it fired.
+    pub delivered: usize,
+    /// Instances signal start events started.
+    pub started: Vec<String>,
+}
+
+/// What one pass of the timer scheduler did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fired {
+    /// Instance timers fired.
+    pub fired: usize,
+    /// Instances timer start events started.
+    pub started: usize,
+    /// Timers that could not fire (dropped; each says why).
+    pub failed: Vec<String>,
 }
 
 /// A change of who holds a user task.
@@ -192,7 +278,8 @@ where
     F: FnOnce(&mut State, &Connection) -> Result<T> + Send + 'static,
 {
     fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>) {
-        let result = (self.work)(state, tx);
+        state.outbox.clear();
+        let result = (self.work)(state, tx).and_then(|v| state.drain_outbox(tx).map(|()| v));
         let ok = result.is_ok();
         (
             ok,
@@ -262,6 +349,9 @@ impl Engine {
                 processes: HashMap::new(),
                 latest: HashMap::new(),
                 next_id: u64::try_from(next_id).unwrap_or(1),
+                calendars: Arc::new(config.calendars),
+                message_ttl: config.message_ttl,
+                outbox: VecDeque::new(),
             },
         };
         let handle = std::thread::Builder::new()
@@ -308,7 +398,7 @@ impl Engine {
         variables: Vars,
     ) -> Result<Instance> {
         let process = process.to_owned();
-        self.send(move |st, tx| st.start(tx, &process, version, business_key, variables))
+        self.send(move |st, tx| st.start(tx, &process, version, None, business_key, variables))
             .await
     }
 
@@ -358,6 +448,90 @@ impl Engine {
         let instance = instance.to_owned();
         self.send(move |st, tx| st.change_task(tx, &instance, activity, change))
             .await
+    }
+
+    /// Delivers a message: to the instance waiting for it (name and key), else to
+    /// message start events, else into the buffer for its TTL. A repeated
+    /// `message_id` within the TTL is a [`Correlation::Duplicate`]. Whatever the
+    /// number of concurrent callers, the one writer sees each message id once.
+    pub async fn correlate(&self, message: Message) -> Result<Correlation> {
+        self.send(move |st, tx| st.correlate(tx, message)).await
+    }
+
+    /// Broadcasts a signal to every instance waiting for it and to signal start events.
+    pub async fn signal(&self, name: &str, variables: Vars) -> Result<Signalled> {
+        let name = name.to_owned();
+        self.send(move |st, tx| st.signal(tx, &name, &variables))
+            .await
+    }
+
+    /// Fires every timer due by the engine's clock (instance timers and timer start
+    /// events), in batches; returns what it did. A timer fires in the transaction
+    /// that removes it, so it fires once, and never before it is due. Timers that
+    /// came due while the engine was down fire on the first call.
+    pub async fn fire_due_timers(&self) -> Result<Fired> {
+        let mut total = Fired::default();
+        loop {
+            let f = self.send(|st, tx| st.fire_due(tx)).await?;
+            let done = f.fired + f.started + f.failed.len() < TIMER_BATCH as usize;
+            total.fired += f.fired;
+            total.started += f.started;
+            total.failed.extend(f.failed);
+            if done {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// When the next timer is due, if any: how long a scheduler may sleep.
+    pub async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let ms = self.read(|c| c.next_timer()).await?;
+        Ok(ms.and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// Incidents, newest first (only open ones when `open_only`).
+    pub async fn incidents(
+        &self,
+        open_only: bool,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<IncidentRow>> {
+        self.read(move |c| c.incidents(open_only, limit, offset))
+            .await
+    }
+
+    /// Runs a failed step again (see [`Command::Retry`]).
+    pub async fn retry(
+        &self,
+        instance: &str,
+        activity: u64,
+        retries: Option<u32>,
+        variables: Vars,
+        actor: Option<String>,
+    ) -> Result<Instance> {
+        let cmd = Command::Retry {
+            activity,
+            retries,
+            variables,
+            actor,
+        };
+        self.apply(instance, cmd, None).await
+    }
+
+    /// Marks a failed step as done by hand; the path goes on (see [`Command::Resolve`]).
+    pub async fn resolve(
+        &self,
+        instance: &str,
+        activity: u64,
+        variables: Vars,
+        actor: Option<String>,
+    ) -> Result<Instance> {
+        let cmd = Command::Resolve {
+            activity,
+            variables,
+            actor,
+        };
+        self.apply(instance, cmd, None).await
     }
 
     /// Open tasks past their due date.
@@ -453,6 +627,10 @@ struct State {
     /// Latest deployed version per process (the writer is the only deployer).
     latest: HashMap<String, u32>,
     next_id: u64,
+    calendars: Arc<Calendars>,
+    message_ttl: chrono::Duration,
+    /// Messages and signals sent by the request's steps, delivered after them.
+    outbox: VecDeque<Action>,
 }
 
 impl Writer {
@@ -507,11 +685,17 @@ impl Writer {
 }
 
 impl State {
+    fn machine<'p>(&self, p: &'p Process, calendars: &'p Calendars) -> Result<Machine<'p>> {
+        Ok(Machine::new(p)?.with_calendars(calendars))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         tx: &Connection,
         process: &str,
         version: Option<u32>,
+        event: Option<&str>,
         business_key: Option<String>,
         variables: Vars,
     ) -> Result<Instance> {
@@ -520,16 +704,14 @@ impl State {
             None => self.latest_version(tx, process)?,
         };
         let p = self.process(tx, process, Some(version))?;
-        let machine = Machine::new(&p)?;
+        let calendars = Arc::clone(&self.calendars);
+        let machine = self.machine(&p, &calendars)?;
         let id = self.next_id.to_string();
         self.next_id += 1;
         let clock = Arc::clone(&self.clock);
         let (inst, actions) =
-            machine.start(id, version, business_key, variables, clock.as_ref())?;
-        let (inst, actions) = self.run_inline(tx, &machine, inst, actions)?;
-        tx.save_instance(&inst, None)?;
-        tx.record(&inst, &actions, &self.clock.now().to_rfc3339())?;
-        Ok(inst)
+            machine.start_by(event, id, version, business_key, variables, clock.as_ref())?;
+        self.settle(tx, &machine, inst, actions, None)
     }
 
     fn apply(
@@ -551,7 +733,8 @@ impl State {
             });
         }
         let p = self.process(tx, &inst.process, Some(inst.process_version))?;
-        let machine = Machine::new(&p)?;
+        let calendars = Arc::clone(&self.calendars);
+        let machine = self.machine(&p, &calendars)?;
         let task = match &cmd {
             Command::CompleteTask { activity, .. } => Some(*activity),
             _ => None,
@@ -576,56 +759,331 @@ impl State {
             }
             Err(e) => return Err(e.into()),
         };
-        let (next, actions) = self.run_inline(tx, &machine, next, actions)?;
-        if !tx.save_instance(&next, Some(inst.version))? {
-            return Err(Error::Conflict {
-                instance,
-                reason: "it was changed by another command".into(),
-            });
-        }
-        tx.record(&next, &actions, &self.clock.now().to_rfc3339())?;
-        Ok(next)
+        self.settle(tx, &machine, next, actions, Some(inst.version))
     }
 
-    /// Runs inline actions inside this transaction and feeds their results back,
-    /// until the instance waits on something outside.
-    fn run_inline(
-        &self,
+    /// Finishes a step: runs inline actions and hands buffered messages to new
+    /// message subscriptions (both feed the machine again), saves the instance,
+    /// records its actions, and queues the messages and signals it sends.
+    fn settle(
+        &mut self,
         tx: &Connection,
         machine: &Machine,
         mut inst: Instance,
         mut actions: Vec<Action>,
-    ) -> Result<(Instance, Vec<Action>)> {
+        expected: Option<u64>,
+    ) -> Result<Instance> {
+        let now_ms = self.clock.now().timestamp_millis();
         let mut i = 0;
         while i < actions.len() {
-            let Action::RunJob(job) = &actions[i] else {
-                i += 1;
-                continue;
-            };
-            let Some(handler) = self.actions.get(&job.action) else {
-                i += 1;
-                continue;
-            };
-            let cmd = match handler.call(tx, &job.input) {
-                Ok(result) => Command::CompleteJob {
-                    activity: job.activity,
-                    result,
+            let cmd = match &actions[i] {
+                Action::RunJob(job) => match self.actions.get(&job.action) {
+                    Some(handler) => {
+                        let cmd = match handler.call(tx, &job.input) {
+                            Ok(result) => Command::CompleteJob {
+                                activity: job.activity,
+                                result,
+                            },
+                            Err(message) => Command::FailJob {
+                                activity: job.activity,
+                                message,
+                            },
+                        };
+                        actions.remove(i);
+                        cmd
+                    }
+                    None => {
+                        i += 1;
+                        continue;
+                    }
                 },
-                Err(message) => Command::FailJob {
-                    activity: job.activity,
-                    message,
-                },
+                Action::Subscribe(sub) => {
+                    i += 1;
+                    let Trigger::Message { name, key } = &sub.trigger else {
+                        continue;
+                    };
+                    if !inst.subscriptions.iter().any(|s| s.id == sub.id) {
+                        continue; // already fired or withdrawn in this step
+                    }
+                    match tx.take_buffered(name, key.as_deref(), now_ms)? {
+                        Some(vars) => Command::Trigger {
+                            subscription: sub.id,
+                            variables: serde_json::from_str(&vars).map_err(store::Error::from)?,
+                        },
+                        None => continue,
+                    }
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
             };
-            actions.remove(i);
             let (next, more) = machine.apply(&inst, cmd, self.clock.as_ref())?;
             inst = next;
             actions.extend(more);
         }
-        Ok((inst, actions))
+        if !tx.save_instance(&inst, expected)? {
+            return Err(Error::Conflict {
+                instance: inst.id.clone(),
+                reason: "it was changed by another command".into(),
+            });
+        }
+        tx.record(&inst, &actions, &self.clock.now().to_rfc3339())?;
+        for a in actions {
+            if matches!(a, Action::SendMessage { .. } | Action::Broadcast { .. }) {
+                self.outbox.push_back(a);
+            }
+        }
+        Ok(inst)
+    }
+
+    /// Delivers what the request's steps sent, and what those deliveries send in
+    /// turn, up to [`MAX_DELIVERIES`].
+    fn drain_outbox(&mut self, tx: &Connection) -> Result<()> {
+        let mut delivered = 0;
+        while let Some(a) = self.outbox.pop_front() {
+            delivered += 1;
+            if delivered > MAX_DELIVERIES {
+                self.outbox.clear();
+                return Err(Error::Runtime(runtime::Error::Unsupported {
+                    node: "-".into(),
+                    what: format!(
+                        "more than {MAX_DELIVERIES} messages and signals in one request (do instances send to each other in a loop?)"
+                    ),
+                }));
+            }
+            match a {
+                Action::SendMessage {
+                    name,
+                    key,
+                    variables,
+                } => {
+                    self.correlate(
+                        tx,
+                        Message {
+                            name,
+                            key,
+                            message_id: None,
+                            variables,
+                            ttl: None,
+                        },
+                    )?;
+                }
+                Action::Broadcast { name, variables } => {
+                    self.signal(tx, &name, &variables)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn correlate(&mut self, tx: &Connection, msg: Message) -> Result<Correlation> {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let ttl = msg.ttl.unwrap_or(self.message_ttl);
+        let expires = now + ttl;
+        if let Some(id) = &msg.message_id {
+            if tx.seen_message(id, now_ms)? {
+                return Ok(Correlation::Duplicate);
+            }
+            tx.remember_message(id, expires.timestamp_millis())?;
+        }
+        if let Some((instance, sub)) = tx.message_subscriber(&msg.name, msg.key.as_deref())? {
+            let cmd = Command::Trigger {
+                subscription: sub,
+                variables: msg.variables,
+            };
+            self.apply(tx, instance.clone(), cmd, None)?;
+            return Ok(Correlation::Correlated { instance });
+        }
+        let starts = tx.start_events("message", &msg.name)?;
+        if !starts.is_empty() {
+            let mut started = Vec::new();
+            let mut running = Vec::new();
+            for s in starts {
+                let p = self.process(tx, &s.process_id, Some(s.version))?;
+                let Some(ev) = p.def.start.iter().find(|e| e.id == s.event_id) else {
+                    continue;
+                };
+                let key = match &ev.key {
+                    None => msg.key.clone(),
+                    Some(k) => {
+                        let v = runtime::eval::Evaluator::new(&p, &msg.variables)
+                            .eval(&k.0)
+                            .map_err(|e| {
+                                Error::Runtime(runtime::Error::Variables(vec![format!(
+                                    "the key of start event `{}` in `{}`: {e}",
+                                    ev.id, s.process_id
+                                )]))
+                            })?;
+                        match v {
+                            Value::Null => None,
+                            Value::String(s) => Some(s),
+                            other => Some(other.to_string()),
+                        }
+                    }
+                };
+                if ev.unique
+                    && let Some(k) = &key
+                    && let Some(existing) = tx
+                        .list_instances(&InstanceFilter {
+                            process: Some(s.process_id.clone()),
+                            status: Some("active".into()),
+                            business_key: Some(k.clone()),
+                            offset: 0,
+                            limit: 1,
+                        })?
+                        .into_iter()
+                        .next()
+                {
+                    running.push(existing.id);
+                    continue;
+                }
+                let inst = self.start(
+                    tx,
+                    &s.process_id,
+                    Some(s.version),
+                    Some(&s.event_id),
+                    key,
+                    msg.variables.clone(),
+                )?;
+                started.push(inst.id);
+            }
+            return Ok(if started.is_empty() {
+                Correlation::AlreadyRunning { instances: running }
+            } else {
+                Correlation::Started { instances: started }
+            });
+        }
+        if ttl <= chrono::Duration::zero() {
+            return Ok(Correlation::Discarded);
+        }
+        let vars = serde_json::to_string(&msg.variables).map_err(store::Error::from)?;
+        tx.buffer_message(
+            &msg.name,
+            msg.key.as_deref(),
+            msg.message_id.as_deref(),
+            &vars,
+            expires.timestamp_millis(),
+        )?;
+        Ok(Correlation::Buffered { until: expires })
+    }
+
+    fn signal(&mut self, tx: &Connection, name: &str, variables: &Vars) -> Result<Signalled> {
+        let mut out = Signalled::default();
+        for (instance, sub) in tx.signal_subscribers(name)? {
+            let cmd = Command::Trigger {
+                subscription: sub,
+                variables: variables.clone(),
+            };
+            match self.apply(tx, instance, cmd, None) {
+                Ok(_) => out.delivered += 1,
+                // An earlier delivery of this broadcast withdrew it (an interrupting
+                // boundary event on the same activity, say).
+                Err(Error::Runtime(runtime::Error::UnknownSubscription(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for s in tx.start_events("signal", name)? {
+            let inst = self.start(
+                tx,
+                &s.process_id,
+                Some(s.version),
+                Some(&s.event_id),
+                None,
+                variables.clone(),
+            )?;
+            out.started.push(inst.id);
+        }
+        Ok(out)
+    }
+
+    /// Fires up to [`TIMER_BATCH`] due timers, each in its own savepoint: the timer's
+    /// row goes in the same transaction as the step it triggers, so a timer fires
+    /// once, and a failing one is dropped with an error logged in `failed`.
+    fn fire_due(&mut self, tx: &Connection) -> Result<Fired> {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let mut fired = Fired::default();
+        for (instance, sub) in tx.due_timers(now_ms, TIMER_BATCH)? {
+            tx.delete_timer(&instance, sub)?;
+            tx.execute_batch("SAVEPOINT timer")?;
+            let cmd = Command::Trigger {
+                subscription: sub,
+                variables: Vars::new(),
+            };
+            match self.apply(tx, instance.clone(), cmd, None) {
+                Ok(_) => {
+                    tx.execute_batch("RELEASE timer")?;
+                    fired.fired += 1;
+                }
+                Err(e @ (Error::Store(_) | Error::CommitFailed(_))) => return Err(e),
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO timer; RELEASE timer")?;
+                    fired
+                        .failed
+                        .push(format!("timer {sub} of instance {instance}: {e}"));
+                }
+            }
+        }
+        let left = TIMER_BATCH.saturating_sub(u32::try_from(fired.fired).unwrap_or(0));
+        for s in tx.due_start_timers(now_ms, left)? {
+            let p = self.process(tx, &s.process_id, Some(s.version))?;
+            let next = p
+                .def
+                .start
+                .iter()
+                .find(|e| e.id == s.event_id)
+                .and_then(|e| e.timer.as_ref())
+                .filter(|t| t.cycle.is_some())
+                .and_then(|t| next_due(t, now, &p.def, &self.calendars, &|_| Ok(Value::Null)).ok());
+            tx.set_start_due(
+                &s.process_id,
+                &s.event_id,
+                next.map(|d| d.timestamp_millis()),
+            )?;
+            self.start(
+                tx,
+                &s.process_id,
+                Some(s.version),
+                Some(&s.event_id),
+                None,
+                Vars::new(),
+            )?;
+            fired.started += 1;
+        }
+        tx.purge_expired(now_ms)?;
+        Ok(fired)
+    }
+
+    /// Records the start events of a process's newly deployed latest version.
+    fn index_start_events(&self, tx: &Connection, p: &Process, version: u32) -> Result<()> {
+        let now = self.clock.now();
+        let mut rows = Vec::new();
+        for e in &p.def.start {
+            if let Some(m) = &e.message {
+                rows.push((e.id.clone(), "message", Some(m.clone()), None));
+            } else if let Some(sig) = &e.signal {
+                rows.push((e.id.clone(), "signal", Some(sig.clone()), None));
+            } else if let Some(t) = &e.timer {
+                let due = next_due(t, now, &p.def, &self.calendars, &|_| Ok(Value::Null)).map_err(
+                    |m| {
+                        Error::Runtime(runtime::Error::Variables(vec![format!(
+                            "timer start `{}`: {m}",
+                            e.id
+                        )]))
+                    },
+                )?;
+                rows.push((e.id.clone(), "timer", None, Some(due.timestamp_millis())));
+            }
+        }
+        tx.set_start_events(&p.def.id, version, &rows)?;
+        Ok(())
     }
 
     fn deploy(&mut self, tx: &Connection, name: &str, source: &str) -> Result<Deployed> {
-        let loaded = model::load(name, source, &Options::default());
+        let loaded = model::load(name, source, &self.options());
         let process = match loaded.process {
             Some(p) if !loaded.diagnostics.iter().any(Diagnostic::is_error) => p,
             _ => return Err(Error::Invalid(loaded.diagnostics)),
@@ -644,6 +1102,7 @@ impl State {
         }
         let version = latest.map_or(1, |(v, _)| v + 1);
         tx.insert_definition(&id, version, source, &self.clock.now().to_rfc3339())?;
+        self.index_start_events(tx, &process, version)?;
         self.processes
             .insert((id.clone(), version), Arc::new(process));
         self.latest.insert(id.clone(), version);
@@ -707,6 +1166,14 @@ impl State {
         })
     }
 
+    /// Validation knows the engine's calendars.
+    fn options(&self) -> Options {
+        Options {
+            calendars: self.calendars.names(),
+            ..Options::default()
+        }
+    }
+
     fn latest_version(&mut self, tx: &Connection, id: &str) -> Result<u32> {
         if let Some(v) = self.latest.get(id) {
             return Ok(*v);
@@ -738,7 +1205,7 @@ impl State {
         let source = tx
             .definition(id, version)?
             .ok_or_else(|| Error::UnknownProcess(format!("{id} v{version}")))?;
-        let loaded = model::load(id, &source, &Options::default());
+        let loaded = model::load(id, &source, &self.options());
         let p = Arc::new(loaded.process.ok_or(Error::Invalid(loaded.diagnostics))?);
         self.processes
             .insert((id.to_owned(), version), Arc::clone(&p));

@@ -10,7 +10,9 @@
 //! connection (or transaction, which derefs to one). A PostgreSQL backend for
 //! several nodes implements the same traits.
 
-use crate::runtime::{Action, Instance, InstanceStatus, Lifecycle, TaskSpec};
+use crate::runtime::{
+    Action, Instance, InstanceStatus, Lifecycle, Subscription, TaskSpec, Trigger,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +123,57 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         PRIMARY KEY (instance_id, activity)
     ) WITHOUT ROWID;",
+    // 2: what instances wait for (messages, signals, timers), start events by
+    // trigger, buffered messages, message ids seen, and incidents that get closed.
+    "CREATE TABLE message_subs (
+        seq INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        key TEXT,
+        instance_id TEXT NOT NULL,
+        sub_id INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX message_subs_by_sub ON message_subs (instance_id, sub_id);
+    CREATE INDEX message_subs_by_key ON message_subs (name, key, seq);
+    CREATE TABLE signal_subs (
+        name TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        sub_id INTEGER NOT NULL,
+        PRIMARY KEY (name, instance_id, sub_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE timers (
+        instance_id TEXT NOT NULL,
+        sub_id INTEGER NOT NULL,
+        due INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, sub_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX timers_by_due ON timers (due);
+    CREATE TABLE start_events (
+        process_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT,
+        due INTEGER,
+        PRIMARY KEY (process_id, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX start_events_by_name ON start_events (kind, name);
+    CREATE INDEX start_events_by_due ON start_events (due) WHERE due IS NOT NULL;
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        key TEXT,
+        message_id TEXT,
+        variables TEXT NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    CREATE INDEX messages_by_key ON messages (name, key, seq);
+    CREATE TABLE message_ids (
+        message_id TEXT PRIMARY KEY,
+        expires INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE incidents ADD COLUMN state TEXT NOT NULL DEFAULT 'open';
+    ALTER TABLE incidents ADD COLUMN closed_at TEXT;
+    ALTER TABLE incidents ADD COLUMN closed_by TEXT;",
 ];
 
 /// The `definitions` table: deployed process versions.
@@ -352,11 +405,24 @@ impl WriteInstances for Connection {
                     message,
                 } => {
                     self.execute(
-                        "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at, state) VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
                         params![inst.id, activity, node, message, now],
                     )?;
                 }
-                Action::Ended { .. } => {}
+                Action::CloseIncident {
+                    activity,
+                    how,
+                    actor,
+                } => {
+                    self.prepare_cached(
+                        "UPDATE incidents SET state = ?3, closed_at = ?4, closed_by = ?5
+                         WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
+                    )?
+                    .execute(params![inst.id, activity, how, now, actor])?;
+                }
+                Action::Subscribe(sub) => subscribe(self, &inst.id, sub)?,
+                Action::Unsubscribe(sub) => unsubscribe(self, &inst.id, sub)?,
+                Action::Ended { .. } | Action::SendMessage { .. } | Action::Broadcast { .. } => {}
             }
         }
         Ok(())
@@ -462,6 +528,271 @@ impl ReadHistory for Connection {
         }
         Ok(out)
     }
+}
+
+fn subscribe(tx: &Connection, instance: &str, sub: &Subscription) -> Result<()> {
+    match &sub.trigger {
+        Trigger::Message { name, key } => tx
+            .prepare_cached(
+                "INSERT INTO message_subs (name, key, instance_id, sub_id) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![name, key, instance, sub.id])?,
+        Trigger::Signal { name } => tx
+            .prepare_cached(
+                "INSERT INTO signal_subs (name, instance_id, sub_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![name, instance, sub.id])?,
+        Trigger::Timer { due } => tx
+            .prepare_cached("INSERT INTO timers (instance_id, sub_id, due) VALUES (?1, ?2, ?3)")?
+            .execute(params![instance, sub.id, due.timestamp_millis()])?,
+    };
+    Ok(())
+}
+
+fn unsubscribe(tx: &Connection, instance: &str, sub: &Subscription) -> Result<()> {
+    match &sub.trigger {
+        Trigger::Message { .. } => tx
+            .prepare_cached("DELETE FROM message_subs WHERE instance_id = ?1 AND sub_id = ?2")?
+            .execute(params![instance, sub.id])?,
+        Trigger::Signal { name } => tx
+            .prepare_cached(
+                "DELETE FROM signal_subs WHERE name = ?1 AND instance_id = ?2 AND sub_id = ?3",
+            )?
+            .execute(params![name, instance, sub.id])?,
+        Trigger::Timer { .. } => tx
+            .prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2")?
+            .execute(params![instance, sub.id])?,
+    };
+    Ok(())
+}
+
+/// A start event that starts instances on a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRow {
+    /// The process.
+    pub process_id: String,
+    /// The version the event belongs to (the latest).
+    pub version: u32,
+    /// The start event's id.
+    pub event_id: String,
+}
+
+/// An incident, as admins list it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRow {
+    /// The instance.
+    pub instance_id: String,
+    /// The activity instance it holds.
+    pub activity: u64,
+    /// The node.
+    pub node: String,
+    /// What went wrong.
+    pub message: String,
+    /// `open`, `retried`, `resolved` or `aborted`.
+    pub state: String,
+    /// When it was opened (RFC 3339).
+    pub created_at: String,
+}
+
+/// Subscriptions, buffered messages and start events: what triggers find.
+pub trait ReadEvents {
+    /// The longest-waiting subscription for a message: (instance, subscription).
+    fn message_subscriber(&self, name: &str, key: Option<&str>) -> Result<Option<(String, u64)>>;
+    /// Every subscription for a signal.
+    fn signal_subscribers(&self, name: &str) -> Result<Vec<(String, u64)>>;
+    /// Start events of latest versions with this trigger (`message`, `signal`).
+    fn start_events(&self, kind: &str, name: &str) -> Result<Vec<StartRow>>;
+    /// Instance timers due at or before `now_ms`, earliest first.
+    fn due_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<(String, u64)>>;
+    /// Timer start events due at or before `now_ms`.
+    fn due_start_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<StartRow>>;
+    /// The earliest timer, instance or start (ms since the epoch).
+    fn next_timer(&self) -> Result<Option<i64>>;
+    /// Whether a message id was seen and has not expired.
+    fn seen_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
+    /// Incidents, newest first; only open ones when `open_only`.
+    fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>>;
+}
+
+/// Writes to the event tables.
+pub trait WriteEvents: ReadEvents {
+    /// Replaces a process's start events with those of its latest version.
+    fn set_start_events(
+        &self,
+        process: &str,
+        version: u32,
+        events: &[(String, &str, Option<String>, Option<i64>)],
+    ) -> Result<()>;
+    /// Moves a timer start event's next firing (None: it does not fire again).
+    fn set_start_due(&self, process: &str, event: &str, due: Option<i64>) -> Result<()>;
+    /// Removes an instance timer (it is firing).
+    fn delete_timer(&self, instance: &str, sub: u64) -> Result<()>;
+    /// Keeps a message until `expires_ms` for the first instance that subscribes.
+    fn buffer_message(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        message_id: Option<&str>,
+        variables: &str,
+        expires_ms: i64,
+    ) -> Result<()>;
+    /// Takes (removes and returns) the oldest live buffered message of this name and key.
+    fn take_buffered(&self, name: &str, key: Option<&str>, now_ms: i64) -> Result<Option<String>>;
+    /// Remembers a message id until `expires_ms`.
+    fn remember_message(&self, message_id: &str, expires_ms: i64) -> Result<()>;
+    /// Deletes expired buffered messages and message ids.
+    fn purge_expired(&self, now_ms: i64) -> Result<usize>;
+}
+
+impl ReadEvents for Connection {
+    fn message_subscriber(&self, name: &str, key: Option<&str>) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .prepare_cached(
+                "SELECT instance_id, sub_id FROM message_subs WHERE name = ?1 AND key IS ?2 ORDER BY seq LIMIT 1",
+            )?
+            .query_row(params![name, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+    fn signal_subscribers(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        let mut st =
+            self.prepare_cached("SELECT instance_id, sub_id FROM signal_subs WHERE name = ?1")?;
+        let rows = st.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn start_events(&self, kind: &str, name: &str) -> Result<Vec<StartRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT process_id, version, event_id FROM start_events WHERE kind = ?1 AND name = ?2 ORDER BY process_id, event_id",
+        )?;
+        let rows = st.query_map(params![kind, name], start_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn due_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<(String, u64)>> {
+        let mut st = self.prepare_cached(
+            "SELECT instance_id, sub_id FROM timers WHERE due <= ?1 ORDER BY due LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn due_start_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<StartRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT process_id, version, event_id FROM start_events WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now_ms, limit], start_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn next_timer(&self) -> Result<Option<i64>> {
+        Ok(self.query_row(
+            "SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers UNION ALL SELECT MIN(due) FROM start_events)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+    fn seen_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        Ok(self
+            .prepare_cached("SELECT 1 FROM message_ids WHERE message_id = ?1 AND expires > ?2")?
+            .query_row(params![message_id, now_ms], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+    fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT instance_id, activity, node, message, state, created_at FROM incidents
+             WHERE (?1 = 0 OR state = 'open') ORDER BY created_at DESC LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = st.query_map(params![open_only, limit, offset], |r| {
+            Ok(IncidentRow {
+                instance_id: r.get(0)?,
+                activity: r.get(1)?,
+                node: r.get(2)?,
+                message: r.get(3)?,
+                state: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+impl WriteEvents for Connection {
+    fn set_start_events(
+        &self,
+        process: &str,
+        version: u32,
+        events: &[(String, &str, Option<String>, Option<i64>)],
+    ) -> Result<()> {
+        self.prepare_cached("DELETE FROM start_events WHERE process_id = ?1")?
+            .execute(params![process])?;
+        let mut ins = self.prepare_cached(
+            "INSERT INTO start_events (process_id, version, event_id, kind, name, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (event, kind, name, due) in events {
+            ins.execute(params![process, version, event, kind, name, due])?;
+        }
+        Ok(())
+    }
+    fn set_start_due(&self, process: &str, event: &str, due: Option<i64>) -> Result<()> {
+        self.prepare_cached(
+            "UPDATE start_events SET due = ?3 WHERE process_id = ?1 AND event_id = ?2",
+        )?
+        .execute(params![process, event, due])?;
+        Ok(())
+    }
+    fn delete_timer(&self, instance: &str, sub: u64) -> Result<()> {
+        self.prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2")?
+            .execute(params![instance, sub])?;
+        Ok(())
+    }
+    fn buffer_message(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        message_id: Option<&str>,
+        variables: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        self.prepare_cached(
+            "INSERT INTO messages (name, key, message_id, variables, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![name, key, message_id, variables, expires_ms])?;
+        Ok(())
+    }
+    fn take_buffered(&self, name: &str, key: Option<&str>, now_ms: i64) -> Result<Option<String>> {
+        let found: Option<(i64, String)> = self
+            .prepare_cached(
+                "SELECT seq, variables FROM messages WHERE name = ?1 AND key IS ?2 AND expires > ?3 ORDER BY seq LIMIT 1",
+            )?
+            .query_row(params![name, key, now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((seq, vars)) = found else {
+            return Ok(None);
+        };
+        self.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
+            .execute(params![seq])?;
+        Ok(Some(vars))
+    }
+    fn remember_message(&self, message_id: &str, expires_ms: i64) -> Result<()> {
+        self.prepare_cached(
+            "INSERT OR REPLACE INTO message_ids (message_id, expires) VALUES (?1, ?2)",
+        )?
+        .execute(params![message_id, expires_ms])?;
+        Ok(())
+    }
+    fn purge_expired(&self, now_ms: i64) -> Result<usize> {
+        let a = self.execute("DELETE FROM messages WHERE expires <= ?1", params![now_ms])?;
+        let b = self.execute(
+            "DELETE FROM message_ids WHERE expires <= ?1",
+            params![now_ms],
+        )?;
+        Ok(a + b)
+    }
+}
+
+fn start_row(r: &rusqlite::Row) -> rusqlite::Result<StartRow> {
+    Ok(StartRow {
+        process_id: r.get(0)?,
+        version: r.get(1)?,
+        event_id: r.get(2)?,
+    })
 }
 
 /// Appends rows to one instance's history, numbering them after the last one.
@@ -705,6 +1036,7 @@ mod tests {
             version,
             scopes: Default::default(),
             tokens: Vec::new(),
+            subscriptions: Vec::new(),
             next_id: 1,
             started_at: DateTime::<Utc>::UNIX_EPOCH,
             ended_at: None,

@@ -10,9 +10,10 @@ use super::Clock;
 use super::eval::Evaluator;
 use super::form;
 use super::state::*;
+use crate::calendar::Calendars;
 use crate::model::raw::{self, Node};
 use crate::model::{Process, timer};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 
@@ -66,6 +67,20 @@ pub enum Error {
     /// The process has no start event the API can use.
     #[error("process `{0}` has no start event without a trigger to start it by call")]
     NoCallStart(String),
+    /// The process has no start event of this id.
+    #[error("process `{process}` has no start event `{event}`")]
+    UnknownStart {
+        /// The process.
+        process: String,
+        /// The start event asked for.
+        event: String,
+    },
+    /// The instance no longer waits for this event (it fired, or its activity ended).
+    #[error("the instance does not wait for event {0}")]
+    UnknownSubscription(u64),
+    /// No incident holds this activity.
+    #[error("activity {0} has no open incident")]
+    NoIncident(u64),
 }
 
 /// A command for an existing instance.
@@ -94,6 +109,44 @@ pub enum Command {
         /// Why.
         message: String,
     },
+    /// A job raised a business error (BPML fault): it goes to a boundary `error`
+    /// event on the service task or an enclosing activity, or becomes an incident.
+    JobError {
+        /// The job's activity instance.
+        activity: u64,
+        /// The error code.
+        code: String,
+        /// Details, kept with the incident when nothing catches it.
+        message: String,
+    },
+    /// A message, timer or signal the instance waits for has come.
+    Trigger {
+        /// The subscription's id.
+        subscription: u64,
+        /// The message's or signal's variables (empty for a timer).
+        variables: Vars,
+    },
+    /// An admin runs a failed step again, after setting `variables`: a service task's
+    /// job with `retries` fresh retries; any other node is entered again.
+    Retry {
+        /// The activity the incident holds.
+        activity: u64,
+        /// Retries for a service task's job (default: the task's own).
+        retries: Option<u32>,
+        /// Variables to set first (the fix).
+        variables: Vars,
+        /// Who.
+        actor: Option<String>,
+    },
+    /// An admin marks a failed step as done by hand: the path goes on after it.
+    Resolve {
+        /// The activity the incident holds.
+        activity: u64,
+        /// Variables to set (what the step would have produced).
+        variables: Vars,
+        /// Who.
+        actor: Option<String>,
+    },
     /// Cancel the instance.
     Cancel {
         /// Who.
@@ -101,12 +154,21 @@ pub enum Command {
     },
 }
 
+/// Default retries of a service task's job after its first attempt.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Default delay before a job's first retry; each further retry doubles it.
+pub const DEFAULT_BACKOFF_MS: u64 = 10_000;
+
 /// Runs instances of one process. Cheap to make: it reads the nodes and flows from
 /// the process's graph, built once when the definition was loaded.
 #[derive(Debug)]
 pub struct Machine<'p> {
     process: &'p Process,
+    calendars: &'p Calendars,
 }
+
+static DEFAULT_CALENDARS: std::sync::LazyLock<Calendars> =
+    std::sync::LazyLock::new(Calendars::default);
 
 impl<'p> Machine<'p> {
     /// Prepares `process`, refusing constructs the runtime does not run yet.
@@ -116,21 +178,16 @@ impl<'p> Machine<'p> {
                 continue; // a start event
             };
             let unsupported = match n {
-                Node::Receive(_) | Node::Catch(_) | Node::Throw(_) | Node::Event(_) => {
-                    Some("events (messages, timers, signals)")
-                }
                 Node::EventSubprocess(_) => Some("an event subprocess"),
                 Node::Call(_) | Node::Spawn(_) => Some("calling another process"),
-                Node::End(e)
-                    if e.error.is_some()
-                        || e.escalation.is_some()
-                        || e.message.is_some()
-                        || e.signal.is_some()
-                        || e.compensate.is_some() =>
-                {
-                    Some("an end event that raises something")
-                }
-                _ if !n.boundary().is_empty() => Some("boundary events"),
+                Node::End(raw::End {
+                    compensate: Some(_),
+                    ..
+                })
+                | Node::Throw(raw::Throw {
+                    compensate: Some(_),
+                    ..
+                }) => Some("compensation"),
                 _ if n.multi().is_some() => Some("multi-instance"),
                 _ if n.compensation().is_some() => Some("compensation"),
                 _ => None,
@@ -142,7 +199,18 @@ impl<'p> Machine<'p> {
                 });
             }
         }
-        Ok(Machine { process })
+        Ok(Machine {
+            process,
+            calendars: &DEFAULT_CALENDARS,
+        })
+    }
+
+    /// Uses these working calendars for business-day timers (default: Monday to
+    /// Friday only).
+    #[must_use]
+    pub fn with_calendars(mut self, calendars: &'p Calendars) -> Self {
+        self.calendars = calendars;
+        self
     }
 
     fn node(&self, id: &str) -> Option<&'p Node> {
@@ -155,15 +223,45 @@ impl<'p> Machine<'p> {
         id: String,
         version: u32,
         business_key: Option<String>,
+        variables: Vars,
+        clock: &dyn Clock,
+    ) -> Result<(Instance, Vec<Action>), Error> {
+        self.start_by(None, id, version, business_key, variables, clock)
+    }
+
+    /// Starts an instance through start event `event` (a message, timer or signal
+    /// start), or the call start event when `None`.
+    pub fn start_by(
+        &self,
+        event: Option<&str>,
+        id: String,
+        version: u32,
+        business_key: Option<String>,
         mut variables: Vars,
         clock: &dyn Clock,
     ) -> Result<(Instance, Vec<Action>), Error> {
         let def = &self.process.def;
-        let start = def
-            .start
-            .iter()
-            .find(|s| s.message.is_none() && s.timer.is_none() && s.signal.is_none())
-            .ok_or_else(|| Error::NoCallStart(def.id.clone()))?;
+        let start = match event {
+            None => def
+                .start
+                .iter()
+                .find(|s| {
+                    s.call == Some(true)
+                        || (s.call.is_none()
+                            && s.message.is_none()
+                            && s.timer.is_none()
+                            && s.signal.is_none())
+                })
+                .ok_or_else(|| Error::NoCallStart(def.id.clone()))?,
+            Some(e) => def
+                .start
+                .iter()
+                .find(|s| s.id == e)
+                .ok_or_else(|| Error::UnknownStart {
+                    process: def.id.clone(),
+                    event: e.to_owned(),
+                })?,
+        };
         let problems = declare(&def.variables, &mut variables);
         if !problems.is_empty() {
             return Err(Error::Variables(problems));
@@ -192,6 +290,7 @@ impl<'p> Machine<'p> {
                 from: Some(start.id.clone()),
                 state: TokenState::Arriving,
             }],
+            subscriptions: Vec::new(),
             next_id: 2,
             started_at: now,
             ended_at: None,
@@ -232,14 +331,7 @@ impl<'p> Machine<'p> {
                         return Err(Error::Form(errors));
                     }
                 }
-                let scope = step.inst.tokens[i].scope;
-                let problems: Vec<String> = variables
-                    .into_iter()
-                    .filter_map(|(k, v)| step.set_var(scope, k, v).err())
-                    .collect();
-                if !problems.is_empty() {
-                    return Err(Error::Variables(problems));
-                }
+                step.set_vars_or_refuse(i, variables)?;
                 step.actions.push(Action::CloseTask {
                     activity,
                     state: Lifecycle::Completed,
@@ -262,6 +354,57 @@ impl<'p> Machine<'p> {
             Command::FailJob { activity, message } => {
                 let i = step.waiting(activity, "job")?;
                 step.incident(i, activity, message);
+            }
+            Command::JobError {
+                activity,
+                code,
+                message,
+            } => {
+                let i = step.waiting(activity, "job")?;
+                let id = step.inst.tokens[i].id;
+                step.raise(id, activity, &code, Raised::Error { detail: message }, true);
+            }
+            Command::Trigger {
+                subscription,
+                variables,
+            } => {
+                let sub = step
+                    .inst
+                    .subscriptions
+                    .iter()
+                    .find(|s| s.id == subscription)
+                    .cloned()
+                    .ok_or(Error::UnknownSubscription(subscription))?;
+                step.fire(&sub, variables);
+            }
+            Command::Retry {
+                activity,
+                retries,
+                variables,
+                actor,
+            } => {
+                let i = step.faulted(activity)?;
+                step.set_vars_or_refuse(i, variables)?;
+                step.actions.push(Action::CloseIncident {
+                    activity,
+                    how: "retried".into(),
+                    actor: actor.clone(),
+                });
+                step.retry(i, activity, retries, actor);
+            }
+            Command::Resolve {
+                activity,
+                variables,
+                actor,
+            } => {
+                let i = step.faulted(activity)?;
+                step.set_vars_or_refuse(i, variables)?;
+                step.actions.push(Action::CloseIncident {
+                    activity,
+                    how: "resolved".into(),
+                    actor: actor.clone(),
+                });
+                step.complete(i, activity, actor);
             }
             Command::Cancel { actor } => {
                 step.abort_scope_tree(0, actor.as_deref());
@@ -313,6 +456,44 @@ struct Step<'m, 'p> {
     inst: &'m mut Instance,
     now: DateTime<Utc>,
     actions: Vec<Action>,
+    /// Retries an admin gave to the job of a retried service task.
+    retries: Option<u32>,
+}
+
+/// What a throw or end event sends and raises.
+struct Raises<'n> {
+    message: &'n Option<String>,
+    key: Option<&'n raw::Expr>,
+    payload: &'n raw::Mapping,
+    signal: &'n Option<String>,
+    error: &'n Option<String>,
+    escalation: &'n Option<String>,
+}
+
+/// What [`Step::raise`] raises.
+enum Raised {
+    /// An error (critical): the flow does not go on.
+    Error {
+        /// Details for the incident when nothing catches it.
+        detail: String,
+    },
+    /// An escalation (non-critical).
+    Escalation,
+}
+
+/// A boundary event's id: its own, or `<activity>.boundary<N>`.
+fn boundary_id(host: &str, index: usize, b: &raw::BoundaryEvent) -> String {
+    b.id.clone()
+        .unwrap_or_else(|| format!("{host}.boundary{index}"))
+}
+
+/// A correlation key as text (`null` is no key).
+fn key_text(v: Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
 }
 
 impl<'m, 'p> Step<'m, 'p> {
@@ -322,6 +503,7 @@ impl<'m, 'p> Step<'m, 'p> {
             inst,
             now,
             actions: Vec::new(),
+            retries: None,
         }
     }
 
@@ -364,6 +546,9 @@ impl<'m, 'p> Step<'m, 'p> {
             TokenState::Waiting {
                 wait: Wait::Job, ..
             } => "job",
+            TokenState::Waiting {
+                wait: Wait::Event, ..
+            } => "event",
             _ => "scope",
         };
         if actual != expected {
@@ -518,17 +703,33 @@ impl<'m, 'p> Step<'m, 'p> {
                     Ok(v) => v,
                     Err(e) => return self.incident(i, a, e.to_string()),
                 };
+                let backoff_ms = match s.backoff.as_deref().map(timer::parse_duration) {
+                    None => DEFAULT_BACKOFF_MS,
+                    Some(Ok(timer::Duration::Iso(d))) => {
+                        let from = self.now;
+                        u64::try_from((add_iso(from, &d) - from).num_milliseconds()).unwrap_or(0)
+                    }
+                    Some(Ok(timer::Duration::BusinessDays(_))) | Some(Err(_)) => {
+                        return self.incident(
+                            i,
+                            a,
+                            "`backoff` must be an ISO 8601 duration such as `PT30S`".into(),
+                        );
+                    }
+                };
                 self.inst.tokens[i].state = TokenState::Waiting {
                     activity: a,
                     wait: Wait::Job,
                 };
                 self.actions.push(Action::RunJob(JobSpec {
                     activity: a,
-                    node: node_id,
+                    node: node_id.clone(),
                     action: s.action.clone(),
                     input,
-                    retries: s.retries.unwrap_or(3),
+                    retries: self.retries.take().or(s.retries).unwrap_or(DEFAULT_RETRIES),
+                    backoff_ms,
                 }));
+                self.arm_boundaries(i, &node_id, node);
             }
             Node::User(u) => match self.task(a, &node_id, u, scope) {
                 Ok(spec) => {
@@ -537,10 +738,72 @@ impl<'m, 'p> Step<'m, 'p> {
                         wait: Wait::Task,
                     };
                     self.actions.push(Action::CreateTask(spec));
+                    self.arm_boundaries(i, &node_id, node);
                 }
                 Err(e) => self.incident(i, a, e),
             },
+            Node::Receive(r) => {
+                let trigger = self.message_trigger(scope, &r.message, r.key.as_ref());
+                self.wait_for(i, a, &node_id, vec![(SubscriptionKind::Catch, trigger)]);
+                self.arm_boundaries(i, &node_id, node);
+            }
+            Node::Catch(c) => {
+                let trigger = if let Some(m) = &c.message {
+                    self.message_trigger(scope, m, c.key.as_ref())
+                } else if let Some(t) = &c.timer {
+                    self.timer_trigger(scope, t)
+                } else {
+                    Ok(Trigger::Signal {
+                        name: c.signal.clone().unwrap_or_default(),
+                    })
+                };
+                self.wait_for(i, a, &node_id, vec![(SubscriptionKind::Catch, trigger)]);
+            }
+            Node::Event(g) => {
+                let subs = g
+                    .events
+                    .iter()
+                    .enumerate()
+                    .map(|(index, e)| {
+                        let trigger = if let Some(m) = &e.message {
+                            self.message_trigger(scope, m, e.key.as_ref())
+                        } else if let Some(t) = &e.timer {
+                            self.timer_trigger(scope, t)
+                        } else {
+                            Ok(Trigger::Signal {
+                                name: e.signal.clone().unwrap_or_default(),
+                            })
+                        };
+                        (SubscriptionKind::Gateway { index }, trigger)
+                    })
+                    .collect();
+                self.wait_for(i, a, &node_id, subs);
+            }
+            Node::Throw(t) => {
+                let raises = Raises {
+                    message: &t.message,
+                    key: t.key.as_ref(),
+                    payload: &t.payload,
+                    signal: &t.signal,
+                    error: &t.error,
+                    escalation: &t.escalation,
+                };
+                if let Some(i) = self.throw(i, a, &node_id, raises) {
+                    self.complete(i, a, None);
+                }
+            }
             Node::End(e) => {
+                let raises = Raises {
+                    message: &e.message,
+                    key: e.key.as_ref(),
+                    payload: &e.payload,
+                    signal: &e.signal,
+                    error: &e.error,
+                    escalation: &e.escalation,
+                };
+                let Some(i) = self.throw(i, a, &node_id, raises) else {
+                    return; // an error, or an interrupting escalation boundary, took the path
+                };
                 self.history(a, &node_id, Lifecycle::Completing, None);
                 self.history(a, &node_id, Lifecycle::Completed, None);
                 self.inst.tokens.remove(i);
@@ -554,7 +817,10 @@ impl<'m, 'p> Step<'m, 'p> {
                 }
                 self.scope_maybe_done(scope);
             }
-            Node::Subprocess(s) => self.open_scope(i, a, &s.start, &s.variables, 0),
+            Node::Subprocess(s) => {
+                self.open_scope(i, a, &s.start, &s.variables, 0);
+                self.arm_boundaries(i, &node_id, node);
+            }
             Node::Loop(l) => {
                 if let Some(w) = &l.while_ {
                     let vars = self.inst.visible_vars(scope);
@@ -565,6 +831,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     }
                 }
                 self.open_scope(i, a, &l.start, &indexmap::IndexMap::new(), 0);
+                self.arm_boundaries(i, &node_id, node);
             }
             other => {
                 // Machine::new refuses these; reaching one is a bug, reported, not a panic.
@@ -612,7 +879,7 @@ impl<'m, 'p> Step<'m, 'p> {
         };
         let due = match &u.due {
             None => None,
-            Some(t) => Some(due_date(t, self.now, &ev)?),
+            Some(t) => Some(self.due(t, &ev)?),
         };
         Ok(TaskSpec {
             activity: a,
@@ -681,6 +948,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Completes the activity the token is in and moves it on.
     fn complete(&mut self, i: usize, a: u64, actor: Option<String>) {
+        self.disarm(self.inst.tokens[i].id);
         let node_id = self.inst.tokens[i].node.clone();
         self.history(a, &node_id, Lifecycle::Completing, actor.as_deref());
         self.history(a, &node_id, Lifecycle::Completed, actor.as_deref());
@@ -929,6 +1197,14 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.inst.tokens.push(t);
                 continue;
             }
+            self.disarm(t.id);
+            if let TokenState::Incident { activity, .. } = &t.state {
+                self.actions.push(Action::CloseIncident {
+                    activity: *activity,
+                    how: "aborted".into(),
+                    actor: actor.map(str::to_owned),
+                });
+            }
             let activity = match &t.state {
                 TokenState::Waiting { activity, wait } => {
                     match wait {
@@ -939,7 +1215,7 @@ impl<'m, 'p> Step<'m, 'p> {
                         Wait::Job => self.actions.push(Action::CancelJob {
                             activity: *activity,
                         }),
-                        Wait::Scope { .. } => {}
+                        Wait::Scope { .. } | Wait::Event => {}
                     }
                     Some(*activity)
                 }
@@ -958,24 +1234,469 @@ impl<'m, 'p> Step<'m, 'p> {
         }
     }
 
+    fn token_index(&self, id: u64) -> Option<usize> {
+        self.inst.tokens.iter().position(|t| t.id == id)
+    }
+
+    /// The index of the token an open incident holds at `activity`.
+    fn faulted(&self, activity: u64) -> Result<usize, Error> {
+        self.inst
+            .tokens
+            .iter()
+            .position(
+                |t| matches!(t.state, TokenState::Incident { activity: a, .. } if a == activity),
+            )
+            .ok_or(Error::NoIncident(activity))
+    }
+
+    /// Sets submitted variables in the token's scope, refusing the command when one
+    /// does not fit its declared type.
+    fn set_vars_or_refuse(&mut self, i: usize, variables: Vars) -> Result<(), Error> {
+        let scope = self.inst.tokens[i].scope;
+        let problems: Vec<String> = variables
+            .into_iter()
+            .filter_map(|(k, v)| self.set_var(scope, k, v).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Variables(problems))
+        }
+    }
+
+    /// Runs a failed step again: the token enters its node anew.
+    fn retry(&mut self, i: usize, a: u64, retries: Option<u32>, actor: Option<String>) {
+        let node = self.inst.tokens[i].node.clone();
+        self.history(a, &node, Lifecycle::Aborted, actor.as_deref());
+        self.retries = retries;
+        self.inst.tokens[i].state = TokenState::Arriving;
+    }
+
+    /// The correlation key: `key` evaluated in the token's scope, else the business key.
+    fn message_trigger(
+        &self,
+        scope: u64,
+        name: &str,
+        key: Option<&raw::Expr>,
+    ) -> Result<Trigger, String> {
+        let key = match key {
+            None => self.inst.business_key.clone(),
+            Some(k) => {
+                let vars = self.inst.visible_vars(scope);
+                key_text(
+                    Evaluator::new(self.m.process, &vars)
+                        .eval(&k.0)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        Ok(Trigger::Message {
+            name: name.to_owned(),
+            key,
+        })
+    }
+
+    fn timer_trigger(&self, scope: u64, t: &raw::TimerDef) -> Result<Trigger, String> {
+        let vars = self.inst.visible_vars(scope);
+        let ev = Evaluator::new(self.m.process, &vars);
+        Ok(Trigger::Timer {
+            due: self.due(t, &ev)?,
+        })
+    }
+
+    /// When a timer started now fires: a date, a duration (ISO 8601, or business
+    /// days on a working calendar), or a cron cycle's next occurrence.
+    fn due(&self, t: &raw::TimerDef, ev: &Evaluator) -> Result<DateTime<Utc>, String> {
+        next_due(
+            t,
+            self.now,
+            &self.m.process.def,
+            self.m.calendars,
+            &|e: &str| ev.eval(e).map_err(|e| e.to_string()),
+        )
+    }
+
+    /// The token waits at an event node for the first of `subs`.
+    fn wait_for(
+        &mut self,
+        i: usize,
+        a: u64,
+        node: &str,
+        subs: Vec<(SubscriptionKind, Result<Trigger, String>)>,
+    ) {
+        let mut ready = Vec::with_capacity(subs.len());
+        for (kind, trigger) in subs {
+            match trigger {
+                Ok(t) => ready.push((kind, t)),
+                Err(e) => return self.incident(i, a, e),
+            }
+        }
+        self.inst.tokens[i].state = TokenState::Waiting {
+            activity: a,
+            wait: Wait::Event,
+        };
+        let token = self.inst.tokens[i].id;
+        for (kind, trigger) in ready {
+            self.subscribe(token, node, kind, trigger);
+        }
+    }
+
+    fn subscribe(&mut self, token: u64, node: &str, kind: SubscriptionKind, trigger: Trigger) {
+        let sub = Subscription {
+            id: self.id(),
+            token,
+            node: node.to_owned(),
+            kind,
+            trigger,
+        };
+        self.inst.subscriptions.push(sub.clone());
+        self.actions.push(Action::Subscribe(sub));
+    }
+
+    /// Subscribes the timer, message and signal boundary events of the activity the
+    /// token has just entered.
+    fn arm_boundaries(&mut self, i: usize, node_id: &str, node: &Node) {
+        if !matches!(self.inst.tokens[i].state, TokenState::Waiting { .. }) {
+            return;
+        }
+        let scope = self.inst.tokens[i].scope;
+        let token = self.inst.tokens[i].id;
+        for (index, b) in node.boundary().iter().enumerate() {
+            let trigger = if let Some(t) = &b.timer {
+                self.timer_trigger(scope, t)
+            } else if let Some(m) = &b.message {
+                self.message_trigger(scope, m, b.key.as_ref())
+            } else if let Some(sig) = &b.signal {
+                Ok(Trigger::Signal { name: sig.clone() })
+            } else {
+                continue; // errors and escalations are matched when raised
+            };
+            match trigger {
+                Ok(t) => self.subscribe(token, node_id, SubscriptionKind::Boundary { index }, t),
+                Err(e) => {
+                    let bid = boundary_id(node_id, index, b);
+                    let a = self.interrupt(token, None);
+                    if let Some(i) = self.token_index(token) {
+                        let a = a.unwrap_or(0);
+                        self.incident(i, a, format!("boundary event `{bid}`: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops every subscription of a token.
+    fn disarm(&mut self, token: u64) {
+        if self.inst.subscriptions.iter().all(|s| s.token != token) {
+            return;
+        }
+        let (gone, kept) = std::mem::take(&mut self.inst.subscriptions)
+            .into_iter()
+            .partition(|s| s.token == token);
+        self.inst.subscriptions = kept;
+        let gone: Vec<Subscription> = gone;
+        self.actions
+            .extend(gone.into_iter().map(Action::Unsubscribe));
+    }
+
+    fn drop_subscription(&mut self, id: u64) {
+        if let Some(k) = self.inst.subscriptions.iter().position(|s| s.id == id) {
+            let sub = self.inst.subscriptions.remove(k);
+            self.actions.push(Action::Unsubscribe(sub));
+        }
+    }
+
+    /// Cancels the activity a token waits in (its task, job, event or inner scope);
+    /// the token stays, ready to be moved. Returns the aborted activity.
+    fn interrupt(&mut self, token: u64, actor: Option<&str>) -> Option<u64> {
+        self.disarm(token);
+        let i = self.token_index(token)?;
+        let TokenState::Waiting { activity, wait } = self.inst.tokens[i].state.clone() else {
+            return None;
+        };
+        match wait {
+            Wait::Task => self.actions.push(Action::CloseTask {
+                activity,
+                state: Lifecycle::Aborted,
+            }),
+            Wait::Job => self.actions.push(Action::CancelJob { activity }),
+            Wait::Scope { inner, .. } => self.abort_scope_tree(inner, actor),
+            Wait::Event => {}
+        }
+        let node = self.inst.tokens[i].node.clone();
+        self.history(activity, &node, Lifecycle::Aborting, actor);
+        self.history(activity, &node, Lifecycle::Aborted, actor);
+        if let Some(i) = self.token_index(token) {
+            self.inst.tokens[i].state = TokenState::Arriving;
+        }
+        Some(activity)
+    }
+
+    /// Writes a message's or signal's variables: through `out` (expressions over
+    /// `message`) when given, else each variable as it is.
+    fn write_payload(&mut self, scope: u64, out: &raw::Mapping, vars: Vars) -> Result<(), String> {
+        if out.is_empty() {
+            for (k, v) in vars {
+                self.set_var(scope, k, v)?;
+            }
+            return Ok(());
+        }
+        let mut visible = self.inst.visible_vars(scope);
+        visible.insert("message".into(), Value::Object(vars));
+        let ev = Evaluator::new(self.m.process, &visible);
+        for (k, v) in out {
+            let v = ev.value(v).map_err(|e| e.to_string())?;
+            self.set_var(scope, k.clone(), v)?;
+        }
+        Ok(())
+    }
+
+    /// A subscription fired.
+    fn fire(&mut self, sub: &Subscription, vars: Vars) {
+        let Some(i) = self.token_index(sub.token) else {
+            return;
+        };
+        let scope = self.inst.tokens[i].scope;
+        let node = self.m.node(&sub.node);
+        match sub.kind {
+            SubscriptionKind::Catch => {
+                let TokenState::Waiting { activity: a, .. } = self.inst.tokens[i].state else {
+                    return;
+                };
+                self.disarm(sub.token);
+                let empty = raw::Mapping::new();
+                let out = match node {
+                    Some(Node::Receive(r)) => &r.out,
+                    Some(Node::Catch(c)) => &c.out,
+                    _ => &empty,
+                };
+                if let Err(e) = self.write_payload(scope, out, vars) {
+                    return self.incident(i, a, e);
+                }
+                self.complete(i, a, None);
+            }
+            SubscriptionKind::Gateway { index } => {
+                let TokenState::Waiting { activity: a, .. } = self.inst.tokens[i].state else {
+                    return;
+                };
+                let Some(Node::Event(g)) = node else { return };
+                let Some(e) = g.events.get(index) else { return };
+                self.disarm(sub.token);
+                if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {
+                    return self.incident(i, a, e);
+                }
+                self.history(a, &sub.node, Lifecycle::Completing, None);
+                self.history(a, &sub.node, Lifecycle::Completed, None);
+                self.leave(i, std::slice::from_ref(&e.to));
+            }
+            SubscriptionKind::Boundary { index } => {
+                let Some(b) = node.and_then(|n| n.boundary().get(index)) else {
+                    return;
+                };
+                let bid = boundary_id(&sub.node, index, b);
+                let ev = self.id();
+                for state in [Lifecycle::Ready, Lifecycle::Active, Lifecycle::Completed] {
+                    self.history(ev, &bid, state, None);
+                }
+                if b.interrupting {
+                    self.interrupt(sub.token, None);
+                    let Some(i) = self.token_index(sub.token) else {
+                        return;
+                    };
+                    if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {
+                        return self.incident(i, ev, e);
+                    }
+                    self.leave(i, std::slice::from_ref(&b.to));
+                    return;
+                }
+                if let Some(t) = &b.timer {
+                    self.drop_subscription(sub.id);
+                    if t.cycle.is_some() {
+                        match self.timer_trigger(scope, t) {
+                            Ok(trigger) => self.subscribe(
+                                sub.token,
+                                &sub.node,
+                                SubscriptionKind::Boundary { index },
+                                trigger,
+                            ),
+                            Err(e) => return self.incident(i, ev, e),
+                        }
+                    }
+                }
+                if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {
+                    return self.incident(i, ev, e);
+                }
+                self.spawn_token(&sub.node, scope, &b.to);
+            }
+        }
+    }
+
+    /// A new token on a boundary path, beside the activity.
+    fn spawn_token(&mut self, from: &str, scope: u64, to: &str) {
+        let id = self.id();
+        self.inst.tokens.push(Token {
+            id,
+            node: to.to_owned(),
+            scope,
+            from: Some(from.to_owned()),
+            state: TokenState::Arriving,
+        });
+    }
+
+    /// Sends a throw's or end's message and signal.
+    fn send(
+        &mut self,
+        scope: u64,
+        message: &Option<String>,
+        key: Option<&raw::Expr>,
+        payload: &raw::Mapping,
+        signal: &Option<String>,
+    ) -> Result<(), String> {
+        if message.is_none() && signal.is_none() {
+            return Ok(());
+        }
+        let vars = self.inst.visible_vars(scope);
+        let ev = Evaluator::new(self.m.process, &vars);
+        let variables = match ev
+            .value(&Value::Object(payload.clone().into_iter().collect()))
+            .map_err(|e| e.to_string())?
+        {
+            Value::Object(m) => m,
+            _ => Vars::new(),
+        };
+        if let Some(name) = message {
+            let key = match key {
+                None => self.inst.business_key.clone(),
+                Some(k) => key_text(ev.eval(&k.0).map_err(|e| e.to_string())?),
+            };
+            self.actions.push(Action::SendMessage {
+                name: name.clone(),
+                key,
+                variables: variables.clone(),
+            });
+        }
+        if let Some(name) = signal {
+            self.actions.push(Action::Broadcast {
+                name: name.clone(),
+                variables,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends and raises what a throw or end event carries. Returns the token's index
+    /// when its path goes on (nothing critical was raised, no boundary took it).
+    fn throw(&mut self, i: usize, a: u64, node_id: &str, r: Raises) -> Option<usize> {
+        let scope = self.inst.tokens[i].scope;
+        if let Err(e) = self.send(scope, r.message, r.key, r.payload, r.signal) {
+            self.incident(i, a, e);
+            return None;
+        }
+        let id = self.inst.tokens[i].id;
+        if let Some(code) = r.error {
+            self.history(a, node_id, Lifecycle::Completed, None);
+            let detail = String::new();
+            self.raise(id, a, code, Raised::Error { detail }, false);
+            return None;
+        }
+        if let Some(code) = r.escalation {
+            self.raise(id, a, code, Raised::Escalation, false);
+        }
+        self.token_index(id)
+    }
+
+    /// Raises an error or escalation from a token: the nearest boundary event that
+    /// catches its code — on the token's own activity when `on_self` (a job's
+    /// business error), then on each enclosing subprocess or loop, outward — takes
+    /// it. An uncaught error is an incident; an uncaught escalation changes nothing.
+    fn raise(&mut self, token: u64, a: u64, code: &str, raised: Raised, on_self: bool) {
+        let critical = matches!(raised, Raised::Error { .. });
+        let Some(i) = self.token_index(token) else {
+            return;
+        };
+        let mut host = on_self.then_some(i);
+        let mut scope = self.inst.tokens[i].scope;
+        loop {
+            if let Some(h) = host {
+                let node_id = self.inst.tokens[h].node.clone();
+                let found = self.m.node(&node_id).and_then(|n| {
+                    n.boundary().iter().enumerate().find(|(_, b)| {
+                        let catches = if critical { &b.error } else { &b.escalation };
+                        catches.as_deref().is_some_and(|c| c == code || c == "*")
+                    })
+                });
+                if let Some((index, b)) = found {
+                    let host_id = self.inst.tokens[h].id;
+                    let host_scope = self.inst.tokens[h].scope;
+                    let bid = boundary_id(&node_id, index, b);
+                    let ev = self.id();
+                    for state in [Lifecycle::Ready, Lifecycle::Active, Lifecycle::Completed] {
+                        self.history(ev, &bid, state, None);
+                    }
+                    if critical || b.interrupting {
+                        self.interrupt(host_id, None);
+                        if let Some(h) = self.token_index(host_id) {
+                            self.leave(h, std::slice::from_ref(&b.to));
+                        }
+                    } else {
+                        self.spawn_token(&node_id, host_scope, &b.to);
+                    }
+                    return;
+                }
+                scope = self.inst.tokens[h].scope;
+            }
+            if scope == 0 {
+                break;
+            }
+            host = self.inst.tokens.iter().position(|t| {
+                matches!(t.state, TokenState::Waiting { wait: Wait::Scope { inner, .. }, .. } if inner == scope)
+            });
+            if host.is_none() {
+                break;
+            }
+        }
+        if let Raised::Error { detail } = raised
+            && let Some(i) = self.token_index(token)
+        {
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            };
+            self.incident(
+                i,
+                a,
+                format!("error `{code}` was not caught by any boundary event{detail}"),
+            );
+        }
+    }
+
     fn end_instance(&mut self, status: InstanceStatus) {
+        let subs = std::mem::take(&mut self.inst.subscriptions);
+        self.actions
+            .extend(subs.into_iter().map(Action::Unsubscribe));
         self.inst.status = status;
         self.inst.ended_at = Some(self.now);
         self.actions.push(Action::Ended { status });
     }
 }
 
-/// When a task created `now` is due.
-fn due_date(
+/// When a timer set at `now` fires: its `date`, `now` plus its `duration` (ISO 8601,
+/// or business days on its working calendar), or the next occurrence of its `cycle`
+/// after `now` in its time zone. `eval` evaluates `=expression` values.
+pub fn next_due(
     t: &raw::TimerDef,
     now: DateTime<Utc>,
-    ev: &Evaluator,
+    def: &raw::ProcessDef,
+    calendars: &Calendars,
+    eval: &dyn Fn(&str) -> Result<Value, String>,
 ) -> Result<DateTime<Utc>, String> {
     let resolve = |s: &str| -> Result<String, String> {
         match crate::model::expr::as_expression(s) {
-            Some((e, _)) => match ev.eval(e).map_err(|e| e.to_string())? {
+            Some((e, _)) => match eval(e)? {
                 Value::String(s) => Ok(s),
-                other => Err(format!("a due date expression gave {other}, not text")),
+                other => Err(format!("a timer expression gave {other}, not text")),
             },
             None => Ok(s.to_owned()),
         }
@@ -986,10 +1707,34 @@ fn due_date(
             .map(|d| d.with_timezone(&Utc))
             .map_err(|e| e.message);
     }
+    if let Some(c) = &t.cycle {
+        let schedule = timer::parse_cron(c).map_err(|e| e.message)?;
+        let tz = match &t.timezone {
+            Some(z) => timer::parse_timezone(z).map_err(|e| e.message)?,
+            None => chrono_tz::UTC,
+        };
+        return schedule
+            .after(&now.with_timezone(&tz))
+            .next()
+            .map(|d| d.with_timezone(&Utc))
+            .ok_or_else(|| format!("the cycle `{c}` has no occurrence after {now}"));
+    }
     let text = resolve(t.duration.as_deref().unwrap_or("PT0S"))?;
     match timer::parse_duration(&text).map_err(|e| e.message)? {
         timer::Duration::Iso(d) => Ok(add_iso(now, &d)),
-        timer::Duration::BusinessDays(n) => Ok(add_weekdays(now, n)),
+        timer::Duration::BusinessDays(n) => {
+            let name = t
+                .calendar
+                .as_deref()
+                .or(def.calendar.as_deref())
+                .unwrap_or("default");
+            let cal = calendars
+                .get(name)
+                .ok_or_else(|| format!("there is no working calendar `{name}` in this engine"))?;
+            cal.add_business_days(now, n).ok_or_else(|| {
+                format!("calendar `{name}` has no {n} working days within ten years")
+            })
+        }
     }
 }
 
@@ -1005,18 +1750,4 @@ pub fn add_iso(at: DateTime<Utc>, d: &timer::IsoDuration) -> DateTime<Utc> {
         + chrono::Duration::minutes(i64::from(d.minutes))
         + chrono::Duration::milliseconds(i64::try_from(d.millis).unwrap_or(i64::MAX / 2));
     at.checked_add_signed(exact).unwrap_or(at)
-}
-
-/// Adds `n` working days, Monday to Friday. (Holidays and make-up days come with
-/// working calendars.)
-pub fn add_weekdays(at: DateTime<Utc>, n: u32) -> DateTime<Utc> {
-    let mut at = at;
-    let mut left = n;
-    while left > 0 {
-        at += chrono::Duration::days(1);
-        if at.weekday().number_from_monday() <= 5 {
-            left -= 1;
-        }
-    }
-    at
 }

@@ -35,8 +35,8 @@ mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use machine::{
-    Command, DEFAULT_MAX_ITERATIONS, Error, MAX_STEPS, MAX_VARIABLES_BYTES, Machine, add_iso,
-    add_weekdays,
+    Command, DEFAULT_BACKOFF_MS, DEFAULT_MAX_ITERATIONS, DEFAULT_RETRIES, Error, MAX_STEPS,
+    MAX_VARIABLES_BYTES, Machine, add_iso, next_due,
 };
 pub use state::*;
 

@@ -62,6 +62,9 @@ pub enum Wait {
     Task,
     /// A job (service call) to be completed.
     Job,
+    /// An event: a message, timer or signal (a catch event, a receive task or an
+    /// event-based gateway). Its subscriptions are in [`Instance::subscriptions`].
+    Event,
     /// The inner scope of a subprocess or loop to finish.
     Scope {
         /// The inner scope's id.
@@ -132,6 +135,10 @@ pub struct Instance {
     pub tokens: Vec<Token>,
     /// The next id for tokens, activity instances and scopes.
     pub next_id: u64,
+    /// What the instance waits for: messages, timers and signals of catch events,
+    /// receive tasks, event-based gateways and boundary events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<Subscription>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it ended.
@@ -175,6 +182,63 @@ impl Instance {
     pub fn active_nodes(&self) -> Vec<&str> {
         self.tokens.iter().map(|t| t.node.as_str()).collect()
     }
+}
+
+/// What fires a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "trigger", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A message of this name and correlation key.
+    Message {
+        /// The message name.
+        name: String,
+        /// The correlation key (None matches messages sent without a key).
+        key: Option<String>,
+    },
+    /// A timer due at this instant.
+    Timer {
+        /// When it fires.
+        due: DateTime<Utc>,
+    },
+    /// A broadcast signal of this name.
+    Signal {
+        /// The signal name.
+        name: String,
+    },
+}
+
+/// Where a subscription sits in the process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "on", rename_all = "snake_case")]
+pub enum SubscriptionKind {
+    /// The token waits at a catch event or receive task.
+    Catch,
+    /// One of an event-based gateway's events (`index` in its `events`).
+    Gateway {
+        /// Which event.
+        index: usize,
+    },
+    /// A boundary event (`index` in the activity's `boundary`).
+    Boundary {
+        /// Which boundary event.
+        index: usize,
+    },
+}
+
+/// One thing an instance waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Unique within the instance (the event's activity instance).
+    pub id: u64,
+    /// The token it belongs to (for a boundary event, the activity's token).
+    pub token: u64,
+    /// The catch node, gateway or activity it belongs to.
+    pub node: String,
+    /// Where it sits.
+    #[serde(flatten)]
+    pub kind: SubscriptionKind,
+    /// What fires it.
+    pub trigger: Trigger,
 }
 
 /// One lifecycle transition of an activity instance, for history.
@@ -224,8 +288,10 @@ pub struct JobSpec {
     pub action: String,
     /// Its parameters, evaluated.
     pub input: Value,
-    /// Retries before an incident.
+    /// Retries after the first attempt before an incident.
     pub retries: u32,
+    /// The first retry's delay in milliseconds; each further retry doubles it.
+    pub backoff_ms: u64,
 }
 
 /// What a step asks the outside world to do, in order.
@@ -258,6 +324,35 @@ pub enum Action {
         node: String,
         /// What went wrong.
         message: String,
+    },
+    /// An incident is over (retried or resolved).
+    CloseIncident {
+        /// The activity instance it held.
+        activity: u64,
+        /// `retried` or `resolved`.
+        how: String,
+        /// Who.
+        actor: Option<String>,
+    },
+    /// Start waiting for a message, timer or signal.
+    Subscribe(Subscription),
+    /// Stop waiting for it.
+    Unsubscribe(Subscription),
+    /// Send a message (to other instances, or to start one).
+    SendMessage {
+        /// The message name.
+        name: String,
+        /// Its correlation key.
+        key: Option<String>,
+        /// Its variables.
+        variables: Vars,
+    },
+    /// Broadcast a signal to every instance waiting for it.
+    Broadcast {
+        /// The signal name.
+        name: String,
+        /// Its variables.
+        variables: Vars,
     },
     /// The instance ended.
     Ended {

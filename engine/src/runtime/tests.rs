@@ -523,7 +523,7 @@ fn an_endless_automatic_loop_becomes_an_incident() {
 #[test]
 fn unsupported_constructs_are_refused_up_front() {
     let p = process(
-        "id: u\nstart: [{id: go, next: w}]\nnodes:\n  w: {type: catch, timer: PT1M, next: e}\n  e: {type: end}\n",
+        "id: u\nstart: [{id: go, next: w}]\nnodes:\n  w: {type: spawn, process: other, next: e}\n  e: {type: end}\n",
     );
     assert!(matches!(Machine::new(&p), Err(Error::Unsupported { .. })));
 }
@@ -540,16 +540,289 @@ fn instance_state_round_trips_through_json() {
     assert_eq!(actions_back, actions);
 }
 
+fn subs(actions: &[Action]) -> Vec<Subscription> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Subscribe(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fire(p: &Process, inst: &Instance, sub: u64, v: Value) -> (Instance, Vec<Action>) {
+    apply(
+        p,
+        inst,
+        Command::Trigger {
+            subscription: sub,
+            variables: vars(v),
+        },
+    )
+    .expect("fires")
+}
+
 #[test]
-fn working_days_skip_weekends() {
+fn task_due_dates_count_working_days() {
+    let p = process(
+        "id: d\nstart: [{id: go, next: t}]\nnodes:\n  t: {type: user, due: P1BD, next: e}\n  e: {type: end}\n",
+    );
+    let (_, actions) = start(&p, json!({}));
     assert_eq!(
-        add_weekdays(friday(), 1),
-        friday() + chrono::Duration::days(3)
+        tasks(&actions)[0].due,
+        Some(friday() + chrono::Duration::days(3)),
+        "Friday + 1 working day is Monday"
+    );
+}
+
+#[test]
+fn receive_task_waits_for_its_message_and_maps_it() {
+    let p = process(
+        "id: r\nstart: [{id: go, next: w}]\nnodes:\n  w:\n    type: receive\n    message: paid\n    key: order\n    out: {amount: =message.total}\n    next: e\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({"order": "o-1"}));
+    let s = subs(&actions);
+    assert_eq!(
+        s[0].trigger,
+        Trigger::Message {
+            name: "paid".into(),
+            key: Some("o-1".into())
+        }
+    );
+    let (inst, actions) = fire(&p, &inst, s[0].id, json!({"total": 30}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables().get("amount"), Some(&json!(30)));
+    assert!(inst.subscriptions.is_empty());
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Unsubscribe(u) if u.id == s[0].id))
     );
     assert_eq!(
-        add_weekdays(friday(), 5),
-        friday() + chrono::Duration::days(7)
+        apply(
+            &p,
+            &inst,
+            Command::Trigger {
+                subscription: s[0].id,
+                variables: Vars::new()
+            }
+        ),
+        Err(Error::NotActive(InstanceStatus::Completed))
     );
+}
+
+#[test]
+fn timer_catch_waits_until_its_duration() {
+    let p = process(
+        "id: t\nstart: [{id: go, next: w}]\nnodes:\n  w: {type: catch, timer: PT15M, next: e}\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let s = subs(&actions);
+    assert_eq!(
+        s[0].trigger,
+        Trigger::Timer {
+            due: friday() + chrono::Duration::minutes(15)
+        }
+    );
+    let (inst, _) = fire(&p, &inst, s[0].id, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+}
+
+const BOUNDARY: &str = "id: b\nstart: [{id: go, next: work}]\nnodes:\n  work:\n    type: user\n    assignee: ann\n    boundary:\n      - {id: remind, timer: PT1H, interrupting: false, to: nudge}\n      - {id: stop, signal: halt, to: stopped}\n    next: done\n  nudge: {type: end}\n  stopped: {type: end}\n  done: {type: end}\n";
+
+#[test]
+fn non_interrupting_boundary_runs_beside_the_task() {
+    let p = process(BOUNDARY);
+    let (inst, actions) = start(&p, json!({}));
+    let s = subs(&actions);
+    assert_eq!(s.len(), 2, "the timer and the signal boundary are armed");
+    let (inst, actions) = fire(&p, &inst, s[0].id, json!({}));
+    assert_eq!(completed(&actions), ["remind", "nudge"]);
+    assert_eq!(inst.tokens.len(), 1, "the task still waits");
+    assert_eq!(inst.subscriptions.len(), 1, "a one-shot timer is gone");
+    let (inst, actions) = complete_task(&p, &inst, "work", &actions_of_start(&p), json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Unsubscribe(u) if u.id == s[1].id)),
+        "completing the task withdraws its signal boundary"
+    );
+}
+
+fn actions_of_start(p: &Process) -> Vec<Action> {
+    start(p, json!({})).1
+}
+
+#[test]
+fn interrupting_boundary_cancels_the_task() {
+    let p = process(BOUNDARY);
+    let (inst, actions) = start(&p, json!({}));
+    let s = subs(&actions);
+    let (inst, actions) = fire(&p, &inst, s[1].id, json!({"why": "closed"}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(completed(&actions), ["stop", "stopped"]);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::CloseTask {
+            state: Lifecycle::Aborted,
+            ..
+        }
+    )));
+    assert_eq!(inst.variables().get("why"), Some(&json!("closed")));
+}
+
+#[test]
+fn event_gateway_takes_the_first_event_and_withdraws_the_rest() {
+    let p = process(
+        "id: g\nstart: [{id: go, next: gw}]\nnodes:\n  gw:\n    type: event\n    events:\n      - {message: reply, to: yes}\n      - {timer: P2D, to: late}\n  yes: {type: end}\n  late: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let s = subs(&actions);
+    assert_eq!(s.len(), 2);
+    let (inst, actions) = fire(&p, &inst, s[1].id, json!({}));
+    assert_eq!(completed(&actions), ["gw", "late"]);
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    let withdrawn: Vec<u64> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Unsubscribe(u) => Some(u.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(withdrawn, [s[0].id, s[1].id]);
+}
+
+#[test]
+fn errors_propagate_out_to_the_nearest_catching_boundary() {
+    let p = process(
+        "id: e\nstart: [{id: go, next: outer}]\nnodes:\n  outer:\n    type: subprocess\n    start: inner\n    boundary: [{error: credit, to: refused}]\n    nodes:\n      inner:\n        type: subprocess\n        start: check\n        boundary: [{error: other, to: never}]\n        nodes:\n          check: {type: end, error: credit}\n        next: fine\n      never: {type: end}\n      fine: {type: end}\n    next: done\n  refused: {type: end}\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    let done = completed(&actions);
+    assert!(done.contains(&"outer.boundary0".to_owned()), "{done:?}");
+    assert_eq!(done.last().map(String::as_str), Some("refused"));
+    assert!(inst.scopes.len() == 1, "inner scopes are gone");
+}
+
+#[test]
+fn uncaught_error_is_an_incident_and_resolve_moves_on() {
+    let p = process("id: e\nstart: [{id: go, next: t}]\nnodes:\n  t: {type: throw, error: boom}\n");
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(
+        incidents(&actions),
+        ["error `boom` was not caught by any boundary event"]
+    );
+    let TokenState::Incident { activity, .. } = inst.tokens[0].state else {
+        panic!("an incident holds the token")
+    };
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::Resolve {
+            activity,
+            variables: Vars::new(),
+            actor: Some("admin".into()),
+        },
+    )
+    .expect("resolves");
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::CloseIncident { how, .. } if how == "resolved"))
+    );
+}
+
+#[test]
+fn job_business_error_goes_to_the_tasks_own_boundary() {
+    let p = process(
+        "id: j\nstart: [{id: go, next: pay}]\nnodes:\n  pay:\n    type: service\n    action: pay.charge\n    boundary: [{error: declined, to: declined}]\n    next: done\n  declined: {type: end}\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let job = jobs(&actions)[0].clone();
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::JobError {
+            activity: job.activity,
+            code: "declined".into(),
+            message: "card".into(),
+        },
+    )
+    .expect("raises");
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(completed(&actions), ["pay.boundary0", "declined"]);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::CancelJob { activity } if *activity == job.activity))
+    );
+}
+
+#[test]
+fn escalation_without_interrupting_lets_the_thrower_go_on() {
+    let p = process(
+        "id: x\nstart: [{id: go, next: sp}]\nnodes:\n  sp:\n    type: subprocess\n    start: warn\n    boundary: [{escalation: late, interrupting: false, to: tell}]\n    nodes:\n      warn: {type: throw, escalation: late, next: wait}\n      wait: {type: user, assignee: ann, next: fin}\n      fin: {type: end}\n    next: done\n  tell: {type: end}\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let done = completed(&actions);
+    assert!(done.contains(&"tell".to_owned()), "{done:?}");
+    assert_eq!(
+        tasks(&actions).len(),
+        1,
+        "the subprocess went on to its task"
+    );
+    assert_eq!(inst.status, InstanceStatus::Active);
+}
+
+#[test]
+fn throw_sends_messages_and_signals_with_evaluated_payloads() {
+    let p = process(
+        "id: s\nstart: [{id: go, next: m}]\nnodes:\n  m: {type: throw, message: order_placed, key: id, payload: {total: =n * 2}, next: sig}\n  sig: {type: end, signal: closed}\n",
+    );
+    let (_, actions) = start(&p, json!({"id": "o-7", "n": 21}));
+    assert!(actions.contains(&Action::SendMessage {
+        name: "order_placed".into(),
+        key: Some("o-7".into()),
+        variables: vars(json!({"total": 42}))
+    }));
+    assert!(actions.contains(&Action::Broadcast {
+        name: "closed".into(),
+        variables: Vars::new()
+    }));
+}
+
+#[test]
+fn retry_reruns_a_failed_job_with_new_retries() {
+    let p = process(
+        "id: j\nstart: [{id: go, next: pay}]\nnodes:\n  pay: {type: service, action: pay.charge, next: done}\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let job = jobs(&actions)[0].clone();
+    let (inst, _) = apply(
+        &p,
+        &inst,
+        Command::FailJob {
+            activity: job.activity,
+            message: "down".into(),
+        },
+    )
+    .expect("fails");
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::Retry {
+            activity: job.activity,
+            retries: Some(7),
+            variables: Vars::new(),
+            actor: None,
+        },
+    )
+    .expect("retries");
+    assert_eq!(jobs(&actions)[0].retries, 7);
+    assert!(matches!(inst.tokens[0].state, TokenState::Waiting { .. }));
 }
 
 mod generated {

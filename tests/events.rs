@@ -1,0 +1,408 @@
+//! Messages, timers, signals and incidents through the durable engine, on a real
+//! SQLite file with a manual clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
+use chrono::{Duration, TimeZone, Utc};
+use ordo_engine::engine::{Config, Correlation, Engine, InlineAction, Message};
+use ordo_engine::runtime::{InstanceStatus, ManualClock, Vars};
+use ordo_engine::store::InstanceFilter;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn vars(v: Value) -> Vars {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// Friday 2026-11-20 09:00 UTC.
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
+    ))
+}
+
+fn open(dir: &tempfile::TempDir, clock: &Arc<ManualClock>) -> Engine {
+    let mut c = Config::new(dir.path().join("ordo.db"));
+    c.clock = Arc::clone(clock) as _;
+    c.sync = ordo_engine::store::Sync::Normal;
+    Engine::open(c).unwrap()
+}
+
+fn msg(name: &str, key: &str, id: Option<&str>) -> Message {
+    Message {
+        name: name.into(),
+        key: Some(key.into()),
+        message_id: id.map(str::to_owned),
+        ..Message::default()
+    }
+}
+
+async fn count(e: &Engine, process: &str, status: &str) -> usize {
+    e.list_instances(InstanceFilter {
+        process: Some(process.into()),
+        status: Some(status.into()),
+        limit: 100_000,
+        ..InstanceFilter::default()
+    })
+    .await
+    .unwrap()
+    .len()
+}
+
+const WAIT_PAID: &str = "id: order\nstart: [{id: s, next: paid}]\nnodes:\n  paid: {type: receive, message: paid, out: {amount: =message.amount}, next: e}\n  e: {type: end}\n";
+
+#[tokio::test]
+async fn a_message_sent_before_the_instance_waits_is_buffered_then_consumed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy("order.yaml", WAIT_PAID).await.unwrap();
+    let mut m = msg("paid", "o-1", Some("m-1"));
+    m.variables = vars(json!({"amount": 30}));
+    assert!(matches!(
+        e.correlate(m).await.unwrap(),
+        Correlation::Buffered { .. }
+    ));
+    let first = e
+        .start("order", None, Some("o-1".into()), Vars::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.status,
+        InstanceStatus::Completed,
+        "took the buffered message"
+    );
+    assert_eq!(first.variables().get("amount"), Some(&json!(30)));
+    let second = e
+        .start("order", None, Some("o-1".into()), Vars::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        second.status,
+        InstanceStatus::Active,
+        "the buffered message was consumed once"
+    );
+    // Now a subscriber waits: the next message correlates to it.
+    let mut m2 = msg("paid", "o-1", Some("m-2"));
+    m2.variables = vars(json!({"amount": 5}));
+    assert_eq!(
+        e.correlate(m2).await.unwrap(),
+        Correlation::Correlated {
+            instance: second.id.clone()
+        }
+    );
+    assert_eq!(
+        e.instance(&second.id).await.unwrap().status,
+        InstanceStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn buffered_messages_expire_after_their_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy("order.yaml", WAIT_PAID).await.unwrap();
+    let mut m = msg("paid", "o-2", None);
+    m.ttl = Some(Duration::minutes(10));
+    assert!(matches!(
+        e.correlate(m).await.unwrap(),
+        Correlation::Buffered { .. }
+    ));
+    clock.advance(Duration::minutes(10));
+    let inst = e
+        .start("order", None, Some("o-2".into()), Vars::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        inst.status,
+        InstanceStatus::Active,
+        "expired: not delivered"
+    );
+    let mut zero = msg("paid", "nobody", None);
+    zero.ttl = Some(Duration::zero());
+    assert_eq!(e.correlate(zero).await.unwrap(), Correlation::Discarded);
+}
+
+const BY_MESSAGE: &str = "id: lead\nstart: [{id: s, message: lead_in, key: phone, unique: true, next: t}]\nnodes:\n  t: {type: user, assignee: ann, next: e}\n  e: {type: end}\n";
+
+#[tokio::test]
+async fn one_message_id_from_many_concurrent_callers_correlates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = Arc::new(open(&dir, &clock));
+    e.deploy("lead.yaml", BY_MESSAGE).await.unwrap();
+    let mut calls = Vec::new();
+    for n in 0..64 {
+        let e = Arc::clone(&e);
+        calls.push(tokio::spawn(async move {
+            let m = Message {
+                name: "lead_in".into(),
+                key: None,
+                message_id: Some("lead-42".into()),
+                // Different phones: only the id makes them duplicates.
+                variables: vars(json!({"phone": format!("138{n:08}")})),
+                ttl: None,
+            };
+            e.correlate(m).await.unwrap()
+        }));
+    }
+    let mut started = 0;
+    let mut duplicates = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Correlation::Started { instances } => started += instances.len(),
+            Correlation::Duplicate => duplicates += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((started, duplicates), (1, 63));
+    assert_eq!(count(&e, "lead", "active").await, 1);
+}
+
+#[tokio::test]
+async fn a_unique_message_start_keeps_one_active_instance_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy("lead.yaml", BY_MESSAGE).await.unwrap();
+    let lead = |phone: &str| Message {
+        name: "lead_in".into(),
+        variables: vars(json!({ "phone": phone })),
+        ..Message::default()
+    };
+    let Correlation::Started { instances } = e.correlate(lead("1")).await.unwrap() else {
+        panic!("starts")
+    };
+    let inst = e.instance(&instances[0]).await.unwrap();
+    assert_eq!(
+        inst.business_key.as_deref(),
+        Some("1"),
+        "the key expression"
+    );
+    assert_eq!(
+        e.correlate(lead("1")).await.unwrap(),
+        Correlation::AlreadyRunning {
+            instances: instances.clone()
+        }
+    );
+    assert!(matches!(
+        e.correlate(lead("2")).await.unwrap(),
+        Correlation::Started { .. }
+    ));
+    assert_eq!(count(&e, "lead", "active").await, 2);
+}
+
+#[tokio::test]
+async fn ten_thousand_timers_due_at_once_each_fire_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy(
+        "t.yaml",
+        "id: t\nstart: [{id: s, next: w}]\nnodes:\n  w: {type: catch, timer: PT1H, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..10_000 {
+        e.start("t", None, None, Vars::new()).await.unwrap();
+    }
+    clock.advance(Duration::minutes(59));
+    assert_eq!(e.fire_due_timers().await.unwrap().fired, 0, "never early");
+    clock.advance(Duration::minutes(1));
+    let fired = e.fire_due_timers().await.unwrap();
+    assert_eq!((fired.fired, fired.failed.len()), (10_000, 0));
+    assert_eq!(e.fire_due_timers().await.unwrap().fired, 0, "never twice");
+    assert_eq!(count(&e, "t", "completed").await, 10_000);
+    assert_eq!(e.next_timer_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn timers_that_came_due_while_the_engine_was_down_fire_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let timer = "id: t\nstart: [{id: s, next: w}]\nnodes:\n  w: {type: catch, timer: PT10M, next: e}\n  e: {type: end}\n";
+    {
+        let e = open(&dir, &clock);
+        e.deploy("t.yaml", timer).await.unwrap();
+        for _ in 0..100 {
+            e.start("t", None, None, Vars::new()).await.unwrap();
+        }
+        e.close();
+    }
+    clock.advance(Duration::hours(3));
+    let e = open(&dir, &clock);
+    assert_eq!(e.fire_due_timers().await.unwrap().fired, 100);
+    assert_eq!(e.fire_due_timers().await.unwrap().fired, 0);
+    assert_eq!(count(&e, "t", "completed").await, 100);
+}
+
+#[tokio::test]
+async fn a_cron_timer_start_runs_every_monday_at_nine_in_its_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy(
+        "weekly.yaml",
+        "id: weekly\nstart: [{id: s, timer: {cycle: '0 9 * * Mon', timezone: Asia/Shanghai}, next: t}]\nnodes:\n  t: {type: user, assignee: ann, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    // Monday 09:00 in Shanghai is Monday 01:00 UTC.
+    let monday = Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
+    assert_eq!(e.next_timer_due().await.unwrap(), Some(monday));
+    clock.set(monday - Duration::seconds(1));
+    assert_eq!(e.fire_due_timers().await.unwrap().started, 0);
+    clock.set(monday + Duration::days(2)); // down over the whole of Monday
+    assert_eq!(e.fire_due_timers().await.unwrap().started, 1);
+    assert_eq!(e.fire_due_timers().await.unwrap().started, 0, "once");
+    assert_eq!(
+        e.next_timer_due().await.unwrap(),
+        Some(monday + Duration::weeks(1))
+    );
+}
+
+#[tokio::test]
+async fn a_signal_reaches_every_waiting_catch_and_signal_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy(
+        "w.yaml",
+        "id: w\nstart: [{id: s, next: c}]\nnodes:\n  c: {type: catch, signal: year_end, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    e.deploy(
+        "r.yaml",
+        "id: r\nstart: [{id: s, signal: year_end, next: t}]\nnodes:\n  t: {type: user, assignee: ann, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        e.start("w", None, None, Vars::new()).await.unwrap();
+    }
+    let out = e.signal("year_end", Vars::new()).await.unwrap();
+    assert_eq!((out.delivered, out.started.len()), (3, 1));
+    assert_eq!(count(&e, "w", "completed").await, 3);
+    let again = e.signal("year_end", Vars::new()).await.unwrap();
+    assert_eq!((again.delivered, again.started.len()), (0, 1));
+}
+
+#[tokio::test]
+async fn a_thrown_message_correlates_to_another_instance_in_the_same_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy("order.yaml", WAIT_PAID).await.unwrap();
+    e.deploy(
+        "pay.yaml",
+        "id: pay\nstart: [{id: s, next: send}]\nnodes:\n  send: {type: end, message: paid, key: order, payload: {amount: =amount}}\n",
+    )
+    .await
+    .unwrap();
+    let waiting = e
+        .start("order", None, Some("o-9".into()), Vars::new())
+        .await
+        .unwrap();
+    e.start(
+        "pay",
+        None,
+        None,
+        vars(json!({"order": "o-9", "amount": 12})),
+    )
+    .await
+    .unwrap();
+    let done = e.instance(&waiting.id).await.unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.variables().get("amount"), Some(&json!(12)));
+}
+
+struct Flaky(std::sync::atomic::AtomicUsize);
+
+impl InlineAction for Flaky {
+    fn call(&self, _tx: &rusqlite::Connection, _input: &Value) -> Result<Value, String> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 0 {
+            Err("the ledger is locked".into())
+        } else {
+            Ok(json!({"ok": true}))
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_incident_is_listed_and_an_admin_retry_resumes_the_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut c = Config::new(dir.path().join("ordo.db"));
+    c.clock = Arc::clone(&clock) as _;
+    c.actions.insert(
+        "ledger.post".into(),
+        Arc::new(Flaky(std::sync::atomic::AtomicUsize::new(0))),
+    );
+    let e = Engine::open(c).unwrap();
+    e.deploy(
+        "p.yaml",
+        "id: p\nstart: [{id: s, next: post}]\nnodes:\n  post: {type: service, action: ledger.post, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    let inst = e.start("p", None, None, Vars::new()).await.unwrap();
+    assert_eq!(inst.status, InstanceStatus::Active);
+    let open = e.incidents(true, 10, 0).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].message, "the ledger is locked");
+    let done = e
+        .retry(
+            &inst.id,
+            open[0].activity,
+            None,
+            Vars::new(),
+            Some("admin".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert!(e.incidents(true, 10, 0).await.unwrap().is_empty());
+    assert_eq!(e.incidents(false, 10, 0).await.unwrap()[0].state, "retried");
+}
+
+#[tokio::test]
+async fn a_boundary_timer_on_a_working_calendar_escalates_an_untouched_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut c = Config::new(dir.path().join("ordo.db"));
+    c.clock = Arc::clone(&clock) as _;
+    c.calendars
+        .add(
+            ordo_engine::calendar::Calendar::parse(
+                "cn.yaml",
+                "name: cn\nholidays: [2026-11-23]\nworkdays: [2026-11-22]\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let e = Engine::open(c).unwrap();
+    e.deploy(
+        "q.yaml",
+        "id: q\ncalendar: cn\nstart: [{id: s, next: call}]\nnodes:\n  call:\n    type: user\n    assignee: ann\n    boundary: [{id: breach, timer: P2BD, to: pool}]\n    next: e\n  pool: {type: end}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    let inst = e.start("q", None, None, Vars::new()).await.unwrap();
+    // Friday 20th + 2 working days: Sunday 22nd is a make-up day (1), Monday 23rd a
+    // holiday, Tuesday 24th (2).
+    let due = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+    assert_eq!(e.next_timer_due().await.unwrap(), Some(due));
+    clock.set(due);
+    assert_eq!(e.fire_due_timers().await.unwrap().fired, 1);
+    let after = e.instance(&inst.id).await.unwrap();
+    assert_eq!(after.status, InstanceStatus::Completed);
+    assert!(
+        e.tasks_of("ann", 10).await.unwrap().is_empty(),
+        "task withdrawn"
+    );
+    let history = e.history(&inst.id).await.unwrap();
+    assert!(history.iter().any(|h| h.node == "breach"));
+}
