@@ -406,3 +406,128 @@ async fn a_boundary_timer_on_a_working_calendar_escalates_an_untouched_task() {
     let history = e.history(&inst.id).await.unwrap();
     assert!(history.iter().any(|h| h.node == "breach"));
 }
+
+/// Fails its first `fail` calls, then succeeds; counts calls.
+struct Charge {
+    calls: std::sync::atomic::AtomicUsize,
+    fail: usize,
+}
+
+impl ordo_engine::worker::JobHandler for Charge {
+    fn call(&self, _input: Value) -> ordo_engine::worker::JobFuture {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let fail = n < self.fail;
+        Box::pin(async move {
+            if fail {
+                Err(ordo_engine::worker::JobFailure::Retry(format!(
+                    "gateway timeout ({})",
+                    n + 1
+                )))
+            } else {
+                Ok(json!({"charged": true}))
+            }
+        })
+    }
+}
+
+const CHARGE: &str = "id: c\nstart: [{id: s, next: charge}]\nnodes:\n  charge: {type: service, action: pay.charge, retries: 2, backoff: PT10S, result: receipt, next: e}\n  e: {type: end}\n";
+
+#[tokio::test]
+async fn a_failing_job_makes_its_attempts_with_backoff_then_one_incident_and_a_retry_resumes_it() {
+    use ordo_engine::worker::Worker;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = Arc::new(open(&dir, &clock));
+    e.deploy("c.yaml", CHARGE).await.unwrap();
+    let handler = Arc::new(Charge {
+        calls: std::sync::atomic::AtomicUsize::new(0),
+        fail: 3,
+    });
+    let worker = Worker::new(Arc::clone(&e), "w1").handle("pay.charge", handler.clone());
+    let inst = e.start("c", None, None, Vars::new()).await.unwrap();
+    assert_eq!(worker.run_once().await.unwrap().failed, 1, "attempt 1");
+    clock.advance(Duration::seconds(9));
+    assert_eq!(worker.run_once().await.unwrap().ran, 0, "backoff: 10 s");
+    clock.advance(Duration::seconds(1));
+    assert_eq!(worker.run_once().await.unwrap().failed, 1, "attempt 2");
+    clock.advance(Duration::seconds(19));
+    assert_eq!(
+        worker.run_once().await.unwrap().ran,
+        0,
+        "backoff doubles: 20 s"
+    );
+    clock.advance(Duration::seconds(1));
+    assert_eq!(worker.run_once().await.unwrap().failed, 1, "attempt 3");
+    clock.advance(Duration::hours(1));
+    assert_eq!(worker.run_once().await.unwrap().ran, 0, "no fourth attempt");
+    assert_eq!(handler.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let incidents = e.incidents(true, 10, 0).await.unwrap();
+    assert_eq!(incidents.len(), 1, "one incident");
+    assert_eq!(
+        (incidents[0].attempts, incidents[0].message.as_str()),
+        (3, "gateway timeout (3)")
+    );
+    e.retry(
+        &inst.id,
+        incidents[0].activity,
+        Some(1),
+        Vars::new(),
+        Some("admin".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(worker.run_once().await.unwrap().done, 1);
+    let done = e.instance(&inst.id).await.unwrap();
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(
+        done.variables().get("receipt"),
+        Some(&json!({"charged": true}))
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_counts_its_attempt_and_ends_in_an_incident_not_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy("c.yaml", CHARGE).await.unwrap();
+    let inst = e.start("c", None, None, Vars::new()).await.unwrap();
+    let lease = Duration::seconds(30);
+    let actions = || vec!["pay.charge".to_owned()];
+    for attempt in 1..=3 {
+        let jobs = e
+            .acquire_jobs("crashy", actions(), 10, lease)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].attempts, attempt);
+        assert!(
+            e.acquire_jobs("other", actions(), 10, lease)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased: nobody else takes it"
+        );
+        clock.advance(lease); // the worker died; its lease runs out
+    }
+    assert!(
+        e.acquire_jobs("w", actions(), 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let incidents = e.incidents(true, 10, 0).await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].attempts, 3);
+    assert!(
+        incidents[0].message.contains("lease"),
+        "{}",
+        incidents[0].message
+    );
+    // A late report from the dead worker changes nothing.
+    assert!(matches!(
+        e.complete_job(&inst.id, incidents[0].activity, "crashy", Value::Null)
+            .await,
+        Err(ordo_engine::engine::Error::Conflict { .. })
+    ));
+}

@@ -32,9 +32,9 @@ use crate::runtime::{
     self, Action, Clock, Command, Instance, Machine, SystemClock, Trigger, Vars, next_due,
 };
 use crate::store::{
-    self, HistoryRow, IncidentRow, InstanceFilter, InstanceRow, ReadDefinitions, ReadEvents,
-    ReadHistory, ReadInstances, ReadTasks, TaskRow, WriteDefinitions, WriteEvents, WriteInstances,
-    WriteTasks,
+    self, HistoryRow, IncidentRow, InstanceFilter, InstanceRow, JobRow, Jobs, ReadDefinitions,
+    ReadEvents, ReadHistory, ReadInstances, ReadTasks, TaskRow, WriteDefinitions, WriteEvents,
+    WriteInstances, WriteTasks,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
@@ -228,6 +228,27 @@ pub struct Fired {
     /// Timers that could not fire (dropped; each says why).
     pub failed: Vec<String>,
 }
+
+/// What became of a failed job attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum JobOutcome {
+    /// It runs again at this time.
+    Retrying {
+        /// When.
+        at: DateTime<Utc>,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// Its retries are spent: an incident holds the instance.
+    Incident {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// Longest delay between two attempts of a job.
+pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
 
 /// A change of who holds a user task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,6 +555,82 @@ impl Engine {
         self.apply(instance, cmd, None).await
     }
 
+    /// Leases up to `max` due jobs of these actions to `worker` for `lease`. Each
+    /// lease counts an attempt, so a job whose worker dies (its lease expires) is
+    /// taken again until its attempts are spent, then becomes an incident: an
+    /// expired lease neither loops forever nor loses an attempt.
+    pub async fn acquire_jobs(
+        &self,
+        worker: &str,
+        actions: Vec<String>,
+        max: u32,
+        lease: chrono::Duration,
+    ) -> Result<Vec<JobRow>> {
+        let worker = worker.to_owned();
+        self.send(move |st, tx| st.acquire_jobs(tx, &worker, &actions, max, lease))
+            .await
+    }
+
+    /// A worker reports its job done: the instance moves on.
+    pub async fn complete_job(
+        &self,
+        instance: &str,
+        activity: u64,
+        worker: &str,
+        result: Value,
+    ) -> Result<Instance> {
+        let (instance, worker) = (instance.to_owned(), worker.to_owned());
+        self.send(move |st, tx| {
+            st.take_job(tx, &instance, activity, &worker)?;
+            st.apply(
+                tx,
+                instance,
+                Command::CompleteJob { activity, result },
+                None,
+            )
+        })
+        .await
+    }
+
+    /// A worker reports a failed attempt: retried after an exponential backoff
+    /// (`backoff`, doubled per retry) while retries last, then an incident that
+    /// holds the error and the attempt count.
+    pub async fn fail_job(
+        &self,
+        instance: &str,
+        activity: u64,
+        worker: &str,
+        error: &str,
+    ) -> Result<JobOutcome> {
+        let (instance, worker, error) = (instance.to_owned(), worker.to_owned(), error.to_owned());
+        self.send(move |st, tx| st.fail_job(tx, &instance, activity, &worker, &error))
+            .await
+    }
+
+    /// A worker reports a business error (BPML fault): it goes to a boundary
+    /// `error` event, or becomes an incident when none catches it.
+    pub async fn job_error(
+        &self,
+        instance: &str,
+        activity: u64,
+        worker: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<Instance> {
+        let (instance, worker) = (instance.to_owned(), worker.to_owned());
+        let (code, message) = (code.to_owned(), message.to_owned());
+        self.send(move |st, tx| {
+            st.take_job(tx, &instance, activity, &worker)?;
+            let cmd = Command::JobError {
+                activity,
+                code,
+                message,
+            };
+            st.apply(tx, instance, cmd, None)
+        })
+        .await
+    }
+
     /// Open tasks past their due date.
     pub async fn overdue_tasks(&self, limit: u32) -> Result<Vec<TaskRow>> {
         let now = self.clock.now().to_rfc3339();
@@ -828,7 +925,7 @@ impl State {
                 reason: "it was changed by another command".into(),
             });
         }
-        tx.record(&inst, &actions, &self.clock.now().to_rfc3339())?;
+        tx.record(&inst, &actions, self.clock.now())?;
         for a in actions {
             if matches!(a, Action::SendMessage { .. } | Action::Broadcast { .. }) {
                 self.outbox.push_back(a);
@@ -1055,6 +1152,115 @@ impl State {
         }
         tx.purge_expired(now_ms)?;
         Ok(fired)
+    }
+
+    fn acquire_jobs(
+        &mut self,
+        tx: &Connection,
+        worker: &str,
+        actions: &[String],
+        max: u32,
+        lease: chrono::Duration,
+    ) -> Result<Vec<JobRow>> {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let until = (now + lease).timestamp_millis();
+        let mut out = Vec::new();
+        for action in actions {
+            let left = max.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
+            for mut job in tx.due_jobs(action, now_ms, left)? {
+                if job.attempts > job.retries {
+                    // Every attempt was made and the last lease ran out unanswered.
+                    let message = format!(
+                        "no worker answered within its lease, {} attempts made{}",
+                        job.attempts,
+                        job.last_error
+                            .as_deref()
+                            .map(|e| format!("; the last error: {e}"))
+                            .unwrap_or_default()
+                    );
+                    self.give_up(tx, &job, message)?;
+                    continue;
+                }
+                tx.lease_job(&job.instance_id, job.activity, worker, until)?;
+                job.attempts += 1;
+                job.locked_by = Some(worker.to_owned());
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The job a worker reports on, checked to be held by that worker; removed.
+    fn take_job(
+        &self,
+        tx: &Connection,
+        instance: &str,
+        activity: u64,
+        worker: &str,
+    ) -> Result<JobRow> {
+        let job = self.leased_job(tx, instance, activity, worker)?;
+        tx.delete_job(instance, activity)?;
+        Ok(job)
+    }
+
+    fn leased_job(
+        &self,
+        tx: &Connection,
+        instance: &str,
+        activity: u64,
+        worker: &str,
+    ) -> Result<JobRow> {
+        let conflict = |reason: String| Error::Conflict {
+            instance: instance.to_owned(),
+            reason,
+        };
+        let job = tx
+            .job(instance, activity)?
+            .ok_or_else(|| conflict(format!("job {activity} is no longer open")))?;
+        if job.locked_by.as_deref() != Some(worker) {
+            return Err(conflict(format!(
+                "job {activity} is not leased to `{worker}` (its lease ran out and it was taken again?)"
+            )));
+        }
+        Ok(job)
+    }
+
+    fn fail_job(
+        &mut self,
+        tx: &Connection,
+        instance: &str,
+        activity: u64,
+        worker: &str,
+        error: &str,
+    ) -> Result<JobOutcome> {
+        let job = self.leased_job(tx, instance, activity, worker)?;
+        if job.attempts <= job.retries {
+            let factor = 1u64 << job.attempts.saturating_sub(1).min(30);
+            let delay = job.backoff_ms.saturating_mul(factor).min(MAX_BACKOFF_MS);
+            let at = self.clock.now()
+                + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(0));
+            tx.retry_job_at(instance, activity, at.timestamp_millis(), error)?;
+            return Ok(JobOutcome::Retrying {
+                at,
+                attempts: job.attempts,
+            });
+        }
+        let attempts = job.attempts;
+        self.give_up(tx, &job, error.to_owned())?;
+        Ok(JobOutcome::Incident { attempts })
+    }
+
+    /// A job's attempts are spent: an incident holds the error and the count.
+    fn give_up(&mut self, tx: &Connection, job: &JobRow, message: String) -> Result<()> {
+        tx.delete_job(&job.instance_id, job.activity)?;
+        let cmd = Command::FailJob {
+            activity: job.activity,
+            message,
+        };
+        self.apply(tx, job.instance_id.clone(), cmd, None)?;
+        tx.set_incident_attempts(&job.instance_id, job.activity, job.attempts)?;
+        Ok(())
     }
 
     /// Records the start events of a process's newly deployed latest version.

@@ -23,3 +23,4 @@ pub mod engine;
 pub mod model;
 pub mod runtime;
 pub mod store;
+pub mod worker;

@@ -13,6 +13,7 @@
 use crate::runtime::{
     Action, Instance, InstanceStatus, Lifecycle, Subscription, TaskSpec, Trigger,
 };
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +172,14 @@ const MIGRATIONS: &[&str] = &[
         message_id TEXT PRIMARY KEY,
         expires INTEGER NOT NULL
     ) WITHOUT ROWID;
+    ALTER TABLE jobs ADD COLUMN backoff_ms INTEGER NOT NULL DEFAULT 10000;
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN due INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN locked_by TEXT;
+    ALTER TABLE jobs ADD COLUMN locked_until INTEGER;
+    ALTER TABLE jobs ADD COLUMN last_error TEXT;
+    CREATE INDEX jobs_by_action ON jobs (action, due);
+    ALTER TABLE incidents ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE incidents ADD COLUMN state TEXT NOT NULL DEFAULT 'open';
     ALTER TABLE incidents ADD COLUMN closed_at TEXT;
     ALTER TABLE incidents ADD COLUMN closed_by TEXT;",
@@ -220,7 +229,7 @@ pub trait WriteInstances: ReadInstances {
     /// version is not `expected` changes nothing and returns false.
     fn save_instance(&self, inst: &Instance, expected: Option<u64>) -> Result<bool>;
     /// Writes what `actions` say must be stored.
-    fn record(&self, inst: &Instance, actions: &[Action], now: &str) -> Result<()>;
+    fn record(&self, inst: &Instance, actions: &[Action], now: DateTime<Utc>) -> Result<()>;
 }
 
 /// The `tasks` table.
@@ -341,7 +350,9 @@ impl WriteInstances for Connection {
         };
         Ok(n == 1)
     }
-    fn record(&self, inst: &Instance, actions: &[Action], now: &str) -> Result<()> {
+    fn record(&self, inst: &Instance, actions: &[Action], at: DateTime<Utc>) -> Result<()> {
+        let now_text = at.to_rfc3339();
+        let now = now_text.as_str();
         let mut history = HistoryWriter::new(self, &inst.id)?;
         // Transitions that one activity instance makes within one command share their
         // time and actor: they are stored as one row listing the states in order
@@ -390,8 +401,8 @@ impl WriteInstances for Connection {
                     .execute(params![inst.id, activity])?;
                 }
                 Action::RunJob(j) => {
-                    self.prepare_cached("INSERT INTO jobs (instance_id, activity, node, action, input, retries) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                        .execute(params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries])?;
+                    self.prepare_cached("INSERT INTO jobs (instance_id, activity, node, action, input, retries, backoff_ms, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+                        .execute(params![inst.id, j.activity, j.node, j.action, j.input.to_string(), j.retries, j.backoff_ms, at.timestamp_millis()])?;
                 }
                 Action::CancelJob { activity } => {
                     self.execute(
@@ -588,6 +599,8 @@ pub struct IncidentRow {
     pub node: String,
     /// What went wrong.
     pub message: String,
+    /// Attempts its job made (0 when not a job).
+    pub attempts: u32,
     /// `open`, `retried`, `resolved` or `aborted`.
     pub state: String,
     /// When it was opened (RFC 3339).
@@ -696,7 +709,7 @@ impl ReadEvents for Connection {
     }
     fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>> {
         let mut st = self.prepare_cached(
-            "SELECT instance_id, activity, node, message, state, created_at FROM incidents
+            "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
              WHERE (?1 = 0 OR state = 'open') ORDER BY created_at DESC LIMIT ?2 OFFSET ?3",
         )?;
         let rows = st.query_map(params![open_only, limit, offset], |r| {
@@ -707,6 +720,7 @@ impl ReadEvents for Connection {
                 message: r.get(3)?,
                 state: r.get(4)?,
                 created_at: r.get(5)?,
+                attempts: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -784,6 +798,112 @@ impl WriteEvents for Connection {
             params![now_ms],
         )?;
         Ok(a + b)
+    }
+}
+
+/// A job (an asynchronous service call) as workers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    /// The instance.
+    pub instance_id: String,
+    /// The service task's activity instance.
+    pub activity: u64,
+    /// The node.
+    pub node: String,
+    /// The action to run.
+    pub action: String,
+    /// Its input.
+    pub input: serde_json::Value,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Attempts made so far (counted when a worker takes the job).
+    pub attempts: u32,
+    /// The first retry's delay; doubled for each further one.
+    pub backoff_ms: u64,
+    /// The worker holding the lease, if any.
+    pub locked_by: Option<String>,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// The `jobs` table: leases, attempts and backoff.
+pub trait Jobs {
+    /// Jobs of `action` due and not leased at `now_ms`, oldest first.
+    fn due_jobs(&self, action: &str, now_ms: i64, limit: u32) -> Result<Vec<JobRow>>;
+    /// One job.
+    fn job(&self, instance: &str, activity: u64) -> Result<Option<JobRow>>;
+    /// Leases a job to `worker` until `until_ms`, counting an attempt.
+    fn lease_job(&self, instance: &str, activity: u64, worker: &str, until_ms: i64) -> Result<()>;
+    /// Releases a failed attempt's lease and schedules the next at `due_ms`.
+    fn retry_job_at(&self, instance: &str, activity: u64, due_ms: i64, error: &str) -> Result<()>;
+    /// Removes a job (done, failed for good, or raised an error).
+    fn delete_job(&self, instance: &str, activity: u64) -> Result<()>;
+    /// Stores how many attempts an incident's job made.
+    fn set_incident_attempts(&self, instance: &str, activity: u64, attempts: u32) -> Result<()>;
+}
+
+const JOB_COLUMNS: &str = "instance_id, activity, node, action, input, retries, attempts, backoff_ms, locked_by, last_error";
+
+fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
+    let input: String = r.get(4)?;
+    Ok(JobRow {
+        instance_id: r.get(0)?,
+        activity: r.get(1)?,
+        node: r.get(2)?,
+        action: r.get(3)?,
+        input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
+        retries: r.get(5)?,
+        attempts: r.get(6)?,
+        backoff_ms: r.get(7)?,
+        locked_by: r.get(8)?,
+        last_error: r.get(9)?,
+    })
+}
+
+impl Jobs for Connection {
+    fn due_jobs(&self, action: &str, now_ms: i64, limit: u32) -> Result<Vec<JobRow>> {
+        let mut st = self.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE action = ?1 AND due <= ?2
+             AND (locked_until IS NULL OR locked_until <= ?2) ORDER BY due LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![action, now_ms, limit], job_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn job(&self, instance: &str, activity: u64) -> Result<Option<JobRow>> {
+        Ok(self
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE instance_id = ?1 AND activity = ?2"
+            ))?
+            .query_row(params![instance, activity], job_row)
+            .optional()?)
+    }
+    fn lease_job(&self, instance: &str, activity: u64, worker: &str, until_ms: i64) -> Result<()> {
+        self.prepare_cached(
+            "UPDATE jobs SET attempts = attempts + 1, locked_by = ?3, locked_until = ?4
+             WHERE instance_id = ?1 AND activity = ?2",
+        )?
+        .execute(params![instance, activity, worker, until_ms])?;
+        Ok(())
+    }
+    fn retry_job_at(&self, instance: &str, activity: u64, due_ms: i64, error: &str) -> Result<()> {
+        self.prepare_cached(
+            "UPDATE jobs SET due = ?3, last_error = ?4, locked_by = NULL, locked_until = NULL
+             WHERE instance_id = ?1 AND activity = ?2",
+        )?
+        .execute(params![instance, activity, due_ms, error])?;
+        Ok(())
+    }
+    fn delete_job(&self, instance: &str, activity: u64) -> Result<()> {
+        self.prepare_cached("DELETE FROM jobs WHERE instance_id = ?1 AND activity = ?2")?
+            .execute(params![instance, activity])?;
+        Ok(())
+    }
+    fn set_incident_attempts(&self, instance: &str, activity: u64, attempts: u32) -> Result<()> {
+        self.prepare_cached(
+            "UPDATE incidents SET attempts = ?3 WHERE instance_id = ?1 AND activity = ?2",
+        )?
+        .execute(params![instance, activity, attempts])?;
+        Ok(())
     }
 }
 
@@ -1017,7 +1137,6 @@ pub struct InstanceRow {
 mod tests {
     use super::*;
     use crate::runtime::{HistoryEntry, InstanceStatus, Lifecycle};
-    use chrono::{DateTime, Utc};
 
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1117,7 +1236,7 @@ mod tests {
             h(2, Lifecycle::Ready),
             h(1, Lifecycle::Completed),
         ];
-        conn.record(&inst, &actions, "t")?;
+        conn.record(&inst, &actions, at)?;
         let rows: i64 = conn.query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))?;
         assert_eq!(
             rows, 3,
