@@ -1,8 +1,8 @@
 //! `ordo bench`: the workloads of quality.md against a real SQLite file.
 
 use anyhow::Context;
-use ordo_engine::engine::{Config, Engine};
-use ordo_engine::runtime::{TokenState, Vars};
+use ordo_engine::engine::{Config, Correlation, Engine, Message};
+use ordo_engine::runtime::{ManualClock, TokenState, Vars};
 use ordo_engine::store;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -53,6 +53,22 @@ nodes:
   e: {type: end}
 ";
 
+/// P4: instances waiting on a message, one key each.
+const P4: &str = "id: bench-p4
+start: [{id: s, next: w}]
+nodes:
+  w: {type: receive, message: paid, next: e}
+  e: {type: end}
+";
+
+/// P5: instances waiting on a one-hour timer.
+const P5: &str = "id: bench-p5
+start: [{id: s, next: w}]
+nodes:
+  w: {type: catch, timer: PT1H, next: e}
+  e: {type: end}
+";
+
 /// One workload's figures.
 #[derive(Debug, Serialize)]
 pub struct Figures {
@@ -97,7 +113,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
             "p2" => ("P2", P2),
             "p3" => ("P3", P3),
             "p6" => ("P6", P3),
-            other => anyhow::bail!("unknown workload `{other}`; use p1, p2, p3 or p6"),
+            "p4" => ("P4", P4),
+            "p5" => ("P5", P5),
+            other => anyhow::bail!("unknown workload `{other}`; use p1, p2, p3, p4, p5 or p6"),
         };
         let dir = tempfile::tempdir()?;
         let db = match &opts.db {
@@ -106,9 +124,18 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
         };
         let mut cfg = Config::new(&db);
         cfg.sync = opts.sync;
+        // P5 moves time by hand: timers come due at one instant, without waiting an hour.
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        if name == "P5" {
+            cfg.clock = Arc::clone(&clock) as _;
+        }
         let engine =
             Arc::new(Engine::open(cfg).with_context(|| format!("cannot open {}", db.display()))?);
-        let mut figures = rt.block_on(workload(engine, name, yaml, opts))?;
+        let mut figures = match name {
+            "P4" => rt.block_on(p4(engine, yaml, opts))?,
+            "P5" => rt.block_on(p5(engine, &clock, yaml, opts))?,
+            _ => rt.block_on(workload(engine, name, yaml, opts))?,
+        };
         if name == "P6" {
             rt.block_on(p6_after(&db, opts, &mut figures))?;
         }
@@ -165,27 +192,138 @@ async fn workload(
     }
     let seconds = started.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        let idx = ((lat.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(lat.len().saturating_sub(1));
-        lat.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     engine.close();
-    Ok(Figures {
+    Ok(figures(name, opts, lat.len(), seconds, &lat))
+}
+
+/// Starts `n` instances of `process` from `concurrency` callers, with business
+/// keys `k0`, `k1`, … (setup, not timed).
+async fn start_many(
+    engine: &Arc<Engine>,
+    process: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let callers = concurrency.max(1);
+    let mut tasks = Vec::new();
+    for w in 0..callers {
+        let engine = Arc::clone(engine);
+        let process = process.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(callers) {
+                engine
+                    .start(&process, None, Some(format!("k{i}")), Vars::new())
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Latency percentiles (ms) of sorted samples.
+fn percentile(lat: &[Duration], p: f64) -> f64 {
+    let idx = ((lat.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(lat.len().saturating_sub(1));
+    lat.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// P4: every instance waits on `paid` with its own key; one message per key is
+/// correlated, from `concurrency` callers. Timed: the messages only.
+async fn p4(engine: Arc<Engine>, yaml: &str, opts: &Options) -> anyhow::Result<Figures> {
+    let process = engine.deploy("bench.yaml", yaml).await?.process;
+    start_many(&engine, &process, opts.instances, opts.concurrency).await?;
+    let started = Instant::now();
+    let callers = opts.concurrency.max(1);
+    let mut tasks = Vec::new();
+    for w in 0..callers {
+        let engine = Arc::clone(&engine);
+        let n = opts.instances;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for i in (w..n).step_by(callers) {
+                let t0 = Instant::now();
+                let m = Message {
+                    name: "paid".into(),
+                    key: Some(format!("k{i}")),
+                    message_id: Some(format!("m{i}")),
+                    ..Message::default()
+                };
+                let out = engine.correlate(m).await?;
+                anyhow::ensure!(
+                    matches!(out, Correlation::Correlated { .. }),
+                    "message for k{i}: {out:?}"
+                );
+                lat.push(t0.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::with_capacity(opts.instances);
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    engine.close();
+    Ok(figures("P4", opts, lat.len(), seconds, &lat))
+}
+
+/// P5: every instance waits on a one-hour timer; the clock jumps one hour and the
+/// scheduler fires them all. Checks none fires early and none twice. Timed: firing.
+async fn p5(
+    engine: Arc<Engine>,
+    clock: &ManualClock,
+    yaml: &str,
+    opts: &Options,
+) -> anyhow::Result<Figures> {
+    let process = engine.deploy("bench.yaml", yaml).await?.process;
+    start_many(&engine, &process, opts.instances, opts.concurrency).await?;
+    clock.advance(chrono::Duration::minutes(59));
+    let early = engine.fire_due_timers().await?;
+    anyhow::ensure!(early.fired == 0, "{} timers fired early", early.fired);
+    clock.advance(chrono::Duration::minutes(1));
+    let started = Instant::now();
+    let fired = engine.fire_due_timers().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        fired.fired == opts.instances && fired.failed.is_empty(),
+        "fired {} of {}; failed: {:?}",
+        fired.fired,
+        opts.instances,
+        fired.failed.first()
+    );
+    let again = engine.fire_due_timers().await?;
+    anyhow::ensure!(again.fired == 0, "{} timers fired twice", again.fired);
+    engine.close();
+    Ok(figures("P5", opts, fired.fired, seconds, &[]))
+}
+
+fn figures(
+    name: &'static str,
+    opts: &Options,
+    n: usize,
+    seconds: f64,
+    lat: &[Duration],
+) -> Figures {
+    Figures {
         my_tasks_p99_ms: None,
         restart_ms: None,
         rss_end_mb: opts.memory.then(|| proc_status_mb("VmRSS:")),
         workload: name,
-        instances: lat.len(),
+        instances: n,
         concurrency: opts.concurrency,
         sync: opts.sync,
         seconds,
-        per_second: lat.len() as f64 / seconds,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        per_second: n as f64 / seconds,
+        p50_ms: percentile(lat, 0.50),
+        p99_ms: percentile(lat, 0.99),
         peak_rss_mb: peak_rss_mb(),
-    })
+    }
 }
 
 /// P6, after the instances wait: reopen the engine (restart to serving), then time

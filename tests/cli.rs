@@ -140,3 +140,46 @@ fn bench_runs_every_workload_on_a_real_file() {
         .unwrap();
     assert_eq!(done, 40);
 }
+
+#[test]
+fn bench_p4_and_p5_deliver_every_message_and_fire_every_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let (code, out, err) = ordo(&[
+        "bench",
+        "--instances",
+        "300",
+        "--concurrency",
+        "4",
+        "--workload",
+        "p4",
+        "--workload",
+        "p5",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let figures: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(figures[0]["workload"], "P4");
+    assert_eq!(figures[1]["workload"], "P5");
+    assert_eq!(figures[1]["instances"], 300, "every timer fired");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let by_process = |p: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM instances WHERE process_id = ?1 AND status = 'completed'",
+            [p],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!((by_process("bench-p4"), by_process("bench-p5")), (300, 300));
+    let left: i64 = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM timers) + (SELECT COUNT(*) FROM message_subs)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "no subscription or timer is left behind");
+}
