@@ -35,6 +35,9 @@ enum Command {
         /// A working calendar that exists besides `default` (repeatable).
         #[arg(long = "calendar", value_name = "NAME")]
         calendars: Vec<String>,
+        /// A folder of working-calendar files (`calendars/`) to check and make known.
+        #[arg(long = "calendars", value_name = "DIR")]
+        calendar_dir: Option<PathBuf>,
     },
     /// Print the flow of a process as a diagram.
     Graph {
@@ -129,7 +132,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
             format,
             calendars,
-        } => validate(&paths, format, calendars),
+            calendar_dir,
+        } => validate(&paths, format, calendars, calendar_dir.as_deref()),
         Command::Graph { file, format } => graph(&file, format),
         Command::Bench {
             workloads,
@@ -172,7 +176,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn validate(paths: &[PathBuf], format: Format, calendars: Vec<String>) -> anyhow::Result<ExitCode> {
+fn validate(
+    paths: &[PathBuf],
+    format: Format,
+    calendars: Vec<String>,
+    calendar_dir: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for p in paths {
         collect_files(p, &mut files)?;
@@ -197,6 +206,11 @@ fn validate(paths: &[PathBuf], format: Format, calendars: Vec<String>) -> anyhow
     }
     let mut opts = Options::default();
     opts.calendars.extend(calendars);
+    if let Some(dir) = calendar_dir {
+        let mut known = ordo_engine::calendar::Calendars::default();
+        known.load_dir(dir)?;
+        opts.calendars.extend(known.names());
+    }
     let mut loaded = model::load_deployment(&sources, &opts);
     sources.extend(unreadable.iter().map(|l| (l.file.clone(), String::new())));
     loaded.extend(unreadable);

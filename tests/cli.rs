@@ -183,3 +183,32 @@ fn bench_p4_and_p5_deliver_every_message_and_fire_every_timer() {
         .unwrap();
     assert_eq!(left, 0, "no subscription or timer is left behind");
 }
+
+#[test]
+fn shipped_calendars_load_and_make_their_names_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        "id: p\ncalendar: cn\nstart: [{id: s, next: t}]\nnodes:\n  t: {type: user, assignee: ann, due: P5BD, next: e}\n  e: {type: end}\n",
+    )
+    .unwrap();
+    let (code, _, err) = ordo(&["validate", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "`cn` is unknown without the calendars: {err}");
+    let (code, out, err) = ordo(&["validate", "--calendars", "calendars", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bad = dir.path().join("cals");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("x.yaml"), "name: x\nholidays: [tomorrow]\n").unwrap();
+    let (code, _, err) = ordo(&[
+        "validate",
+        "--calendars",
+        bad.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("x.yaml:2:12: `tomorrow` is not a date"),
+        "{err}"
+    );
+}

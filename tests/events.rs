@@ -531,3 +531,19 @@ async fn an_expired_lease_counts_its_attempt_and_ends_in_an_incident_not_a_loop(
         Err(ordo_engine::engine::Error::Conflict { .. })
     ));
 }
+
+#[test]
+fn the_shipped_china_calendar_moves_deadlines_over_national_day() {
+    let mut cals = ordo_engine::calendar::Calendars::default();
+    cals.load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("calendars"))
+        .unwrap();
+    let cn = cals.get("cn").unwrap();
+    // Wednesday 30 September 2026, 10:00 Shanghai: the National Day week is off,
+    // Thursday 8 and Friday 9 October work, and Saturday 10 October is a make-up day.
+    let at = Utc.with_ymd_and_hms(2026, 9, 30, 2, 0, 0).unwrap();
+    assert_eq!(
+        cn.add_business_days(at, 3),
+        Some(Utc.with_ymd_and_hms(2026, 10, 10, 2, 0, 0).unwrap())
+    );
+    assert!(cals.get("default").is_some());
+}
