@@ -180,7 +180,7 @@ fn validate(
     paths: &[PathBuf],
     format: Format,
     calendars: Vec<String>,
-    calendar_dir: Option<&std::path::Path>,
+    calendar_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for p in paths {
