@@ -29,7 +29,8 @@
 use crate::calendar::Calendars;
 use crate::model::{self, Diagnostic, Options, Process};
 use crate::runtime::{
-    self, Action, Clock, Command, Instance, Machine, SystemClock, Trigger, Vars, next_due,
+    self, Action, Clock, Command, Instance, InstanceStatus, Machine, ParentLink, SystemClock,
+    Trigger, Vars, next_due,
 };
 use crate::store::{
     self, HistoryRow, IncidentRow, InstanceFilter, InstanceRow, JobRow, Jobs, ReadDefinitions,
@@ -51,6 +52,9 @@ pub const MAX_CACHED_DEFINITIONS: usize = 256;
 /// Most messages and signals one request may send on (instances sending to
 /// instances): beyond it the request fails, as a message loop would never end.
 pub const MAX_DELIVERIES: usize = 10_000;
+/// Deepest instance tree (calls within calls): beyond it a call gets an incident,
+/// as a process calling itself without end would.
+pub const MAX_CALL_DEPTH: u32 = 32;
 /// Timers fired per writer request (each in its own savepoint).
 pub const TIMER_BATCH: u32 = 256;
 
@@ -419,8 +423,11 @@ impl Engine {
         variables: Vars,
     ) -> Result<Instance> {
         let process = process.to_owned();
-        self.send(move |st, tx| st.start(tx, &process, version, None, business_key, variables))
-            .await
+        self.send(move |st, tx| {
+            let r = st.start(tx, &process, version, None, business_key, variables, None);
+            st.settled(tx, r)
+        })
+        .await
     }
 
     /// Completes a user task. With `expected_version`, a changed instance is a conflict.
@@ -453,8 +460,11 @@ impl Engine {
         expected_version: Option<u64>,
     ) -> Result<Instance> {
         let instance = instance.to_owned();
-        self.send(move |st, tx| st.apply(tx, instance, cmd, expected_version))
-            .await
+        self.send(move |st, tx| {
+            let r = st.apply(tx, instance, cmd, expected_version);
+            st.settled(tx, r)
+        })
+        .await
     }
 
     /// Claims, unclaims or delegates a user task. The engine checks the task's
@@ -582,12 +592,9 @@ impl Engine {
         let (instance, worker) = (instance.to_owned(), worker.to_owned());
         self.send(move |st, tx| {
             st.take_job(tx, &instance, activity, &worker)?;
-            st.apply(
-                tx,
-                instance,
-                Command::CompleteJob { activity, result },
-                None,
-            )
+            let cmd = Command::CompleteJob { activity, result };
+            let r = st.apply(tx, instance, cmd, None);
+            st.settled(tx, r)
         })
         .await
     }
@@ -626,7 +633,8 @@ impl Engine {
                 code,
                 message,
             };
-            st.apply(tx, instance, cmd, None)
+            let r = st.apply(tx, instance, cmd, None);
+            st.settled(tx, r)
         })
         .await
     }
@@ -691,6 +699,25 @@ impl Engine {
         self.read(move |c| c.list_instances(&filter)).await
     }
 
+    /// Where an instance sits in its tree: its root, its parent (the instance whose
+    /// call or spawn started it) and its children, oldest first.
+    pub async fn tree(&self, id: &str) -> Result<InstanceTree> {
+        let key = id.to_owned();
+        let (row, children) = self
+            .read(move |c| Ok((c.instance_row(&key)?, c.children(&key)?)))
+            .await?;
+        let instance = row.ok_or_else(|| Error::UnknownInstance(id.to_owned()))?;
+        Ok(InstanceTree {
+            root: instance
+                .root_id
+                .clone()
+                .unwrap_or_else(|| instance.id.clone()),
+            parent: instance.parent_id.clone(),
+            instance,
+            children,
+        })
+    }
+
     /// Stops the writer after it has committed everything sent before.
     pub fn close(&self) {
         if let Ok(mut tx) = self.tx.lock() {
@@ -726,8 +753,52 @@ struct State {
     next_id: u64,
     calendars: Arc<Calendars>,
     message_ttl: chrono::Duration,
-    /// Messages and signals sent by the request's steps, delivered after them.
-    outbox: VecDeque<Action>,
+    /// What the request's steps send to other instances (messages, signals,
+    /// children to start or cancel, ends and errors for callers), delivered after
+    /// them in the same transaction.
+    outbox: VecDeque<Delivery>,
+}
+
+/// An instance's place in its tree (see [`Engine::tree`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceTree {
+    /// The instance.
+    pub instance: InstanceRow,
+    /// The top of the tree (the instance itself when it has no parent).
+    pub root: String,
+    /// The instance that called or spawned it.
+    pub parent: Option<String>,
+    /// The instances it called or spawned, oldest first.
+    pub children: Vec<InstanceRow>,
+}
+
+/// Something a step sends to other instances.
+enum Delivery {
+    /// A message or signal.
+    Send(Action),
+    /// Start a child for a call or spawn activity.
+    Start {
+        link: ParentLink,
+        process: String,
+        version: Option<u32>,
+        business_key: Option<String>,
+        variables: Vars,
+    },
+    /// Cancel the children a call activity started.
+    CancelChildren { parent: String, activity: u64 },
+    /// A called child ended: its caller goes on.
+    ChildEnded {
+        link: ParentLink,
+        child: String,
+        status: InstanceStatus,
+        variables: Vars,
+    },
+    /// A called child raised what it did not catch.
+    ChildRaised {
+        link: ParentLink,
+        code: String,
+        error: bool,
+    },
 }
 
 impl Writer {
@@ -781,11 +852,27 @@ impl Writer {
     }
 }
 
+/// A delivery to an instance that has moved on (ended, or no longer waits there)
+/// changes nothing; anything else is an error.
+fn ignore_gone(r: Result<Instance>) -> Result<()> {
+    match r {
+        Ok(_)
+        | Err(Error::Conflict { .. })
+        | Err(Error::UnknownInstance(_))
+        | Err(Error::Runtime(
+            runtime::Error::UnknownActivity(_) | runtime::Error::WrongActivity { .. },
+        )) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl State {
     fn machine<'p>(&self, p: &'p Process, calendars: &'p Calendars) -> Result<Machine<'p>> {
         Ok(Machine::new(p)?.with_calendars(calendars))
     }
 
+    /// Starts an instance (through start event `event`, else the call start), as
+    /// the child of `parent` when a call or spawn asked for it.
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -795,6 +882,7 @@ impl State {
         event: Option<&str>,
         business_key: Option<String>,
         variables: Vars,
+        parent: Option<ParentLink>,
     ) -> Result<Instance> {
         let version = match version {
             Some(v) => v,
@@ -806,8 +894,15 @@ impl State {
         let id = self.next_id.to_string();
         self.next_id += 1;
         let clock = Arc::clone(&self.clock);
-        let (inst, actions) =
-            machine.start_by(event, id, version, business_key, variables, clock.as_ref())?;
+        let (inst, actions) = machine.start_child(
+            event,
+            id,
+            version,
+            business_key,
+            variables,
+            parent,
+            clock.as_ref(),
+        )?;
         self.settle(tx, &machine, inst, actions, None)
     }
 
@@ -927,11 +1022,69 @@ impl State {
         }
         tx.record(&inst, &actions, self.clock.now())?;
         for a in actions {
-            if matches!(a, Action::SendMessage { .. } | Action::Broadcast { .. }) {
-                self.outbox.push_back(a);
-            }
+            let d = match a {
+                Action::SendMessage { .. } | Action::Broadcast { .. } => Delivery::Send(a),
+                Action::StartChild {
+                    activity,
+                    process,
+                    version,
+                    business_key,
+                    variables,
+                    waits,
+                } => Delivery::Start {
+                    link: ParentLink {
+                        instance: inst.id.clone(),
+                        activity,
+                        root: inst
+                            .parent
+                            .as_ref()
+                            .map_or_else(|| inst.id.clone(), |p| p.root.clone()),
+                        depth: inst.parent.as_ref().map_or(1, |p| p.depth + 1),
+                        waits,
+                    },
+                    process,
+                    version,
+                    business_key,
+                    variables,
+                },
+                Action::CancelChildren { activity } => Delivery::CancelChildren {
+                    parent: inst.id.clone(),
+                    activity,
+                },
+                Action::RaiseInCaller { code, error, .. } => match &inst.parent {
+                    Some(link) if link.waits => Delivery::ChildRaised {
+                        link: link.clone(),
+                        code,
+                        error,
+                    },
+                    _ => continue,
+                },
+                Action::Ended { status } => match &inst.parent {
+                    Some(link) if link.waits => Delivery::ChildEnded {
+                        link: link.clone(),
+                        child: inst.id.clone(),
+                        status,
+                        variables: inst.variables().clone(),
+                    },
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            self.outbox.push_back(d);
         }
         Ok(inst)
+    }
+
+    /// The instance a command left, after what it sent was delivered (a spawn's
+    /// child started, a called child ended at once, a message to itself): the
+    /// caller sees its state as committed.
+    fn settled(&mut self, tx: &Connection, r: Result<Instance>) -> Result<Instance> {
+        let inst = r?;
+        if self.outbox.is_empty() {
+            return Ok(inst);
+        }
+        self.drain_outbox(tx)?;
+        Ok(tx.instance(&inst.id)?.unwrap_or(inst))
     }
 
     /// Delivers what the request's steps sent, and what those deliveries send in
@@ -950,11 +1103,11 @@ impl State {
                 }));
             }
             match a {
-                Action::SendMessage {
+                Delivery::Send(Action::SendMessage {
                     name,
                     key,
                     variables,
-                } => {
+                }) => {
                     self.correlate(
                         tx,
                         Message {
@@ -966,13 +1119,102 @@ impl State {
                         },
                     )?;
                 }
-                Action::Broadcast { name, variables } => {
+                Delivery::Send(Action::Broadcast { name, variables }) => {
                     self.signal(tx, &name, &variables)?;
                 }
-                _ => {}
+                Delivery::Send(_) => {}
+                Delivery::Start {
+                    link,
+                    process,
+                    version,
+                    business_key,
+                    variables,
+                } => self.start_child(tx, link, &process, version, business_key, variables)?,
+                Delivery::CancelChildren { parent, activity } => {
+                    for child in tx.children_of(&parent, activity)? {
+                        let cancel = Command::Cancel { actor: None };
+                        ignore_gone(self.apply(tx, child, cancel, None))?;
+                    }
+                }
+                Delivery::ChildEnded {
+                    link,
+                    child,
+                    status,
+                    variables,
+                } => {
+                    let cmd = Command::ChildEnded {
+                        activity: link.activity,
+                        child,
+                        status,
+                        variables,
+                    };
+                    ignore_gone(self.apply(tx, link.instance, cmd, None))?;
+                }
+                Delivery::ChildRaised { link, code, error } => {
+                    let cmd = Command::ChildRaised {
+                        activity: link.activity,
+                        code,
+                        error,
+                    };
+                    match self.apply(tx, link.instance, cmd, None) {
+                        Err(Error::Runtime(runtime::Error::Uncaught(_))) => {}
+                        other => ignore_gone(other)?,
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Starts the child a call or spawn asked for, in a savepoint: when it cannot
+    /// start (no such process, bad variables, the tree too deep), nothing of it is
+    /// kept and the caller's activity gets an incident saying why. A spawn
+    /// completes once its child has started.
+    fn start_child(
+        &mut self,
+        tx: &Connection,
+        link: ParentLink,
+        process: &str,
+        version: Option<u32>,
+        business_key: Option<String>,
+        variables: Vars,
+    ) -> Result<()> {
+        let (parent, activity, waits) = (link.instance.clone(), link.activity, link.waits);
+        let failed = if link.depth > MAX_CALL_DEPTH {
+            Some(format!(
+                "the instance tree is {MAX_CALL_DEPTH} levels deep: does `{process}` call itself without end?"
+            ))
+        } else {
+            tx.execute_batch("SAVEPOINT child")?;
+            let started = self.start(
+                tx,
+                process,
+                version,
+                None,
+                business_key,
+                variables,
+                Some(link),
+            );
+            match started {
+                Ok(_) => {
+                    tx.execute_batch("RELEASE child")?;
+                    None
+                }
+                Err(e @ (Error::Store(_) | Error::CommitFailed(_) | Error::Closed)) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO child; RELEASE child")?;
+                    Some(format!("could not start `{process}`: {e}"))
+                }
+            }
+        };
+        let cmd = match failed {
+            Some(message) => Command::CallFailed { activity, message },
+            None if waits => return Ok(()),
+            None => Command::ChildStarted { activity },
+        };
+        ignore_gone(self.apply(tx, parent, cmd, None)).map(|_| ())
     }
 
     fn correlate(&mut self, tx: &Connection, msg: Message) -> Result<Correlation> {
@@ -1044,6 +1286,7 @@ impl State {
                     Some(&s.event_id),
                     key,
                     msg.variables.clone(),
+                    None,
                 )?;
                 started.push(inst.id);
             }
@@ -1090,6 +1333,7 @@ impl State {
                 Some(&s.event_id),
                 None,
                 variables.clone(),
+                None,
             )?;
             out.started.push(inst.id);
         }
@@ -1147,6 +1391,7 @@ impl State {
                 Some(&s.event_id),
                 None,
                 Vars::new(),
+                None,
             )?;
             fired.started += 1;
         }

@@ -183,6 +183,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE incidents ADD COLUMN state TEXT NOT NULL DEFAULT 'open';
     ALTER TABLE incidents ADD COLUMN closed_at TEXT;
     ALTER TABLE incidents ADD COLUMN closed_by TEXT;",
+    // 3: the instance tree (call and spawn).
+    "ALTER TABLE instances ADD COLUMN parent_id TEXT;
+    ALTER TABLE instances ADD COLUMN parent_activity INTEGER;
+    ALTER TABLE instances ADD COLUMN root_id TEXT;
+    CREATE INDEX instances_by_parent ON instances (parent_id, parent_activity) WHERE parent_id IS NOT NULL;",
 ];
 
 /// The `definitions` table: deployed process versions.
@@ -220,6 +225,12 @@ pub trait ReadInstances {
     fn instance(&self, id: &str) -> Result<Option<Instance>>;
     /// Instances by process and status, newest first, paged.
     fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRow>>;
+    /// One instance's row.
+    fn instance_row(&self, id: &str) -> Result<Option<InstanceRow>>;
+    /// The instances `parent` called or spawned, oldest first.
+    fn children(&self, parent: &str) -> Result<Vec<InstanceRow>>;
+    /// The active instances one call or spawn activity of `parent` started.
+    fn children_of(&self, parent: &str, activity: u64) -> Result<Vec<String>>;
 }
 
 /// Writes to `instances`, and the rows a step's actions ask for (history, tasks,
@@ -305,24 +316,52 @@ impl ReadInstances for Connection {
     }
     fn list_instances(&self, f: &InstanceFilter) -> Result<Vec<InstanceRow>> {
         let mut st = self.prepare_cached(
-            "SELECT id, process_id, process_version, business_key, status, started_at FROM instances
+            "SELECT id, process_id, process_version, business_key, status, started_at, parent_id, parent_activity, root_id FROM instances
              WHERE (?1 IS NULL OR process_id = ?1) AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR business_key = ?3)
              ORDER BY started_at DESC, id DESC LIMIT ?4 OFFSET ?5",
         )?;
         let params = params![f.process, f.status, f.business_key, f.limit, f.offset];
-        let rows = st.query_map(params, |r| {
-            Ok(InstanceRow {
-                id: r.get(0)?,
-                process_id: r.get(1)?,
-                process_version: r.get(2)?,
-                business_key: r.get(3)?,
-                status: r.get(4)?,
-                started_at: r.get(5)?,
-            })
-        })?;
+        let rows = st.query_map(params, instance_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+    fn instance_row(&self, id: &str) -> Result<Option<InstanceRow>> {
+        Ok(self
+            .prepare_cached(
+                "SELECT id, process_id, process_version, business_key, status, started_at, parent_id, parent_activity, root_id FROM instances WHERE id = ?1",
+            )?
+            .query_row(params![id], instance_row)
+            .optional()?)
+    }
+    fn children(&self, parent: &str) -> Result<Vec<InstanceRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT id, process_id, process_version, business_key, status, started_at, parent_id, parent_activity, root_id FROM instances
+             WHERE parent_id = ?1 ORDER BY started_at, rowid",
+        )?;
+        let rows = st.query_map(params![parent], instance_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn children_of(&self, parent: &str, activity: u64) -> Result<Vec<String>> {
+        let mut st = self.prepare_cached(
+            "SELECT id FROM instances WHERE parent_id = ?1 AND parent_activity = ?2 AND status = 'active'",
+        )?;
+        let rows = st.query_map(params![parent, activity], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+fn instance_row(r: &rusqlite::Row) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: r.get(0)?,
+        process_id: r.get(1)?,
+        process_version: r.get(2)?,
+        business_key: r.get(3)?,
+        status: r.get(4)?,
+        started_at: r.get(5)?,
+        parent_id: r.get(6)?,
+        parent_activity: r.get(7)?,
+        root_id: r.get(8)?,
+    })
 }
 impl WriteInstances for Connection {
     fn save_instance(&self, inst: &Instance, expected: Option<u64>) -> Result<bool> {
@@ -330,8 +369,8 @@ impl WriteInstances for Connection {
         let ended = inst.ended_at.map(|t| t.to_rfc3339());
         let n = match expected {
             None => self.prepare_cached(
-                "INSERT INTO instances (id, process_id, process_version, business_key, status, version, state, started_at, ended_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO instances (id, process_id, process_version, business_key, status, version, state, started_at, ended_at, parent_id, parent_activity, root_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                     inst.id,
@@ -342,7 +381,10 @@ impl WriteInstances for Connection {
                     inst.version,
                     state,
                     inst.started_at.to_rfc3339(),
-                    ended
+                    ended,
+                    inst.parent.as_ref().map(|p| &p.instance),
+                    inst.parent.as_ref().map(|p| p.activity),
+                    inst.parent.as_ref().map(|p| &p.root),
                 ])?,
             Some(v) => self
                 .prepare_cached("UPDATE instances SET status = ?2, version = ?3, state = ?4, ended_at = ?5 WHERE id = ?1 AND version = ?6")?
@@ -433,7 +475,13 @@ impl WriteInstances for Connection {
                 }
                 Action::Subscribe(sub) => subscribe(self, &inst.id, sub)?,
                 Action::Unsubscribe(sub) => unsubscribe(self, &inst.id, sub)?,
-                Action::Ended { .. } | Action::SendMessage { .. } | Action::Broadcast { .. } => {}
+                // Deliveries to other instances: the engine carries them out.
+                Action::Ended { .. }
+                | Action::SendMessage { .. }
+                | Action::Broadcast { .. }
+                | Action::StartChild { .. }
+                | Action::CancelChildren { .. }
+                | Action::RaiseInCaller { .. } => {}
             }
         }
         Ok(())
@@ -1131,6 +1179,12 @@ pub struct InstanceRow {
     pub status: String,
     /// Started (RFC 3339).
     pub started_at: String,
+    /// The instance that called or spawned it.
+    pub parent_id: Option<String>,
+    /// The call or spawn activity in the parent.
+    pub parent_activity: Option<u64>,
+    /// The top of its tree (None for a top-level instance: itself).
+    pub root_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -1155,6 +1209,7 @@ mod tests {
             version,
             scopes: Default::default(),
             tokens: Vec::new(),
+            parent: None,
             subscriptions: Vec::new(),
             next_id: 1,
             started_at: DateTime::<Utc>::UNIX_EPOCH,

@@ -24,6 +24,8 @@ pub const MAX_VARIABLES_BYTES: usize = 1024 * 1024;
 pub const MAX_STEPS: usize = 10_000;
 /// Default guard of a `loop` node.
 pub const DEFAULT_MAX_ITERATIONS: u32 = 1000;
+/// Most runs of one multi-instance activity.
+pub const MAX_RUNS: usize = 10_000;
 
 /// Why a command was refused. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,6 +83,10 @@ pub enum Error {
     /// No incident holds this activity.
     #[error("activity {0} has no open incident")]
     NoIncident(u64),
+    /// An error or escalation from a called instance that the caller does not catch
+    /// either (it stays with the child).
+    #[error("nothing in the caller catches `{0}`")]
+    Uncaught(String),
 }
 
 /// A command for an existing instance.
@@ -152,6 +158,42 @@ pub enum Command {
         /// Who.
         actor: Option<String>,
     },
+    /// The instance a spawn activity asked for has started: the spawn completes.
+    ChildStarted {
+        /// The spawn activity instance.
+        activity: u64,
+    },
+    /// The instance a call activity waits for has ended: on completion the call
+    /// completes, writing its `out` mappings (over the child's variables); a
+    /// cancelled child leaves an incident on the call.
+    ChildEnded {
+        /// The call activity instance.
+        activity: u64,
+        /// The child's id.
+        child: String,
+        /// How it ended.
+        status: InstanceStatus,
+        /// Its process variables.
+        variables: Vars,
+    },
+    /// A called instance raised an error or escalation it did not catch: it goes to
+    /// the call activity's boundary events and outward. Refused with
+    /// [`Error::Uncaught`] when nothing here catches it.
+    ChildRaised {
+        /// The call activity instance.
+        activity: u64,
+        /// The code.
+        code: String,
+        /// An error (true) or an escalation.
+        error: bool,
+    },
+    /// A call or spawn could not start its instance: an incident on the activity.
+    CallFailed {
+        /// The call or spawn activity instance.
+        activity: u64,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Default retries of a service task's job after its first attempt.
@@ -171,34 +213,9 @@ static DEFAULT_CALENDARS: std::sync::LazyLock<Calendars> =
     std::sync::LazyLock::new(Calendars::default);
 
 impl<'p> Machine<'p> {
-    /// Prepares `process`, refusing constructs the runtime does not run yet.
+    /// Prepares `process`. Every construct of the format runs; the `Result` is kept
+    /// so a future construct can be refused up front ([`Error::Unsupported`]).
     pub fn new(process: &'p Process) -> Result<Self, Error> {
-        for el in process.graph.graph.node_weights() {
-            let Some(n) = process.node(&el.id) else {
-                continue; // a start event
-            };
-            let unsupported = match n {
-                Node::EventSubprocess(_) => Some("an event subprocess"),
-                Node::Call(_) | Node::Spawn(_) => Some("calling another process"),
-                Node::End(raw::End {
-                    compensate: Some(_),
-                    ..
-                })
-                | Node::Throw(raw::Throw {
-                    compensate: Some(_),
-                    ..
-                }) => Some("compensation"),
-                _ if n.multi().is_some() => Some("multi-instance"),
-                _ if n.compensation().is_some() => Some("compensation"),
-                _ => None,
-            };
-            if let Some(what) = unsupported {
-                return Err(Error::Unsupported {
-                    node: el.id.clone(),
-                    what: what.to_owned(),
-                });
-            }
-        }
         Ok(Machine {
             process,
             calendars: &DEFAULT_CALENDARS,
@@ -237,7 +254,23 @@ impl<'p> Machine<'p> {
         id: String,
         version: u32,
         business_key: Option<String>,
+        variables: Vars,
+        clock: &dyn Clock,
+    ) -> Result<(Instance, Vec<Action>), Error> {
+        self.start_child(event, id, version, business_key, variables, None, clock)
+    }
+
+    /// Starts an instance as [`Machine::start_by`] does, as the child of `parent`
+    /// (a call or spawn activity in another instance) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_child(
+        &self,
+        event: Option<&str>,
+        id: String,
+        version: u32,
+        business_key: Option<String>,
         mut variables: Vars,
+        parent: Option<ParentLink>,
         clock: &dyn Clock,
     ) -> Result<(Instance, Vec<Action>), Error> {
         let def = &self.process.def;
@@ -274,15 +307,7 @@ impl<'p> Machine<'p> {
             business_key,
             status: InstanceStatus::Active,
             version: 1,
-            scopes: [(
-                0,
-                Scope {
-                    node: None,
-                    parent: None,
-                    vars: variables,
-                },
-            )]
-            .into(),
+            scopes: [(0, Scope::new(None, None, variables))].into(),
             tokens: vec![Token {
                 id: 1,
                 node: start.next.clone(),
@@ -290,6 +315,7 @@ impl<'p> Machine<'p> {
                 from: Some(start.id.clone()),
                 state: TokenState::Arriving,
             }],
+            parent,
             subscriptions: Vec::new(),
             next_id: 2,
             started_at: now,
@@ -297,6 +323,10 @@ impl<'p> Machine<'p> {
         };
         let mut step = Step::new(self, &mut inst, now);
         step.history(0, &start.id, Lifecycle::Completed, None);
+        // An event subprocess whose key or timer cannot be computed from the start
+        // variables refuses the start, as a missing required variable does.
+        step.arm_event_subprocesses(0)
+            .map_err(|e| Error::Variables(vec![e]))?;
         step.run();
         let actions = step.actions;
         check_size(&inst)?;
@@ -362,7 +392,14 @@ impl<'p> Machine<'p> {
             } => {
                 let i = step.waiting(activity, "job")?;
                 let id = step.inst.tokens[i].id;
-                step.raise(id, activity, &code, Raised::Error { detail: message }, true);
+                step.raise(
+                    id,
+                    activity,
+                    &code,
+                    Raised::Error { detail: message },
+                    true,
+                    true,
+                );
             }
             Command::Trigger {
                 subscription,
@@ -407,8 +444,56 @@ impl<'p> Machine<'p> {
                 step.complete(i, activity, actor);
             }
             Command::Cancel { actor } => {
-                step.abort_scope_tree(0, actor.as_deref());
+                step.abort_scope_tree(0, actor.as_deref(), false);
                 step.end_instance(InstanceStatus::Cancelled);
+            }
+            Command::ChildStarted { activity } => {
+                let i = step.waiting(activity, "call")?;
+                step.complete(i, activity, None);
+            }
+            Command::ChildEnded {
+                activity,
+                child,
+                status,
+                variables,
+            } => {
+                let i = step.waiting(activity, "call")?;
+                match status {
+                    InstanceStatus::Completed | InstanceStatus::Terminated => {
+                        match step.write_call_outputs(i, variables) {
+                            Ok(()) => step.complete(i, activity, None),
+                            Err(e) => step.incident(i, activity, e),
+                        }
+                    }
+                    InstanceStatus::Cancelled => step.incident(
+                        i,
+                        activity,
+                        format!("the called instance {child} was cancelled"),
+                    ),
+                    InstanceStatus::Active => {}
+                }
+            }
+            Command::ChildRaised {
+                activity,
+                code,
+                error,
+            } => {
+                let i = step.waiting(activity, "call")?;
+                let token = step.inst.tokens[i].id;
+                let raised = if error {
+                    Raised::Error {
+                        detail: String::new(),
+                    }
+                } else {
+                    Raised::Escalation
+                };
+                if !step.raise(token, activity, &code, raised, true, false) {
+                    return Err(Error::Uncaught(code));
+                }
+            }
+            Command::CallFailed { activity, message } => {
+                let i = step.waiting(activity, "call")?;
+                step.incident(i, activity, message);
             }
         }
         step.run();
@@ -549,6 +634,9 @@ impl<'m, 'p> Step<'m, 'p> {
             TokenState::Waiting {
                 wait: Wait::Event, ..
             } => "event",
+            TokenState::Waiting {
+                wait: Wait::Call, ..
+            } => "call",
             _ => "scope",
         };
         if actual != expected {
@@ -572,8 +660,10 @@ impl<'m, 'p> Step<'m, 'p> {
             let Some(sc) = self.inst.scopes.get(&s) else {
                 break;
             };
-            if sc.vars.contains_key(&name) || sc.parent.is_none() {
+            let run_local = sc.run.is_some() && !self.declared_above(sc.parent, &name);
+            if sc.vars.contains_key(&name) || sc.parent.is_none() || run_local {
                 let decls = match &sc.node {
+                    _ if sc.run.is_some() => None,
                     None => Some(&self.m.process.def.variables),
                     Some(container) => match self.m.node(container) {
                         Some(Node::Subprocess(sp)) => Some(&sp.variables),
@@ -658,6 +748,11 @@ impl<'m, 'p> Step<'m, 'p> {
             );
             return;
         };
+        if let Some(mi) = node.multi()
+            && !self.is_run(i)
+        {
+            return self.enter_multi(i, &node_id, node, mi);
+        }
         let joins = self.m.process.graph.incoming(&node_id) > 1;
         match node {
             Node::Parallel(_) | Node::Inclusive(_) if joins => {
@@ -779,44 +874,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     .collect();
                 self.wait_for(i, a, &node_id, subs);
             }
-            Node::Throw(t) => {
-                let raises = Raises {
-                    message: &t.message,
-                    key: t.key.as_ref(),
-                    payload: &t.payload,
-                    signal: &t.signal,
-                    error: &t.error,
-                    escalation: &t.escalation,
-                };
-                if let Some(i) = self.throw(i, a, &node_id, raises) {
-                    self.complete(i, a, None);
-                }
-            }
-            Node::End(e) => {
-                let raises = Raises {
-                    message: &e.message,
-                    key: e.key.as_ref(),
-                    payload: &e.payload,
-                    signal: &e.signal,
-                    error: &e.error,
-                    escalation: &e.escalation,
-                };
-                let Some(i) = self.throw(i, a, &node_id, raises) else {
-                    return; // an error, or an interrupting escalation boundary, took the path
-                };
-                self.history(a, &node_id, Lifecycle::Completing, None);
-                self.history(a, &node_id, Lifecycle::Completed, None);
-                self.inst.tokens.remove(i);
-                if e.terminate {
-                    if scope == 0 {
-                        self.abort_scope_tree(0, None);
-                        self.end_instance(InstanceStatus::Terminated);
-                        return;
-                    }
-                    self.abort_scope_tree(scope, None);
-                }
-                self.scope_maybe_done(scope);
-            }
+            Node::Throw(_) | Node::End(_) => self.throw_or_end(i, a, false),
             Node::Subprocess(s) => {
                 self.open_scope(i, a, &s.start, &s.variables, 0);
                 self.arm_boundaries(i, &node_id, node);
@@ -833,10 +891,46 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.open_scope(i, a, &l.start, &indexmap::IndexMap::new(), 0);
                 self.arm_boundaries(i, &node_id, node);
             }
-            other => {
-                // Machine::new refuses these; reaching one is a bug, reported, not a panic.
-                let what = other.type_name();
-                self.incident(i, a, format!("`{what}` nodes are not run by this runtime"));
+            Node::Call(raw::Call {
+                process,
+                version,
+                business_key,
+                input,
+                ..
+            })
+            | Node::Spawn(raw::Spawn {
+                process,
+                version,
+                business_key,
+                input,
+                ..
+            }) => match self.child_start(scope, business_key, input) {
+                Ok((business_key, variables)) => {
+                    self.inst.tokens[i].state = TokenState::Waiting {
+                        activity: a,
+                        wait: Wait::Call,
+                    };
+                    self.actions.push(Action::StartChild {
+                        activity: a,
+                        process: process.clone(),
+                        version: *version,
+                        business_key,
+                        variables,
+                        waits: matches!(node, Node::Call(_)),
+                    });
+                    self.arm_boundaries(i, &node_id, node);
+                }
+                Err(e) => self.incident(i, a, e),
+            },
+            Node::EventSubprocess(_) => {
+                // Only its trigger starts one; a flow into it is refused by the validator.
+                self.incident(
+                    i,
+                    a,
+                    format!(
+                        "event subprocess `{node_id}` is started by its trigger, not by a flow"
+                    ),
+                );
             }
         }
     }
@@ -946,18 +1040,39 @@ impl<'m, 'p> Step<'m, 'p> {
         self.leave(i, &targets);
     }
 
-    /// Completes the activity the token is in and moves it on.
+    /// Completes the activity the token is in and moves it on (a multi-instance
+    /// run ends instead: its container counts it). An activity with a
+    /// compensation handler is remembered in its scope, to be undone on request.
     fn complete(&mut self, i: usize, a: u64, actor: Option<String>) {
         self.disarm(self.inst.tokens[i].id);
         let node_id = self.inst.tokens[i].node.clone();
         self.history(a, &node_id, Lifecycle::Completing, actor.as_deref());
         self.history(a, &node_id, Lifecycle::Completed, actor.as_deref());
-        let next: Vec<String> = self
-            .m
-            .node(&node_id)
-            .and_then(|n| n.next())
-            .map(|n| n.ids().to_vec())
-            .unwrap_or_default();
+        let run = self.is_run(i);
+        let node = self.m.node(&node_id);
+        if let Some(n) = node
+            && let Some(handler) = n.compensation()
+            && (run || n.multi().is_none())
+        {
+            let scope = self.inst.tokens[i].scope;
+            let seq = self.id();
+            if let Some(sc) = self.inst.scopes.get_mut(&scope) {
+                let vars = if run { sc.vars.clone() } else { Vars::new() };
+                sc.done.push(Compensable {
+                    node: node_id.clone(),
+                    handler: handler.to_owned(),
+                    seq,
+                    vars,
+                });
+            }
+        }
+        let next: Vec<String> = if run {
+            Vec::new()
+        } else {
+            node.and_then(|n| n.next())
+                .map(|n| n.ids().to_vec())
+                .unwrap_or_default()
+        };
         self.leave(i, &next);
     }
 
@@ -1102,11 +1217,7 @@ impl<'m, 'p> Step<'m, 'p> {
         }
         self.inst.scopes.insert(
             inner,
-            Scope {
-                node: Some(self.inst.tokens[i].node.clone()),
-                parent: Some(parent),
-                vars,
-            },
+            Scope::new(Some(self.inst.tokens[i].node.clone()), Some(parent), vars),
         );
         self.inst.tokens[i].state = TokenState::Waiting {
             activity: a,
@@ -1120,6 +1231,13 @@ impl<'m, 'p> Step<'m, 'p> {
             from: None,
             state: TokenState::Arriving,
         });
+        if let Err(e) = self.arm_event_subprocesses(inner) {
+            let token = self.inst.tokens[i].id;
+            self.interrupt(token, None);
+            if let Some(i) = self.token_index(token) {
+                self.incident(i, a, e);
+            }
+        }
     }
 
     /// When a scope has no token left, its container completes (or a loop runs again).
@@ -1131,21 +1249,29 @@ impl<'m, 'p> Step<'m, 'p> {
             self.end_instance(InstanceStatus::Completed);
             return;
         }
-        self.inst.scopes.remove(&scope);
-        let Some(i) = self
+        if self
             .inst
-            .tokens
-            .iter()
-            .position(|t| matches!(t.state, TokenState::Waiting { wait: Wait::Scope { inner, .. }, .. } if inner == scope))
-        else {
+            .scopes
+            .get(&scope)
+            .is_some_and(|s| s.run.is_some())
+        {
+            return self.run_done(scope);
+        }
+        let container = self.container_of(scope);
+        self.close_scope(scope);
+        let Some(i) = container else {
             return;
         };
-        let TokenState::Waiting {
-            activity: a,
-            wait: Wait::Scope { iterations, .. },
-        } = self.inst.tokens[i].state.clone()
-        else {
-            return;
+        let (a, iterations) = match &self.inst.tokens[i].state {
+            TokenState::Waiting {
+                activity,
+                wait: Wait::Scope { iterations, .. },
+            } => (*activity, *iterations),
+            TokenState::Waiting {
+                wait: Wait::Compensate { .. },
+                ..
+            } => return self.next_handler(i),
+            _ => return,
         };
         let node = self.inst.tokens[i].node.clone();
         if let Some(Node::Loop(l)) = self.m.node(&node) {
@@ -1177,8 +1303,12 @@ impl<'m, 'p> Step<'m, 'p> {
         self.complete(i, a, None);
     }
 
-    /// Aborts every token in `scope` and the scopes inside it.
-    fn abort_scope_tree(&mut self, scope: u64, actor: Option<&str>) {
+    /// Aborts every token in `scope` and the scopes inside it, and withdraws their
+    /// event subprocesses; the scopes go too, except `scope` itself when `keep`
+    /// (an interrupting event subprocess runs in it next). Completed activities
+    /// awaiting compensation in the removed scopes pass to the nearest scope that
+    /// remains: their work was done and may still need undoing.
+    fn abort_scope_tree(&mut self, scope: u64, actor: Option<&str>, keep: bool) {
         let mut doomed = HashSet::from([scope]);
         loop {
             let before = doomed.len();
@@ -1207,16 +1337,7 @@ impl<'m, 'p> Step<'m, 'p> {
             }
             let activity = match &t.state {
                 TokenState::Waiting { activity, wait } => {
-                    match wait {
-                        Wait::Task => self.actions.push(Action::CloseTask {
-                            activity: *activity,
-                            state: Lifecycle::Aborted,
-                        }),
-                        Wait::Job => self.actions.push(Action::CancelJob {
-                            activity: *activity,
-                        }),
-                        Wait::Scope { .. } | Wait::Event => {}
-                    }
+                    self.cancel_wait(*activity, wait);
                     Some(*activity)
                 }
                 TokenState::Incident { activity, .. } => Some(*activity),
@@ -1227,10 +1348,74 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.history(a, &t.node, Lifecycle::Aborted, actor);
             }
         }
-        for s in doomed {
-            if s != 0 {
-                self.inst.scopes.remove(&s);
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inst.subscriptions)
+            .into_iter()
+            .partition(|s| matches!(s.kind, SubscriptionKind::EventSubprocess { scope } if doomed.contains(&scope)));
+        self.inst.subscriptions = kept;
+        self.actions
+            .extend(gone.into_iter().map(Action::Unsubscribe));
+        let heir = if keep {
+            Some(scope)
+        } else {
+            self.inst.scopes.get(&scope).and_then(|s| s.parent)
+        };
+        let mut passed = Vec::new();
+        for s in &doomed {
+            if keep && *s == scope {
+                continue;
             }
+            if let Some(sc) = self.inst.scopes.get_mut(s) {
+                passed.append(&mut sc.done);
+            }
+            if *s != 0 {
+                self.inst.scopes.remove(s);
+            }
+        }
+        if let Some(h) = heir.and_then(|h| self.inst.scopes.get_mut(&h)) {
+            h.done.append(&mut passed);
+            h.done.sort_by_key(|c| c.seq);
+        }
+    }
+
+    /// Withdraws what an aborted activity waited for: its task, job, called
+    /// instances (a spawned one lives on). Inner scopes are aborted by the caller.
+    fn cancel_wait(&mut self, activity: u64, wait: &Wait) {
+        match wait {
+            Wait::Task => self.actions.push(Action::CloseTask {
+                activity,
+                state: Lifecycle::Aborted,
+            }),
+            Wait::Job => self.actions.push(Action::CancelJob { activity }),
+            Wait::Call => self.actions.push(Action::CancelChildren { activity }),
+            Wait::Scope { .. } | Wait::Multi { .. } | Wait::Compensate { .. } | Wait::Event => {}
+        }
+    }
+
+    /// Removes a finished scope: its event subprocesses are withdrawn, and its
+    /// activities awaiting compensation pass to the enclosing scope (unless the
+    /// container has a compensation handler of its own, which then undoes it all).
+    fn close_scope(&mut self, scope: u64) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inst.subscriptions)
+            .into_iter()
+            .partition(
+                |s| matches!(s.kind, SubscriptionKind::EventSubprocess { scope: x } if x == scope),
+            );
+        self.inst.subscriptions = kept;
+        self.actions
+            .extend(gone.into_iter().map(Action::Unsubscribe));
+        let Some(mut sc) = self.inst.scopes.remove(&scope) else {
+            return;
+        };
+        let own_handler = sc.run.is_none()
+            && sc
+                .node
+                .as_deref()
+                .and_then(|n| self.m.node(n))
+                .and_then(Node::compensation)
+                .is_some();
+        if !own_handler && let Some(p) = sc.parent.and_then(|p| self.inst.scopes.get_mut(&p)) {
+            p.done.append(&mut sc.done);
+            p.done.sort_by_key(|c| c.seq);
         }
     }
 
@@ -1356,8 +1541,8 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Subscribes the timer, message and signal boundary events of the activity the
     /// token has just entered.
     fn arm_boundaries(&mut self, i: usize, node_id: &str, node: &Node) {
-        if !matches!(self.inst.tokens[i].state, TokenState::Waiting { .. }) {
-            return;
+        if !matches!(self.inst.tokens[i].state, TokenState::Waiting { .. }) || self.is_run(i) {
+            return; // a multi-instance activity's boundary events are on its container
         }
         let scope = self.inst.tokens[i].scope;
         let token = self.inst.tokens[i].id;
@@ -1415,14 +1600,17 @@ impl<'m, 'p> Step<'m, 'p> {
         let TokenState::Waiting { activity, wait } = self.inst.tokens[i].state.clone() else {
             return None;
         };
+        self.cancel_wait(activity, &wait);
         match wait {
-            Wait::Task => self.actions.push(Action::CloseTask {
-                activity,
-                state: Lifecycle::Aborted,
-            }),
-            Wait::Job => self.actions.push(Action::CancelJob { activity }),
-            Wait::Scope { inner, .. } => self.abort_scope_tree(inner, actor),
-            Wait::Event => {}
+            Wait::Scope { inner, .. } | Wait::Compensate { inner, .. } => {
+                self.abort_scope_tree(inner, actor, false);
+            }
+            Wait::Multi { runs, .. } => {
+                for run in runs {
+                    self.abort_scope_tree(run, actor, false);
+                }
+            }
+            Wait::Task | Wait::Job | Wait::Call | Wait::Event => {}
         }
         let node = self.inst.tokens[i].node.clone();
         self.history(activity, &node, Lifecycle::Aborting, actor);
@@ -1454,6 +1642,22 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// A subscription fired.
     fn fire(&mut self, sub: &Subscription, vars: Vars) {
+        if let SubscriptionKind::EventSubprocess { scope } = sub.kind {
+            let Some(Node::EventSubprocess(es)) = self.m.node(&sub.node) else {
+                return;
+            };
+            if let Trigger::Timer { .. } = sub.trigger {
+                self.drop_subscription(sub.id);
+                if !es.interrupting
+                    && let Some(t) = es.timer.as_ref().filter(|t| t.cycle.is_some())
+                    && let Ok(trigger) = self.timer_trigger(scope, t)
+                {
+                    let kind = SubscriptionKind::EventSubprocess { scope };
+                    self.subscribe(0, &sub.node, kind, trigger);
+                }
+            }
+            return self.start_event_subprocess(scope, &sub.node, es, es.interrupting, vars);
+        }
         let Some(i) = self.token_index(sub.token) else {
             return;
         };
@@ -1529,6 +1733,7 @@ impl<'m, 'p> Step<'m, 'p> {
                 }
                 self.spawn_token(&sub.node, scope, &b.to);
             }
+            SubscriptionKind::EventSubprocess { .. } => {} // handled above
         }
     }
 
@@ -1585,6 +1790,69 @@ impl<'m, 'p> Step<'m, 'p> {
         Ok(())
     }
 
+    /// Runs a throw or end event at token `i`: first the compensation it asks for
+    /// (unless `compensated`: already done), then the message and signal it sends,
+    /// the error or escalation it raises; an end event then ends its path (or, with
+    /// `terminate`, its scope or the instance), a throw goes on.
+    fn throw_or_end(&mut self, i: usize, a: u64, compensated: bool) {
+        let node_id = self.inst.tokens[i].node.clone();
+        let scope = self.inst.tokens[i].scope;
+        let (r, end) = match self.m.node(&node_id) {
+            Some(Node::Throw(t)) => (
+                Raises {
+                    message: &t.message,
+                    key: t.key.as_ref(),
+                    payload: &t.payload,
+                    signal: &t.signal,
+                    error: &t.error,
+                    escalation: &t.escalation,
+                },
+                None,
+            ),
+            Some(Node::End(e)) => (
+                Raises {
+                    message: &e.message,
+                    key: e.key.as_ref(),
+                    payload: &e.payload,
+                    signal: &e.signal,
+                    error: &e.error,
+                    escalation: &e.escalation,
+                },
+                Some(e),
+            ),
+            _ => return,
+        };
+        let compensate = match self.m.node(&node_id) {
+            Some(Node::Throw(t)) => t.compensate.as_deref(),
+            Some(Node::End(e)) => e.compensate.as_deref(),
+            _ => None,
+        };
+        if !compensated
+            && let Some(target) = compensate
+            && self.start_compensation(i, a, target)
+        {
+            return; // the token waits for the handlers, then comes back here
+        }
+        let Some(i) = self.throw(i, a, &node_id, r) else {
+            return; // an error, or an interrupting escalation boundary, took the path
+        };
+        let Some(e) = end else {
+            return self.complete(i, a, None);
+        };
+        self.history(a, &node_id, Lifecycle::Completing, None);
+        self.history(a, &node_id, Lifecycle::Completed, None);
+        self.inst.tokens.remove(i);
+        if e.terminate {
+            if scope == 0 {
+                self.abort_scope_tree(0, None, false);
+                self.end_instance(InstanceStatus::Terminated);
+                return;
+            }
+            self.abort_scope_tree(scope, None, false);
+        }
+        self.scope_maybe_done(scope);
+    }
+
     /// Sends and raises what a throw or end event carries. Returns the token's index
     /// when its path goes on (nothing critical was raised, no boundary took it).
     fn throw(&mut self, i: usize, a: u64, node_id: &str, r: Raises) -> Option<usize> {
@@ -1597,79 +1865,577 @@ impl<'m, 'p> Step<'m, 'p> {
         if let Some(code) = r.error {
             self.history(a, node_id, Lifecycle::Completed, None);
             let detail = String::new();
-            self.raise(id, a, code, Raised::Error { detail }, false);
+            self.raise(id, a, code, Raised::Error { detail }, false, true);
             return None;
         }
         if let Some(code) = r.escalation {
-            self.raise(id, a, code, Raised::Escalation, false);
+            self.raise(id, a, code, Raised::Escalation, false, true);
         }
         self.token_index(id)
     }
 
-    /// Raises an error or escalation from a token: the nearest boundary event that
-    /// catches its code — on the token's own activity when `on_self` (a job's
-    /// business error), then on each enclosing subprocess or loop, outward — takes
-    /// it. An uncaught error is an incident; an uncaught escalation changes nothing.
-    fn raise(&mut self, token: u64, a: u64, code: &str, raised: Raised, on_self: bool) {
+    /// Raises an error or escalation from a token. The nearest catcher takes it:
+    /// a boundary event on the token's own activity when `on_self` (a job's business
+    /// error, a called instance's error), then, scope by scope outward, an event
+    /// subprocess of the scope and a boundary event on the scope's container.
+    /// Returns whether something caught it. Uncaught, when `report` is set, an
+    /// error is an incident and both go on to the caller of a called instance.
+    fn raise(
+        &mut self,
+        token: u64,
+        a: u64,
+        code: &str,
+        raised: Raised,
+        on_self: bool,
+        report: bool,
+    ) -> bool {
         let critical = matches!(raised, Raised::Error { .. });
         let Some(i) = self.token_index(token) else {
-            return;
+            return false;
         };
-        let mut host = on_self.then_some(i);
+        if on_self && !self.is_run(i) && self.catch_on_boundary(i, code, critical) {
+            return true;
+        }
         let mut scope = self.inst.tokens[i].scope;
+        // An event subprocess does not catch what its own body raises.
+        let mut skip_event_subprocesses = false;
         loop {
-            if let Some(h) = host {
-                let node_id = self.inst.tokens[h].node.clone();
-                let found = self.m.node(&node_id).and_then(|n| {
-                    n.boundary().iter().enumerate().find(|(_, b)| {
-                        let catches = if critical { &b.error } else { &b.escalation };
-                        catches.as_deref().is_some_and(|c| c == code || c == "*")
-                    })
-                });
-                if let Some((index, b)) = found {
-                    let host_id = self.inst.tokens[h].id;
-                    let host_scope = self.inst.tokens[h].scope;
-                    let bid = boundary_id(&node_id, index, b);
-                    let ev = self.id();
-                    for state in [Lifecycle::Ready, Lifecycle::Active, Lifecycle::Completed] {
-                        self.history(ev, &bid, state, None);
-                    }
-                    if critical || b.interrupting {
-                        self.interrupt(host_id, None);
-                        if let Some(h) = self.token_index(host_id) {
-                            self.leave(h, std::slice::from_ref(&b.to));
-                        }
-                    } else {
-                        self.spawn_token(&node_id, host_scope, &b.to);
-                    }
-                    return;
-                }
-                scope = self.inst.tokens[h].scope;
+            if !skip_event_subprocesses && self.catch_in_event_subprocess(scope, code, critical) {
+                return true;
             }
             if scope == 0 {
                 break;
             }
-            host = self.inst.tokens.iter().position(|t| {
-                matches!(t.state, TokenState::Waiting { wait: Wait::Scope { inner, .. }, .. } if inner == scope)
-            });
-            if host.is_none() {
+            let Some(host) = self.container_of(scope) else {
                 break;
-            }
-        }
-        if let Raised::Error { detail } = raised
-            && let Some(i) = self.token_index(token)
-        {
-            let detail = if detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {detail}")
             };
+            skip_event_subprocesses = matches!(
+                self.m.node(&self.inst.tokens[host].node),
+                Some(Node::EventSubprocess(_))
+            );
+            if self.catch_on_boundary(host, code, critical) {
+                return true;
+            }
+            scope = self.inst.tokens[host].scope;
+        }
+        if !report {
+            return false;
+        }
+        let detail = match &raised {
+            Raised::Error { detail } if !detail.is_empty() => format!(": {detail}"),
+            _ => String::new(),
+        };
+        if self.inst.parent.as_ref().is_some_and(|p| p.waits) {
+            self.actions.push(Action::RaiseInCaller {
+                code: code.to_owned(),
+                error: critical,
+                message: detail.trim_start_matches(": ").to_owned(),
+            });
+        }
+        if critical && let Some(i) = self.token_index(token) {
             self.incident(
                 i,
                 a,
                 format!("error `{code}` was not caught by any boundary event{detail}"),
             );
         }
+        false
+    }
+
+    /// A boundary event on the activity token `h` is in that catches `code` takes
+    /// the error (interrupting) or escalation.
+    fn catch_on_boundary(&mut self, h: usize, code: &str, critical: bool) -> bool {
+        let node_id = self.inst.tokens[h].node.clone();
+        let found = self.m.node(&node_id).and_then(|n| {
+            n.boundary().iter().enumerate().find(|(_, b)| {
+                let catches = if critical { &b.error } else { &b.escalation };
+                catches.as_deref().is_some_and(|c| c == code || c == "*")
+            })
+        });
+        let Some((index, b)) = found else {
+            return false;
+        };
+        let host_id = self.inst.tokens[h].id;
+        let host_scope = self.inst.tokens[h].scope;
+        let bid = boundary_id(&node_id, index, b);
+        let ev = self.id();
+        for state in [Lifecycle::Ready, Lifecycle::Active, Lifecycle::Completed] {
+            self.history(ev, &bid, state, None);
+        }
+        if critical || b.interrupting {
+            self.interrupt(host_id, None);
+            if let Some(h) = self.token_index(host_id) {
+                self.leave(h, std::slice::from_ref(&b.to));
+            }
+        } else {
+            self.spawn_token(&node_id, host_scope, &b.to);
+        }
+        true
+    }
+
+    /// An error or escalation event subprocess of `scope` that catches `code` starts.
+    fn catch_in_event_subprocess(&mut self, scope: u64, code: &str, critical: bool) -> bool {
+        let Some(nodes) = self.scope_nodes(scope) else {
+            return false;
+        };
+        let found = nodes.iter().find_map(|(id, n)| match n {
+            Node::EventSubprocess(es) => {
+                let catches = if critical { &es.error } else { &es.escalation };
+                catches
+                    .as_deref()
+                    .is_some_and(|c| c == code || c == "*")
+                    .then_some((id, es))
+            }
+            _ => None,
+        });
+        let Some((id, es)) = found else {
+            return false;
+        };
+        self.start_event_subprocess(scope, id, es, critical || es.interrupting, Vars::new());
+        true
+    }
+
+    /// Whether token `i` is one run of a multi-instance activity: it sits at the
+    /// activity, in one of the activity's run scopes.
+    fn is_run(&self, i: usize) -> bool {
+        let t = &self.inst.tokens[i];
+        self.inst
+            .scopes
+            .get(&t.scope)
+            .is_some_and(|s| s.run.is_some() && s.node.as_deref() == Some(t.node.as_str()))
+    }
+
+    /// The token that waits for `scope` to finish: a subprocess, loop or event
+    /// subprocess; a multi-instance activity (a run scope); a compensating throw.
+    fn container_of(&self, scope: u64) -> Option<usize> {
+        self.inst.tokens.iter().position(|t| match &t.state {
+            TokenState::Waiting {
+                wait: Wait::Scope { inner, .. } | Wait::Compensate { inner, .. },
+                ..
+            } => *inner == scope,
+            TokenState::Waiting {
+                wait: Wait::Multi { runs, .. },
+                ..
+            } => runs.contains(&scope),
+            _ => false,
+        })
+    }
+
+    /// The nodes declared in `scope` (none for a run or compensation scope).
+    fn scope_nodes(&self, scope: u64) -> Option<&'p indexmap::IndexMap<String, Node>> {
+        let sc = self.inst.scopes.get(&scope)?;
+        if sc.run.is_some() {
+            return None;
+        }
+        match &sc.node {
+            None => Some(&self.m.process.def.nodes),
+            Some(n) => self.m.node(n)?.scope().map(|(_, nodes)| nodes),
+        }
+    }
+
+    /// Whether a process or subprocess around `scope` (it included) declares `name`.
+    fn declared_above(&self, mut scope: Option<u64>, name: &str) -> bool {
+        while let Some(s) = scope {
+            let Some(sc) = self.inst.scopes.get(&s) else {
+                return false;
+            };
+            let declared = match &sc.node {
+                None => self.m.process.def.variables.contains_key(name),
+                Some(_) if sc.run.is_some() => false,
+                Some(n) => {
+                    matches!(self.m.node(n), Some(Node::Subprocess(sp)) if sp.variables.contains_key(name))
+                }
+            };
+            if declared {
+                return true;
+            }
+            scope = sc.parent;
+        }
+        false
+    }
+
+    /// Subscribes the message, timer and signal triggers of the event subprocesses
+    /// declared in `scope`, which has just opened.
+    fn arm_event_subprocesses(&mut self, scope: u64) -> Result<(), String> {
+        let Some(nodes) = self.scope_nodes(scope) else {
+            return Ok(());
+        };
+        for (id, n) in nodes {
+            let Node::EventSubprocess(es) = n else {
+                continue;
+            };
+            let trigger = if let Some(m) = &es.message {
+                self.message_trigger(scope, m, es.key.as_ref())
+            } else if let Some(t) = &es.timer {
+                self.timer_trigger(scope, t)
+            } else if let Some(sig) = &es.signal {
+                Ok(Trigger::Signal { name: sig.clone() })
+            } else {
+                continue; // errors and escalations are matched when raised
+            };
+            let trigger = trigger.map_err(|e| format!("event subprocess `{id}`: {e}"))?;
+            self.subscribe(0, id, SubscriptionKind::EventSubprocess { scope }, trigger);
+        }
+        Ok(())
+    }
+
+    /// Starts event subprocess `id` in `scope`, first cancelling everything else in
+    /// the scope when it interrupts.
+    fn start_event_subprocess(
+        &mut self,
+        scope: u64,
+        id: &str,
+        es: &'p raw::EventSubprocess,
+        interrupting: bool,
+        vars: Vars,
+    ) {
+        if interrupting {
+            self.abort_scope_tree(scope, None, true);
+        }
+        let token = self.id();
+        self.inst.tokens.push(Token {
+            id: token,
+            node: id.to_owned(),
+            scope,
+            from: None,
+            state: TokenState::Arriving,
+        });
+        let i = self.inst.tokens.len() - 1;
+        let a = self.id();
+        self.history(a, id, Lifecycle::Ready, None);
+        self.history(a, id, Lifecycle::Active, None);
+        if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {
+            return self.incident(i, a, e);
+        }
+        self.open_scope(i, a, &es.start, &indexmap::IndexMap::new(), 0);
+    }
+
+    /// Enters a multi-instance activity: evaluates its items, then opens one run
+    /// (sequential) or every run (parallel), each in a scope of its own that holds
+    /// the item and its index. Boundary events belong to the whole activity.
+    fn enter_multi(&mut self, i: usize, node_id: &str, node: &'p Node, mi: &'p raw::MultiInstance) {
+        let a = self.id();
+        self.history(a, node_id, Lifecycle::Ready, None);
+        self.history(a, node_id, Lifecycle::Active, None);
+        let scope = self.inst.tokens[i].scope;
+        let vars = self.inst.visible_vars(scope);
+        let ev = Evaluator::new(self.m.process, &vars);
+        let items = match (&mi.items, &mi.count) {
+            (Some(e), _) => match ev.eval(&e.0) {
+                Ok(Value::Array(v)) => Ok(v),
+                Ok(Value::Null) => Ok(Vec::new()),
+                Ok(other) => Err(format!("`items` gave {other}, not a list")),
+                Err(e) => Err(e.to_string()),
+            },
+            (None, Some(e)) => match ev.eval(&e.0) {
+                Ok(Value::Number(n)) => match n.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) if n <= MAX_RUNS => Ok((0..n).map(Value::from).collect()),
+                    _ => Err(format!(
+                        "`count` gave {n}, not a count from 0 to {MAX_RUNS}"
+                    )),
+                },
+                Ok(other) => Err(format!("`count` gave {other}, not a number")),
+                Err(e) => Err(e.to_string()),
+            },
+            (None, None) => Err("`multi` needs `items` or `count`".to_owned()),
+        };
+        let items = match items {
+            Ok(v) if v.len() <= MAX_RUNS => v,
+            Ok(v) => {
+                let n = v.len();
+                return self.incident(
+                    i,
+                    a,
+                    format!("{n} items; a multi-instance activity runs at most {MAX_RUNS}"),
+                );
+            }
+            Err(e) => return self.incident(i, a, e),
+        };
+        let total = items.len();
+        self.inst.tokens[i].state = TokenState::Waiting {
+            activity: a,
+            wait: Wait::Multi {
+                runs: Vec::new(),
+                items,
+                next: 0,
+                completed: 0,
+                outputs: vec![Value::Null; total],
+            },
+        };
+        self.arm_boundaries(i, node_id, node);
+        let token = self.inst.tokens[i].id;
+        if total == 0 {
+            return self.finish_multi(token);
+        }
+        for _ in 0..if mi.parallel { total } else { 1 } {
+            self.open_run(token);
+        }
+    }
+
+    /// Opens the next run of the multi-instance activity that `token` waits in.
+    fn open_run(&mut self, token: u64) {
+        let Some(i) = self.token_index(token) else {
+            return;
+        };
+        let node_id = self.inst.tokens[i].node.clone();
+        let Some(mi) = self.m.node(&node_id).and_then(Node::multi) else {
+            return;
+        };
+        let outer = self.inst.tokens[i].scope;
+        let TokenState::Waiting {
+            wait: Wait::Multi { items, next, .. },
+            ..
+        } = &self.inst.tokens[i].state
+        else {
+            return;
+        };
+        let k = *next;
+        let Some(item) = items.get(k).cloned() else {
+            return;
+        };
+        let run = self.id();
+        let id = self.id();
+        if let TokenState::Waiting {
+            wait: Wait::Multi { runs, next, .. },
+            ..
+        } = &mut self.inst.tokens[i].state
+        {
+            runs.push(run);
+            *next = k + 1;
+        }
+        let mut vars = Vars::new();
+        vars.insert(mi.item_var.clone(), item);
+        vars.insert(mi.index.clone(), Value::from(k));
+        let mut sc = Scope::new(Some(node_id.clone()), Some(outer), vars);
+        sc.run = Some(k);
+        self.inst.scopes.insert(run, sc);
+        self.inst.tokens.push(Token {
+            id,
+            node: node_id,
+            scope: run,
+            from: None,
+            state: TokenState::Arriving,
+        });
+    }
+
+    /// A run has finished: its output is kept in item order, and the activity
+    /// completes when every run is done or its completion condition holds (the
+    /// runs still open are then cancelled); a sequential activity opens the next.
+    fn run_done(&mut self, run: u64) {
+        let Some(c) = self.container_of(run) else {
+            self.close_scope(run);
+            return;
+        };
+        let token = self.inst.tokens[c].id;
+        let node_id = self.inst.tokens[c].node.clone();
+        let Some(mi) = self.m.node(&node_id).and_then(Node::multi) else {
+            return;
+        };
+        let k = self.inst.scopes.get(&run).and_then(|s| s.run).unwrap_or(0);
+        let output = match &mi.output {
+            None => Ok(Value::Null),
+            Some(e) => {
+                let vars = self.inst.visible_vars(run);
+                Evaluator::new(self.m.process, &vars)
+                    .eval(&e.0)
+                    .map_err(|e| format!("the `output` of run {k}: {e}"))
+            }
+        };
+        self.close_scope(run);
+        let outer = self.inst.tokens[c].scope;
+        let TokenState::Waiting {
+            activity: a,
+            wait:
+                Wait::Multi {
+                    runs,
+                    items,
+                    next,
+                    completed,
+                    outputs,
+                },
+        } = &mut self.inst.tokens[c].state
+        else {
+            return;
+        };
+        let a = *a;
+        runs.retain(|r| *r != run);
+        *completed += 1;
+        let output = match output {
+            Ok(v) => v,
+            Err(e) => {
+                self.interrupt(token, None);
+                if let Some(c) = self.token_index(token) {
+                    self.incident(c, a, e);
+                }
+                return;
+            }
+        };
+        if let Some(slot) = outputs.get_mut(k) {
+            *slot = output;
+        }
+        let (open, total, started, done) = (runs.len(), items.len(), *next, *completed);
+        let outputs = outputs.clone();
+        let early = match &mi.completion {
+            None => Ok(false),
+            Some(e) => {
+                let mut vars = self.inst.visible_vars(outer);
+                vars.insert("completed".into(), Value::from(done));
+                vars.insert("total".into(), Value::from(total));
+                vars.insert("outputs".into(), Value::Array(outputs));
+                Evaluator::new(self.m.process, &vars).condition(&e.0)
+            }
+        };
+        match early {
+            Err(e) => {
+                self.interrupt(token, None);
+                if let Some(c) = self.token_index(token) {
+                    self.incident(c, a, format!("the `completion` condition: {e}"));
+                }
+            }
+            Ok(true) => self.finish_multi(token),
+            Ok(false) if open == 0 && started >= total => self.finish_multi(token),
+            Ok(false) if open == 0 => self.open_run(token),
+            Ok(false) => {}
+        }
+    }
+
+    /// Completes a multi-instance activity: cancels its open runs, writes the
+    /// outputs `into` their variable.
+    fn finish_multi(&mut self, token: u64) {
+        let Some(c) = self.token_index(token) else {
+            return;
+        };
+        let TokenState::Waiting {
+            activity: a,
+            wait: Wait::Multi { runs, outputs, .. },
+        } = self.inst.tokens[c].state.clone()
+        else {
+            return;
+        };
+        for run in runs {
+            self.abort_scope_tree(run, None, false);
+        }
+        let Some(c) = self.token_index(token) else {
+            return;
+        };
+        let node_id = self.inst.tokens[c].node.clone();
+        let scope = self.inst.tokens[c].scope;
+        if let Some(into) = self
+            .m
+            .node(&node_id)
+            .and_then(Node::multi)
+            .and_then(|m| m.into.clone())
+            && let Err(e) = self.set_var(scope, into, Value::Array(outputs))
+        {
+            return self.incident(c, a, e);
+        }
+        self.complete(c, a, None);
+    }
+
+    /// Starts compensating, for the throw or end at token `i`, the completed
+    /// activities of its scope (`all`, or those of one node), newest first. Returns
+    /// false when there is nothing to compensate.
+    fn start_compensation(&mut self, i: usize, a: u64, target: &str) -> bool {
+        let mut scope = self.inst.tokens[i].scope;
+        // From inside an event subprocess, compensation reaches the scope around it.
+        if let Some(sc) = self.inst.scopes.get(&scope)
+            && let Some(n) = &sc.node
+            && matches!(self.m.node(n), Some(Node::EventSubprocess(_)))
+            && let Some(p) = sc.parent
+        {
+            scope = p;
+        }
+        let Some(sc) = self.inst.scopes.get_mut(&scope) else {
+            return false;
+        };
+        let (mut pending, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut sc.done)
+            .into_iter()
+            .partition(|c| target == "all" || c.node == target);
+        sc.done = kept;
+        if pending.is_empty() {
+            return false;
+        }
+        pending.sort_by_key(|c| std::cmp::Reverse(c.seq));
+        self.inst.tokens[i].state = TokenState::Waiting {
+            activity: a,
+            wait: Wait::Compensate { inner: 0, pending },
+        };
+        self.next_handler(i);
+        true
+    }
+
+    /// Runs the next compensation handler for the throw at token `i`, or, when none
+    /// is left, lets the throw or end go on.
+    fn next_handler(&mut self, i: usize) {
+        let TokenState::Waiting {
+            activity: a,
+            wait: Wait::Compensate { pending, .. },
+        } = &mut self.inst.tokens[i].state
+        else {
+            return;
+        };
+        let a = *a;
+        if pending.is_empty() {
+            return self.throw_or_end(i, a, true);
+        }
+        let c = pending.remove(0);
+        let inner = self.id();
+        if let TokenState::Waiting {
+            wait: Wait::Compensate { inner: slot, .. },
+            ..
+        } = &mut self.inst.tokens[i].state
+        {
+            *slot = inner;
+        }
+        let t = &self.inst.tokens[i];
+        let sc = Scope::new(Some(t.node.clone()), Some(t.scope), c.vars);
+        self.inst.scopes.insert(inner, sc);
+        let id = self.id();
+        self.inst.tokens.push(Token {
+            id,
+            node: c.handler,
+            scope: inner,
+            from: Some(c.node),
+            state: TokenState::Arriving,
+        });
+    }
+
+    /// The business key and variables of the instance a call or spawn starts.
+    fn child_start(
+        &self,
+        scope: u64,
+        business_key: &Option<Value>,
+        input: &raw::Mapping,
+    ) -> Result<(Option<String>, Vars), String> {
+        let vars = self.inst.visible_vars(scope);
+        let ev = Evaluator::new(self.m.process, &vars);
+        let key = match business_key {
+            None => None,
+            Some(v) => key_text(ev.value(v).map_err(|e| format!("`business_key`: {e}"))?),
+        };
+        let variables = match ev
+            .value(&Value::Object(input.clone().into_iter().collect()))
+            .map_err(|e| format!("`in`: {e}"))?
+        {
+            Value::Object(m) => m,
+            _ => Vars::new(),
+        };
+        Ok((key, variables))
+    }
+
+    /// Writes a call activity's `out` mappings, evaluated over the child's variables.
+    fn write_call_outputs(&mut self, i: usize, child: Vars) -> Result<(), String> {
+        let node = self.inst.tokens[i].node.clone();
+        let Some(Node::Call(c)) = self.m.node(&node) else {
+            return Ok(());
+        };
+        let scope = self.inst.tokens[i].scope;
+        let ev = Evaluator::new(self.m.process, &child);
+        for (k, v) in &c.out {
+            let v = ev.value(v).map_err(|e| format!("`out` `{k}`: {e}"))?;
+            self.set_var(scope, k.clone(), v)?;
+        }
+        Ok(())
     }
 
     fn end_instance(&mut self, status: InstanceStatus) {

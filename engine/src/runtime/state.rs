@@ -52,6 +52,56 @@ pub struct Scope {
     pub parent: Option<u64>,
     /// Variables declared here.
     pub vars: Vars,
+    /// For one run of a multi-instance activity: its position among the items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<usize>,
+    /// Activities of this scope that completed and have a compensation handler,
+    /// in order of completion (BPML compensate undoes them in reverse).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<Compensable>,
+}
+
+impl Scope {
+    /// A scope for a container node (or the root when `node` is `None`).
+    pub fn new(node: Option<String>, parent: Option<u64>, vars: Vars) -> Self {
+        Scope {
+            node,
+            parent,
+            vars,
+            run: None,
+            done: Vec::new(),
+        }
+    }
+}
+
+/// A completed activity that a compensation throw can undo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compensable {
+    /// The activity's node.
+    pub node: String,
+    /// Its compensation handler's node.
+    pub handler: String,
+    /// When it completed, as a position in the instance's id sequence.
+    pub seq: u64,
+    /// Variables local to the activity's run (a multi-instance item), given to the
+    /// handler.
+    #[serde(default, skip_serializing_if = "Vars::is_empty")]
+    pub vars: Vars,
+}
+
+/// The instance that called (or spawned) this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// The calling instance.
+    pub instance: String,
+    /// The call (or spawn) activity instance in it.
+    pub activity: u64,
+    /// The top of the tree.
+    pub root: String,
+    /// How deep in the tree this instance is (the root's children are 1).
+    pub depth: u32,
+    /// The caller waits for this instance to end (call), or not (spawn).
+    pub waits: bool,
 }
 
 /// What a waiting token waits for.
@@ -65,6 +115,28 @@ pub enum Wait {
     /// An event: a message, timer or signal (a catch event, a receive task or an
     /// event-based gateway). Its subscriptions are in [`Instance::subscriptions`].
     Event,
+    /// A called instance to end (or, for a spawn, to start).
+    Call,
+    /// The runs of a multi-instance activity to finish.
+    Multi {
+        /// The run scopes still open.
+        runs: Vec<u64>,
+        /// The items, one per run.
+        items: Vec<Value>,
+        /// The next item to start (sequential runs).
+        next: usize,
+        /// Runs finished so far.
+        completed: u32,
+        /// What each finished run contributed, in item order.
+        outputs: Vec<Value>,
+    },
+    /// Compensation handlers to run, one after the other.
+    Compensate {
+        /// The running handler's scope.
+        inner: u64,
+        /// The handlers still to run, next first.
+        pending: Vec<Compensable>,
+    },
     /// The inner scope of a subprocess or loop to finish.
     Scope {
         /// The inner scope's id.
@@ -135,6 +207,9 @@ pub struct Instance {
     pub tokens: Vec<Token>,
     /// The next id for tokens, activity instances and scopes.
     pub next_id: u64,
+    /// The instance that called or spawned this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
     /// What the instance waits for: messages, timers and signals of catch events,
     /// receive tasks, event-based gateways and boundary events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -222,6 +297,12 @@ pub enum SubscriptionKind {
     Boundary {
         /// Which boundary event.
         index: usize,
+    },
+    /// An event subprocess's trigger, armed while the scope it sits in is open
+    /// (the subscription's token is 0: it belongs to the scope).
+    EventSubprocess {
+        /// The scope.
+        scope: u64,
     },
 }
 
@@ -353,6 +434,36 @@ pub enum Action {
         name: String,
         /// Its variables.
         variables: Vars,
+    },
+    /// Start another process's instance as a child of this one (call, spawn).
+    StartChild {
+        /// The call or spawn activity instance.
+        activity: u64,
+        /// The process to start.
+        process: String,
+        /// A pinned version (latest when `None`).
+        version: Option<u32>,
+        /// The child's business key.
+        business_key: Option<String>,
+        /// The child's variables.
+        variables: Vars,
+        /// Wait for it to end (call) or only for it to start (spawn).
+        waits: bool,
+    },
+    /// Cancel the instances a call activity started (the activity was aborted).
+    CancelChildren {
+        /// The call activity instance.
+        activity: u64,
+    },
+    /// An error or escalation nothing in this instance caught goes on to the call
+    /// activity that called it.
+    RaiseInCaller {
+        /// The code.
+        code: String,
+        /// An error (true) or an escalation.
+        error: bool,
+        /// Details.
+        message: String,
     },
     /// The instance ended.
     Ended {

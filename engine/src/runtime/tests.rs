@@ -521,14 +521,6 @@ fn an_endless_automatic_loop_becomes_an_incident() {
 }
 
 #[test]
-fn unsupported_constructs_are_refused_up_front() {
-    let p = process(
-        "id: u\nstart: [{id: go, next: w}]\nnodes:\n  w: {type: spawn, process: other, next: e}\n  e: {type: end}\n",
-    );
-    assert!(matches!(Machine::new(&p), Err(Error::Unsupported { .. })));
-}
-
-#[test]
 fn instance_state_round_trips_through_json() {
     let p = process(TASK);
     let (inst, actions) = start(&p, json!({"owner": "ann", "region": "x", "vip": false}));
@@ -987,3 +979,5 @@ mod generated {
         }
     }
 }
+
+mod nested;

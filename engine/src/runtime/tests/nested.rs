@@ -1,0 +1,459 @@
+//! Nested constructs: multi-instance, event subprocesses, compensation, and the
+//! machine's side of call and spawn.
+
+use super::*;
+
+fn task_of<'a>(actions: &'a [Action], node: &str) -> Vec<&'a TaskSpec> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateTask(t) if t.node == node => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn complete_activity(
+    p: &Process,
+    inst: &Instance,
+    activity: u64,
+    v: Value,
+) -> (Instance, Vec<Action>) {
+    apply(
+        p,
+        inst,
+        Command::CompleteTask {
+            activity,
+            variables: vars(v),
+            actor: None,
+        },
+    )
+    .expect("completes")
+}
+
+const APPROVERS: &str = "
+id: approvals
+start: [{id: go, next: approve}]
+nodes:
+  approve:
+    type: user
+    assignee: =approver
+    multi: {items: approvers, as: approver, parallel: true, completion: completed >= 2, output: ok, into: answers}
+    next: done
+  done: {type: end}
+";
+
+#[test]
+fn parallel_multi_instance_opens_a_task_per_item_and_finishes_at_its_completion_condition() {
+    let p = process(APPROVERS);
+    let (inst, actions) = start(&p, json!({"approvers": ["ann", "bob", "cy"]}));
+    let open = task_of(&actions, "approve");
+    let assignees: Vec<_> = open
+        .iter()
+        .map(|t| t.assignee.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(assignees, ["ann", "bob", "cy"]);
+    let (bob, cy, ann) = (open[1].activity, open[2].activity, open[0].activity);
+    let (inst, actions) = complete_activity(&p, &inst, cy, json!({"ok": false}));
+    assert_eq!(inst.status, InstanceStatus::Active, "one of two needed");
+    assert!(!actions.iter().any(|a| matches!(
+        a,
+        Action::CloseTask {
+            state: Lifecycle::Aborted,
+            ..
+        }
+    )));
+    let (inst, actions) = complete_activity(&p, &inst, bob, json!({"ok": true}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(
+        actions.contains(&Action::CloseTask {
+            activity: ann,
+            state: Lifecycle::Aborted
+        }),
+        "ann's task withdrawn"
+    );
+    assert_eq!(
+        inst.variables()["answers"],
+        json!([null, true, false]),
+        "outputs in item order"
+    );
+    assert!(
+        !inst.variables().contains_key("ok"),
+        "a run's variables stay in the run"
+    );
+}
+
+#[test]
+fn sequential_multi_instance_runs_one_item_after_the_other() {
+    let p = process(
+        "id: s\nstart: [{id: go, next: t}]\nnodes:\n  t: {type: user, assignee: =who, multi: {items: people, as: who, output: index, into: order}, next: e}\n  e: {type: end}\n",
+    );
+    let (mut inst, mut actions) = start(&p, json!({"people": ["a", "b", "c"]}));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let open = task_of(&actions, "t");
+        assert_eq!(open.len(), 1, "one run at a time");
+        seen.push(open[0].assignee.clone().unwrap_or_default());
+        (inst, actions) = complete_activity(&p, &inst, open[0].activity, json!({}));
+    }
+    assert_eq!(seen, ["a", "b", "c"]);
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["order"], json!([0, 1, 2]));
+}
+
+#[test]
+fn multi_instance_over_a_count_and_an_empty_collection() {
+    let p = process(
+        "id: c\nstart: [{id: go, next: t}]\nnodes:\n  t: {type: assign, set: {x: 1}, next: m}\n  m: {type: subprocess, start: s, nodes: {s: {type: assign, set: {sq: =index * index}, next: z}, z: {type: end}}, multi: {count: n, parallel: true, output: sq, into: squares}, next: e}\n  e: {type: end}\n",
+    );
+    let (inst, _) = start(&p, json!({"n": 4}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["squares"], json!([0, 1, 4, 9]));
+    let (inst, _) = start(&p, json!({"n": 0}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["squares"], json!([]));
+}
+
+#[test]
+fn a_boundary_timer_on_a_multi_instance_activity_cancels_every_run() {
+    let p = process(
+        "id: b\nstart: [{id: go, next: t}]\nnodes:\n  t:\n    type: user\n    multi: {count: \"3\", parallel: true}\n    boundary: [{timer: PT1H, to: late}]\n    next: e\n  late: {type: end}\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(task_of(&actions, "t").len(), 3);
+    let timers: Vec<_> = inst
+        .subscriptions
+        .iter()
+        .filter(|s| matches!(s.trigger, Trigger::Timer { .. }))
+        .collect();
+    assert_eq!(
+        timers.len(),
+        1,
+        "the boundary is on the activity, not on each run"
+    );
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::Trigger {
+            subscription: timers[0].id,
+            variables: Vars::new(),
+        },
+    )
+    .expect("fires");
+    let aborted = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::CloseTask {
+                    state: Lifecycle::Aborted,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(aborted, 3);
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(completed(&actions).contains(&"late".to_owned()));
+}
+
+const EVENT_SUB: &str = "
+id: es
+start: [{id: go, next: work}]
+nodes:
+  work: {type: user, next: done}
+  done: {type: end}
+  on_cancel:
+    type: event_subprocess
+    message: cancel
+    start: note
+    nodes:
+      note: {type: assign, set: {cancelled: true}, next: fin}
+      fin: {type: end}
+  remind:
+    type: event_subprocess
+    timer: {cycle: \"0 0 9 * * *\"}
+    interrupting: false
+    start: ping
+    nodes:
+      ping: {type: assign, set: {pings: =pings + 1}, next: fin2}
+      fin2: {type: end}
+";
+
+#[test]
+fn an_interrupting_event_subprocess_cancels_its_scope_and_a_non_interrupting_one_runs_beside_it() {
+    let p = process(EVENT_SUB);
+    let (inst, actions) = start(&p, json!({"pings": 0}));
+    assert_eq!(task_of(&actions, "work").len(), 1);
+    assert_eq!(
+        inst.subscriptions.len(),
+        2,
+        "both triggers armed with the scope"
+    );
+    let timer = inst
+        .subscriptions
+        .iter()
+        .find(|s| s.node == "remind")
+        .cloned()
+        .expect("timer");
+    let (inst, _) = apply(
+        &p,
+        &inst,
+        Command::Trigger {
+            subscription: timer.id,
+            variables: Vars::new(),
+        },
+    )
+    .expect("fires");
+    assert_eq!(inst.variables()["pings"], json!(1));
+    assert_eq!(inst.status, InstanceStatus::Active, "the task still waits");
+    let again = inst
+        .subscriptions
+        .iter()
+        .find(|s| s.node == "remind")
+        .expect("the cycle re-arms");
+    assert_ne!(again.id, timer.id);
+    let cancel = inst
+        .subscriptions
+        .iter()
+        .find(|s| s.node == "on_cancel")
+        .cloned()
+        .expect("message");
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::Trigger {
+            subscription: cancel.id,
+            variables: Vars::new(),
+        },
+    )
+    .expect("fires");
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::CloseTask {
+            state: Lifecycle::Aborted,
+            ..
+        }
+    )));
+    assert_eq!(inst.variables()["cancelled"], json!(true));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(inst.subscriptions.is_empty());
+}
+
+#[test]
+fn an_error_event_subprocess_catches_an_error_of_its_scope_before_the_boundary_outside() {
+    let p = process(
+        "id: ee\nstart: [{id: go, next: sub}]\nnodes:\n  sub:\n    type: subprocess\n    start: t\n    nodes:\n      t: {type: service, action: bank.pay, next: z}\n      z: {type: end}\n      handle:\n        type: event_subprocess\n        error: DECLINED\n        start: h\n        nodes:\n          h: {type: assign, set: {handled: true}, next: hz}\n          hz: {type: end}\n    boundary: [{error: \"*\", to: outer}]\n    next: e\n  outer: {type: end}\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let job = jobs(&actions)[0].activity;
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::JobError {
+            activity: job,
+            code: "DECLINED".into(),
+            message: String::new(),
+        },
+    )
+    .expect("raises");
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["handled"], json!(true));
+    let done = completed(&actions);
+    assert!(
+        done.contains(&"e".to_owned()),
+        "the subprocess completed normally: {done:?}"
+    );
+    assert!(!done.contains(&"outer".to_owned()));
+}
+
+const SAGA: &str = "
+id: saga
+start: [{id: go, next: hotel}]
+nodes:
+  hotel: {type: service, action: travel.book_hotel, compensation: cancel_hotel, next: flight}
+  flight: {type: service, action: travel.book_flight, compensation: cancel_flight, next: charge}
+  charge:
+    type: service
+    action: travel.charge
+    boundary: [{error: DECLINED, to: undo}]
+    next: done
+  undo: {type: end, compensate: all}
+  done: {type: end}
+  cancel_hotel: {type: service, action: travel.unbook_hotel}
+  cancel_flight: {type: service, action: travel.unbook_flight}
+";
+
+fn finish_job(p: &Process, inst: &Instance, actions: &[Action]) -> (Instance, Vec<Action>, String) {
+    let j = jobs(actions).into_iter().last().expect("a job");
+    let (i, a) = apply(
+        p,
+        inst,
+        Command::CompleteJob {
+            activity: j.activity,
+            result: Value::Null,
+        },
+    )
+    .expect("completes");
+    (i, a, j.action)
+}
+
+#[test]
+fn a_compensation_throw_runs_the_handlers_of_completed_activities_in_reverse_order() {
+    let p = process(SAGA);
+    let (inst, actions) = start(&p, json!({}));
+    let (inst, actions, _) = finish_job(&p, &inst, &actions);
+    let (inst, actions, _) = finish_job(&p, &inst, &actions);
+    let charge = jobs(&actions)[0].activity;
+    let (mut inst, mut actions) = apply(
+        &p,
+        &inst,
+        Command::JobError {
+            activity: charge,
+            code: "DECLINED".into(),
+            message: String::new(),
+        },
+    )
+    .expect("raises");
+    let mut undone = Vec::new();
+    while inst.status == InstanceStatus::Active {
+        let (i, a, action) = finish_job(&p, &inst, &actions);
+        undone.push(action);
+        (inst, actions) = (i, a);
+    }
+    assert_eq!(undone, ["travel.unbook_flight", "travel.unbook_hotel"]);
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(completed(&actions).contains(&"undo".to_owned()));
+}
+
+#[test]
+fn a_call_waits_for_its_child_and_maps_its_outputs_back() {
+    let p = process(
+        "id: parent\nstart: [{id: go, next: c}]\nnodes:\n  c: {type: call, process: child, business_key: =order, in: {amount: =total * 2}, out: {paid: =paid_at}, boundary: [{error: NOPE, to: failed}], next: e}\n  failed: {type: end}\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({"order": "o-1", "total": 21}));
+    let Some(Action::StartChild {
+        activity,
+        process,
+        business_key,
+        variables,
+        waits,
+        ..
+    }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::StartChild { .. }))
+        .cloned()
+    else {
+        panic!("no child started: {actions:?}");
+    };
+    assert_eq!(
+        (process.as_str(), business_key.as_deref(), waits),
+        ("child", Some("o-1"), true)
+    );
+    assert_eq!(variables["amount"], json!(42));
+    let ended = Command::ChildEnded {
+        activity,
+        child: "2".into(),
+        status: InstanceStatus::Completed,
+        variables: vars(json!({"paid_at": "today", "secret": 1})),
+    };
+    let (done, _) = apply(&p, &inst, ended).expect("ends");
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.variables()["paid"], json!("today"));
+    assert!(
+        !done.variables().contains_key("secret"),
+        "only `out` comes back"
+    );
+    // An error the child did not catch reaches the call's boundary…
+    let (caught, actions) = apply(
+        &p,
+        &inst,
+        Command::ChildRaised {
+            activity,
+            code: "NOPE".into(),
+            error: true,
+        },
+    )
+    .expect("caught");
+    assert!(completed(&actions).contains(&"failed".to_owned()));
+    assert!(
+        actions.contains(&Action::CancelChildren { activity }),
+        "the child is cancelled"
+    );
+    assert_eq!(caught.status, InstanceStatus::Completed);
+    // …and one nothing catches is refused: it stays an incident in the child.
+    let uncaught = apply(
+        &p,
+        &inst,
+        Command::ChildRaised {
+            activity,
+            code: "OTHER".into(),
+            error: true,
+        },
+    );
+    assert_eq!(uncaught, Err(Error::Uncaught("OTHER".into())));
+    // A cancelled child leaves an incident on the call.
+    let (held, actions) = apply(
+        &p,
+        &inst,
+        Command::ChildEnded {
+            activity,
+            child: "2".into(),
+            status: InstanceStatus::Cancelled,
+            variables: Vars::new(),
+        },
+    )
+    .expect("applies");
+    assert_eq!(incidents(&actions), ["the called instance 2 was cancelled"]);
+    assert_eq!(held.status, InstanceStatus::Active);
+}
+
+#[test]
+fn cancelling_a_caller_cancels_its_children_and_an_uncaught_child_error_goes_to_the_caller() {
+    let p = process(
+        "id: parent\nstart: [{id: go, next: c}]\nnodes:\n  c: {type: call, process: child, next: e}\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let Some(Action::StartChild { activity, .. }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::StartChild { .. }))
+        .cloned()
+    else {
+        panic!("no child");
+    };
+    let (_, actions) = apply(&p, &inst, Command::Cancel { actor: None }).expect("cancels");
+    assert!(actions.contains(&Action::CancelChildren { activity }));
+
+    let child =
+        process("id: child\nstart: [{id: go, next: f}]\nnodes:\n  f: {type: end, error: NOPE}\n");
+    let link = ParentLink {
+        instance: "1".into(),
+        activity,
+        root: "1".into(),
+        depth: 1,
+        waits: true,
+    };
+    let (inst, actions) = Machine::new(&child)
+        .expect("supported")
+        .start_child(
+            None,
+            "2".into(),
+            1,
+            None,
+            Vars::new(),
+            Some(link),
+            &ManualClock::new(friday()),
+        )
+        .expect("starts");
+    assert_eq!(inst.parent.as_ref().map(|l| l.instance.as_str()), Some("1"));
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::RaiseInCaller { code, error: true, .. } if code == "NOPE")
+        )
+    );
+    assert_eq!(
+        incidents(&actions).len(),
+        1,
+        "it stays an incident here until the caller catches it"
+    );
+}
