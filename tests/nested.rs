@@ -258,3 +258,84 @@ async fn a_parallel_multi_instance_call_collects_each_childs_output_in_item_orde
     assert_eq!(batch.status, InstanceStatus::Completed);
     assert_eq!(batch.variables()["squares"], json!([9, 1, 4]));
 }
+
+/// A remote system for the saga: records calls; the bank declines over 1,000.
+struct Remote {
+    action: &'static str,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ordo_engine::worker::JobHandler for Remote {
+    fn call(&self, input: Value) -> ordo_engine::worker::JobFuture {
+        let (action, log) = (self.action, Arc::clone(&self.log));
+        Box::pin(async move {
+            log.lock().unwrap().push(action.to_owned());
+            if action == "bank.charge" && input["amount"].as_f64().unwrap() > 1000.0 {
+                return Err(ordo_engine::worker::JobFailure::Error {
+                    code: "DECLINED".into(),
+                    message: String::new(),
+                });
+            }
+            Ok(json!({}))
+        })
+    }
+}
+
+async fn saga(amount: f64) -> (InstanceStatus, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(
+        engine(
+            &dir,
+            &[("saga.yaml", include_str!("../examples/saga.yaml"))],
+        )
+        .await,
+    );
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut worker = ordo_engine::worker::Worker::new(Arc::clone(&e), "w");
+    for action in [
+        "travel.book_hotel",
+        "travel.book_flight",
+        "bank.charge",
+        "travel.cancel_hotel",
+        "travel.cancel_flight",
+    ] {
+        let log = Arc::clone(&log);
+        worker = worker.handle(action, Arc::new(Remote { action, log }));
+    }
+    let inst = e
+        .start(
+            "trip",
+            None,
+            None,
+            vars(json!({"traveller": "Ann", "amount": amount})),
+        )
+        .await
+        .unwrap();
+    while worker.run_once().await.unwrap().ran > 0 {}
+    let status = e.instance(&inst.id).await.unwrap().status;
+    let calls = log.lock().unwrap().clone();
+    (status, calls)
+}
+
+#[tokio::test]
+async fn the_saga_example_undoes_its_bookings_newest_first_when_the_payment_is_declined() {
+    let (status, calls) = saga(2400.0).await;
+    assert_eq!(status, InstanceStatus::Completed);
+    assert_eq!(
+        calls,
+        [
+            "travel.book_hotel",
+            "travel.book_flight",
+            "bank.charge",
+            "travel.cancel_flight",
+            "travel.cancel_hotel"
+        ]
+    );
+    let (status, calls) = saga(500.0).await;
+    assert_eq!(status, InstanceStatus::Completed);
+    assert_eq!(
+        calls,
+        ["travel.book_hotel", "travel.book_flight", "bank.charge"],
+        "nothing to undo"
+    );
+}
