@@ -339,3 +339,67 @@ async fn the_saga_example_undoes_its_bookings_newest_first_when_the_payment_is_d
         "nothing to undo"
     );
 }
+
+#[tokio::test]
+async fn event_subprocesses_are_triggered_through_the_engine_by_message_and_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "
+id: claim
+start: [{id: s, next: assess}]
+nodes:
+  assess: {type: user, assignee: assessor, next: done}
+  done: {type: end}
+  withdrawn:
+    type: event_subprocess
+    message: claim.withdrawn
+    start: note
+    nodes:
+      note: {type: assign, set: {withdrawn: true}, next: z}
+      z: {type: end}
+  nudge:
+    type: event_subprocess
+    timer: {duration: P1D}
+    interrupting: false
+    start: remind
+    nodes:
+      remind: {type: assign, set: {reminded: true}, next: z2}
+      z2: {type: end}
+";
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
+    ));
+    let mut c = Config::new(dir.path().join("ordo.db"));
+    c.clock = Arc::clone(&clock) as _;
+    let e = Engine::open(c).unwrap();
+    e.deploy("claim.yaml", yaml).await.unwrap();
+    let inst = e
+        .start("claim", None, Some("c-1".into()), Vars::new())
+        .await
+        .unwrap();
+    clock.advance(chrono::Duration::days(1));
+    assert_eq!(e.fire_due_timers().await.unwrap().fired, 1);
+    let now = e.instance(&inst.id).await.unwrap();
+    assert_eq!(now.variables()["reminded"], json!(true));
+    assert_eq!(
+        e.tasks_of("assessor", 10).await.unwrap().len(),
+        1,
+        "non-interrupting: the task stays"
+    );
+    let m = ordo_engine::engine::Message {
+        name: "claim.withdrawn".into(),
+        key: Some("c-1".into()),
+        ..Default::default()
+    };
+    let r = e.correlate(m).await.unwrap();
+    assert!(
+        matches!(r, ordo_engine::engine::Correlation::Correlated { .. }),
+        "{r:?}"
+    );
+    let now = e.instance(&inst.id).await.unwrap();
+    assert_eq!(now.status, InstanceStatus::Completed);
+    assert_eq!(now.variables()["withdrawn"], json!(true));
+    assert!(
+        e.tasks_of("assessor", 10).await.unwrap().is_empty(),
+        "interrupting: the task is withdrawn"
+    );
+}
