@@ -93,10 +93,14 @@ async fn a_call_starts_the_child_waits_for_it_and_maps_its_outputs_back() {
     assert_eq!(parent.variables()["shipped"], json!(2));
     assert!(!parent.variables().contains_key("shipped_count"));
     let history = e.history(&parent.id).await.unwrap();
-    assert!(
-        history
-            .iter()
-            .any(|h| h.node == "fulfil" && h.state == "completed")
+    let call = history
+        .iter()
+        .find(|h| h.node == "fulfil" && h.state == "completed")
+        .expect("the call completed");
+    assert_eq!(
+        child.parent_activity,
+        Some(call.activity),
+        "the child names the call's history entry"
     );
     assert_eq!(
         e.instance(&child.id).await.unwrap().status,
