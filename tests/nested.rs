@@ -407,3 +407,29 @@ nodes:
         "interrupting: the task is withdrawn"
     );
 }
+
+#[tokio::test]
+async fn a_call_runs_the_latest_child_version_or_the_pinned_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = "id: step\nstart: [{id: s, next: a}]\nnodes:\n  a: {type: assign, set: {v: 1}, next: e}\n  e: {type: end}\n";
+    let v2 = v1.replace("{v: 1}", "{v: 2}");
+    let caller = "id: caller\nstart: [{id: s, next: latest}]\nnodes:\n  latest: {type: call, process: step, out: {latest: =v}, next: pinned}\n  pinned: {type: call, process: step, version: 1, out: {pinned: =v}, next: e}\n  e: {type: end}\n";
+    let e = engine(
+        &dir,
+        &[("v1.yaml", v1), ("v2.yaml", &v2), ("c.yaml", caller)],
+    )
+    .await;
+    let inst = e.start("caller", None, None, Vars::new()).await.unwrap();
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["latest"], json!(2));
+    assert_eq!(inst.variables()["pinned"], json!(1));
+    let versions: Vec<u32> = e
+        .tree(&inst.id)
+        .await
+        .unwrap()
+        .children
+        .iter()
+        .map(|c| c.process_version)
+        .collect();
+    assert_eq!(versions, [2, 1]);
+}
