@@ -49,6 +49,29 @@ enum Command {
     },
     /// Print the JSON Schema of the process format (for editor completion).
     Schema,
+    /// Run the server: the REST API on `--addr`, the engine on `--db`, timers fired
+    /// in the background; deploys the process files given (default `processes/`).
+    Serve {
+        /// The SQLite file (created when missing).
+        #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
+        db: PathBuf,
+        /// Where to listen.
+        #[arg(long, env = "ORDO_ADDR", default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Process files or folders to deploy at start (repeatable).
+        #[arg(long = "deploy", value_name = "PATH", default_value = "processes")]
+        deploy: Vec<PathBuf>,
+    },
+    /// Manage the people who use the server.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Crash-test load (used by tests/crash.rs).
     #[command(hide = true)]
     CrashLoad(CrashLoad),
@@ -76,6 +99,41 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a person (or replace their roles, groups and supervisor).
+    Add {
+        /// Their name (their user id in tasks).
+        name: String,
+        /// A role: salesperson, supervisor, admin, maintenance, designer, integrator
+        /// (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// A group they belong to (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Their supervisor.
+        #[arg(long)]
+        supervisor: Option<String>,
+        /// The SQLite file.
+        #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
+        db: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an API token for a person and print it (it is shown only once).
+    Create {
+        /// The person.
+        #[arg(long)]
+        user: String,
+        /// The SQLite file.
+        #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
+        db: PathBuf,
     },
 }
 
@@ -126,6 +184,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the server until Ctrl-C or SIGTERM.
+fn serve(config: ordo_server::ServeConfig) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let server = ordo_server::Server::open(&config).await?;
+        let addr = server.local_addr()?;
+        eprintln!(
+            "ordo: serving http://{addr} (database {}); Ctrl-C stops",
+            config.db.display()
+        );
+        server.run(shutdown_signal()).await?;
+        eprintln!("ordo: stopped; everything acknowledged is committed");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate {
@@ -167,6 +262,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CrashLoad(args) => {
             bench::crash_load(&args.db, args.concurrency)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { db, addr, deploy } => serve(ordo_server::ServeConfig { db, addr, deploy }),
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    roles,
+                    groups,
+                    supervisor,
+                    db,
+                },
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| r.parse())
+                .collect::<Result<Vec<ordo_server::auth::Role>, _>>()?;
+            let dir = ordo_server::auth::Directory::open(&db)?;
+            dir.add(&ordo_server::auth::Person {
+                name: name.clone(),
+                roles,
+                groups,
+                supervisor,
+            })?;
+            println!("{name} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::Create { user, db },
+        } => {
+            let dir = ordo_server::auth::Directory::open(&db)?;
+            println!("{}", dir.create_token(&user)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {

@@ -212,3 +212,27 @@ fn shipped_calendars_load_and_make_their_names_known() {
         "{err}"
     );
 }
+
+#[test]
+fn people_and_tokens_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ordo.db");
+    let db = db.to_str().unwrap();
+    let (code, out, err) = ordo(&[
+        "user", "add", "ann", "--role", "admin", "--group", "sales", "--db", db,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ann added"));
+    let (code, token, err) = ordo(&["token", "create", "--user", "ann", "--db", db]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        token.trim().starts_with("ordo_") && token.trim().len() > 40,
+        "{token}"
+    );
+    let (code, _, err) = ordo(&["user", "add", "bob", "--role", "boss", "--db", db]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`boss` is not a role"), "{err}");
+    let (code, _, err) = ordo(&["token", "create", "--user", "nobody", "--db", db]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no person named `nobody`"), "{err}");
+}

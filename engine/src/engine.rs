@@ -154,7 +154,7 @@ impl Config {
 }
 
 /// A deployment's outcome.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Deployed {
     /// Process id.
     pub process: String,
@@ -635,6 +635,40 @@ impl Engine {
             };
             let r = st.apply(tx, instance, cmd, None);
             st.settled(tx, r)
+        })
+        .await
+    }
+
+    /// Every deployed version of every process.
+    pub async fn definitions(&self) -> Result<Vec<store::DefinitionRow>> {
+        self.read(|c| c.list_definitions()).await
+    }
+
+    /// A process's source: the given version, or the latest.
+    pub async fn definition(&self, process: &str, version: Option<u32>) -> Result<(u32, String)> {
+        let p = process.to_owned();
+        let found = self
+            .read(move |c| match version {
+                Some(v) => Ok(c.definition(&p, v)?.map(|s| (v, s))),
+                None => c.latest_definition(&p),
+            })
+            .await?;
+        found.ok_or_else(|| Error::UnknownProcess(process.to_owned()))
+    }
+
+    /// An open task, with its candidate users and groups.
+    pub async fn task(
+        &self,
+        instance: &str,
+        activity: u64,
+    ) -> Result<Option<(TaskRow, Vec<String>, Vec<String>)>> {
+        let i = instance.to_owned();
+        self.read(move |c| {
+            let Some(t) = c.open_task(&i, activity)? else {
+                return Ok(None);
+            };
+            let (users, groups) = c.task_candidates(&i, activity)?;
+            Ok(Some((t, users, groups)))
         })
         .await
     }

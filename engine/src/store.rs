@@ -187,7 +187,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE instances ADD COLUMN parent_id TEXT;
     ALTER TABLE instances ADD COLUMN parent_activity INTEGER;
     ALTER TABLE instances ADD COLUMN root_id TEXT;
-    CREATE INDEX instances_by_parent ON instances (parent_id, parent_activity) WHERE parent_id IS NOT NULL;",
+    CREATE INDEX instances_by_parent ON instances (parent_id, parent_activity) WHERE parent_id IS NOT NULL;
+    CREATE INDEX task_candidates_by_task ON task_candidates (instance_id, activity);",
 ];
 
 /// The `definitions` table: deployed process versions.
@@ -196,6 +197,19 @@ pub trait ReadDefinitions {
     fn definition(&self, process: &str, version: u32) -> Result<Option<String>>;
     /// The latest version and its source.
     fn latest_definition(&self, process: &str) -> Result<Option<(u32, String)>>;
+    /// Every deployed version, by process then version.
+    fn list_definitions(&self) -> Result<Vec<DefinitionRow>>;
+}
+
+/// A deployed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionRow {
+    /// The process id.
+    pub process_id: String,
+    /// The version.
+    pub version: u32,
+    /// When it was deployed (RFC 3339).
+    pub deployed_at: String,
 }
 
 /// Writes to `definitions`.
@@ -255,6 +269,8 @@ pub trait ReadTasks {
     fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>>;
     /// Open tasks due before `now`.
     fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>>;
+    /// The candidate users and groups of an open task.
+    fn task_candidates(&self, instance: &str, activity: u64) -> Result<(Vec<String>, Vec<String>)>;
 }
 
 /// Writes to `tasks`.
@@ -289,6 +305,19 @@ impl ReadDefinitions for Connection {
             .prepare_cached("SELECT version, source FROM definitions WHERE process_id = ?1 ORDER BY version DESC LIMIT 1")?
             .query_row(params![process], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
+    }
+    fn list_definitions(&self) -> Result<Vec<DefinitionRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT process_id, version, deployed_at FROM definitions ORDER BY process_id, version",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(DefinitionRow {
+                process_id: r.get(0)?,
+                version: r.get(1)?,
+                deployed_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 impl WriteDefinitions for Connection {
@@ -488,6 +517,24 @@ impl WriteInstances for Connection {
     }
 }
 impl ReadTasks for Connection {
+    fn task_candidates(&self, instance: &str, activity: u64) -> Result<(Vec<String>, Vec<String>)> {
+        let mut st = self.prepare_cached(
+            "SELECT kind, name FROM task_candidates WHERE instance_id = ?1 AND activity = ?2 ORDER BY kind, name",
+        )?;
+        let (mut users, mut groups) = (Vec::new(), Vec::new());
+        let rows = st.query_map(params![instance, activity], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (kind, name) = row?;
+            if kind == "group" {
+                groups.push(name);
+            } else {
+                users.push(name);
+            }
+        }
+        Ok((users, groups))
+    }
     fn task_state(&self, instance: &str, activity: u64) -> Result<Option<String>> {
         Ok(self
             .prepare_cached("SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2")?

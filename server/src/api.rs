@@ -1,0 +1,580 @@
+//! The REST API under `/api`: JSON in and out, a bearer token on every request,
+//! and a role (and, for tasks, ownership) check on every route.
+
+use crate::AppState;
+use crate::auth::{Identity, Role};
+use crate::error::ApiError;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ordo_engine::engine::{Correlation, Message, TaskChange};
+use ordo_engine::runtime::Vars;
+use ordo_engine::store::{InstanceFilter, TaskRow};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The API routes, each with the roles that may call it.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/definitions", post(deploy).get(definitions))
+        .route("/definitions/{id}", get(definition))
+        .route("/instances", post(start).get(instances))
+        .route("/instances/{id}", get(instance))
+        .route("/instances/{id}/cancel", post(cancel))
+        .route("/messages", post(message))
+        .route("/signals", post(signal))
+        .route("/tasks", get(tasks))
+        .route("/tasks/{instance}/{activity}", get(task))
+        .route("/tasks/{instance}/{activity}/claim", post(claim))
+        .route("/tasks/{instance}/{activity}/unclaim", post(unclaim))
+        .route("/tasks/{instance}/{activity}/delegate", post(delegate))
+        .route("/tasks/{instance}/{activity}/complete", post(complete))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{instance}/{activity}/retry", post(retry))
+        .route("/incidents/{instance}/{activity}/resolve", post(resolve))
+}
+
+/// Who may start processes.
+const STARTERS: &[Role] = &[
+    Role::Salesperson,
+    Role::Supervisor,
+    Role::Admin,
+    Role::Designer,
+    Role::Integrator,
+];
+/// Who may watch instances.
+const WATCHERS: &[Role] = &[Role::Supervisor, Role::Admin];
+/// Who works tasks.
+const STAFF: &[Role] = &[
+    Role::Salesperson,
+    Role::Supervisor,
+    Role::Admin,
+    Role::Designer,
+];
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Identity);
+
+impl Caller {
+    /// Refuses the request unless the caller has one of `roles`.
+    fn require(&self, roles: &[Role]) -> Result<()> {
+        if self.0.has_any(roles) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        Err(ApiError::Forbidden(format!(
+            "this needs one of the roles {}; `{}` has {}",
+            names.join(", "),
+            self.0.user,
+            if self.0.roles.is_empty() {
+                "none".to_owned()
+            } else {
+                self.0
+                    .roles
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthenticated)?
+            .to_owned();
+        let dir = std::sync::Arc::clone(&state.directory);
+        let who = tokio::task::spawn_blocking(move || dir.identify(&token))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        who.map(Caller).ok_or(ApiError::Unauthenticated)
+    }
+}
+
+/// JSON whose rejections (malformed, wrong type, unknown field) are API errors
+/// with a clear message.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(
+                "send the body as JSON, with `Content-Type: application/json`".into(),
+            )),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+fn created(v: Value) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+// Definitions.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployQuery {
+    /// The file name shown in diagnostics.
+    name: Option<String>,
+}
+
+async fn deploy(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<DeployQuery>,
+    body: String,
+) -> Result<Response> {
+    caller.require(&[Role::Designer, Role::Admin])?;
+    let name = q.name.unwrap_or_else(|| "definition.yaml".into());
+    let d = st.engine.deploy(&name, &body).await?;
+    Ok(created(json!(d)))
+}
+
+async fn definitions(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>> {
+    caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
+    Ok(Json(json!(st.engine.definitions().await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<u32>,
+}
+
+async fn definition(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
+    let (version, source) = st.engine.definition(&id, q.version).await?;
+    let versions: Vec<u32> = st
+        .engine
+        .definitions()
+        .await?
+        .into_iter()
+        .filter(|d| d.process_id == id)
+        .map(|d| d.version)
+        .collect();
+    Ok(Json(json!({
+        "process": id, "version": version, "versions": versions, "source": source
+    })))
+}
+
+// Instances.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    process: String,
+    version: Option<u32>,
+    business_key: Option<String>,
+    #[serde(default)]
+    variables: Vars,
+}
+
+async fn start(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(r): Body<StartRequest>,
+) -> Result<Response> {
+    caller.require(STARTERS)?;
+    let inst = st
+        .engine
+        .start(&r.process, r.version, r.business_key, r.variables)
+        .await?;
+    Ok(created(json!({
+        "id": inst.id, "process": inst.process, "version": inst.process_version,
+        "business_key": inst.business_key, "status": inst.status,
+        "active_nodes": inst.active_nodes(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceQuery {
+    process: Option<String>,
+    status: Option<String>,
+    business_key: Option<String>,
+    #[serde(default)]
+    offset: u32,
+    limit: Option<u32>,
+}
+
+async fn instances(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<InstanceQuery>,
+) -> Result<Json<Value>> {
+    caller.require(WATCHERS)?;
+    let filter = InstanceFilter {
+        process: q.process,
+        status: q.status,
+        business_key: q.business_key,
+        offset: q.offset,
+        limit: q.limit.unwrap_or(50).min(500),
+    };
+    Ok(Json(json!(st.engine.list_instances(filter).await?)))
+}
+
+async fn instance(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    caller.require(WATCHERS)?;
+    let inst = st.engine.instance(&id).await?;
+    let history = st.engine.history(&id).await?;
+    let tree = st.engine.tree(&id).await?;
+    Ok(Json(json!({
+        "id": inst.id, "process": inst.process, "version": inst.process_version,
+        "business_key": inst.business_key, "status": inst.status,
+        "started_at": inst.started_at, "ended_at": inst.ended_at,
+        "active_nodes": inst.active_nodes(), "variables": inst.variables(),
+        "history": history, "root": tree.root, "parent": tree.parent, "children": tree.children,
+    })))
+}
+
+async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Admin])?;
+    let inst = st.engine.cancel(&id, Some(caller.0.user.clone())).await?;
+    Ok(Json(json!({ "id": inst.id, "status": inst.status })))
+}
+
+// Messages and signals.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRequest {
+    name: String,
+    correlation_key: Option<String>,
+    message_id: Option<String>,
+    #[serde(default)]
+    variables: Vars,
+    /// Seconds to wait for a subscriber (the engine's default when absent).
+    ttl: Option<u32>,
+}
+
+async fn message(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(r): Body<MessageRequest>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Integrator, Role::Admin])?;
+    let m = Message {
+        name: r.name,
+        key: r.correlation_key,
+        message_id: r.message_id,
+        variables: r.variables,
+        ttl: r.ttl.map(|s| chrono::Duration::seconds(i64::from(s))),
+    };
+    let out = st.engine.correlate(m).await?;
+    let body = match out {
+        Correlation::Correlated { instance } => {
+            json!({"result": "correlated", "instance": instance})
+        }
+        Correlation::Started { instances } => json!({"result": "started", "instances": instances}),
+        Correlation::AlreadyRunning { instances } => {
+            json!({"result": "already_running", "instances": instances})
+        }
+        Correlation::Buffered { until } => json!({"result": "buffered", "until": until}),
+        Correlation::Duplicate => json!({"result": "duplicate"}),
+        Correlation::Discarded => json!({"result": "discarded"}),
+    };
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalRequest {
+    name: String,
+    #[serde(default)]
+    variables: Vars,
+}
+
+async fn signal(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(r): Body<SignalRequest>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Integrator, Role::Admin])?;
+    let s = st.engine.signal(&r.name, r.variables).await?;
+    Ok(Json(
+        json!({"delivered": s.delivered, "started": s.started}),
+    ))
+}
+
+// Tasks.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskQuery {
+    /// `mine` (default), `groups` or `overdue`.
+    view: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn tasks(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<Vec<TaskRow>>> {
+    caller.require(STAFF)?;
+    let limit = q.limit.unwrap_or(50).min(500);
+    let rows = match q.view.as_deref().unwrap_or("mine") {
+        "mine" => st.engine.tasks_of(&caller.0.user, limit).await?,
+        "groups" => {
+            st.engine
+                .group_tasks(caller.0.groups.clone(), limit)
+                .await?
+        }
+        "overdue" => {
+            caller.require(WATCHERS)?;
+            st.engine.overdue_tasks(limit).await?
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`view={other}` is not a task view; use mine, groups or overdue"
+            )));
+        }
+    };
+    Ok(Json(rows))
+}
+
+/// An open task the caller may see: theirs, offered to them or their groups, or
+/// any for a supervisor or admin. Others get 404, as if it did not exist.
+async fn visible_task(
+    st: &AppState,
+    caller: &Caller,
+    instance: &str,
+    activity: u64,
+) -> Result<(TaskRow, Vec<String>, Vec<String>)> {
+    let not_found = || ApiError::NotFound(format!("no open task {instance}/{activity}"));
+    let (task, users, groups) = st
+        .engine
+        .task(instance, activity)
+        .await?
+        .ok_or_else(not_found)?;
+    let me = &caller.0;
+    let mine = task.assignee.as_deref() == Some(me.user.as_str())
+        || users.contains(&me.user)
+        || groups.iter().any(|g| me.groups.contains(g));
+    if mine || me.has_any(WATCHERS) {
+        Ok((task, users, groups))
+    } else {
+        Err(not_found())
+    }
+}
+
+async fn task(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((instance, activity)): Path<(String, u64)>,
+) -> Result<Json<Value>> {
+    caller.require(STAFF)?;
+    let (task, users, groups) = visible_task(&st, &caller, &instance, activity).await?;
+    let inst = st.engine.instance(&instance).await?;
+    let (_, source) = st
+        .engine
+        .definition(&inst.process, Some(inst.process_version))
+        .await?;
+    let form = ordo_engine::model::load("definition.yaml", &source, &Default::default())
+        .process
+        .and_then(|p| match p.node(&task.node) {
+            Some(ordo_engine::model::raw::Node::User(u)) => Some(json!(u.form)),
+            _ => None,
+        })
+        .unwrap_or(json!({}));
+    Ok(Json(json!({
+        "task": task, "candidate_users": users, "candidate_groups": groups, "form": form,
+    })))
+}
+
+/// Claims, unclaims or delegates a task the caller may see.
+async fn change(
+    st: &AppState,
+    caller: &Caller,
+    (instance, activity): (String, u64),
+    change: TaskChange,
+) -> Result<Json<TaskRow>> {
+    caller.require(STAFF)?;
+    visible_task(st, caller, &instance, activity).await?;
+    Ok(Json(
+        st.engine.change_task(&instance, activity, change).await?,
+    ))
+}
+
+async fn claim(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(task): Path<(String, u64)>,
+) -> Result<Json<TaskRow>> {
+    let user = caller.0.user.clone();
+    change(&st, &caller, task, TaskChange::Claim { user }).await
+}
+
+async fn unclaim(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(task): Path<(String, u64)>,
+) -> Result<Json<TaskRow>> {
+    let user = caller.0.user.clone();
+    change(&st, &caller, task, TaskChange::Unclaim { user }).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelegateRequest {
+    to: String,
+}
+
+async fn delegate(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(task): Path<(String, u64)>,
+    Body(r): Body<DelegateRequest>,
+) -> Result<Json<TaskRow>> {
+    let by = caller.0.user.clone();
+    change(&st, &caller, task, TaskChange::Delegate { by, to: r.to }).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteRequest {
+    #[serde(default)]
+    variables: Vars,
+}
+
+async fn complete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((instance, activity)): Path<(String, u64)>,
+    Body(r): Body<CompleteRequest>,
+) -> Result<Json<Value>> {
+    caller.require(STAFF)?;
+    let (task, ..) = visible_task(&st, &caller, &instance, activity).await?;
+    let me = &caller.0;
+    if task.assignee.as_deref() != Some(me.user.as_str()) && !me.has_any(&[Role::Admin]) {
+        return Err(ApiError::Forbidden(format!(
+            "task {instance}/{activity} is assigned to {}; claim it first",
+            task.assignee.as_deref().unwrap_or("nobody")
+        )));
+    }
+    let inst = st
+        .engine
+        .complete_task(
+            &instance,
+            activity,
+            r.variables,
+            Some(me.user.clone()),
+            None,
+        )
+        .await?;
+    Ok(Json(json!({
+        "instance": inst.id, "status": inst.status, "active_nodes": inst.active_nodes(),
+    })))
+}
+
+// Incidents.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentQuery {
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    offset: u32,
+    limit: Option<u32>,
+}
+
+async fn incidents(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<IncidentQuery>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Admin])?;
+    let rows = st
+        .engine
+        .incidents(!q.all, q.limit.unwrap_or(50).min(500), q.offset)
+        .await?;
+    Ok(Json(json!(rows)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixRequest {
+    #[serde(default)]
+    variables: Vars,
+    retries: Option<u32>,
+}
+
+async fn retry(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((instance, activity)): Path<(String, u64)>,
+    Body(r): Body<FixRequest>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Admin])?;
+    let inst = st
+        .engine
+        .retry(
+            &instance,
+            activity,
+            r.retries,
+            r.variables,
+            Some(caller.0.user.clone()),
+        )
+        .await?;
+    Ok(Json(json!({"instance": inst.id, "status": inst.status})))
+}
+
+async fn resolve(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((instance, activity)): Path<(String, u64)>,
+    Body(r): Body<FixRequest>,
+) -> Result<Json<Value>> {
+    caller.require(&[Role::Admin])?;
+    if r.retries.is_some() {
+        return Err(ApiError::BadRequest(
+            "`retries` belongs to retry; resolve marks the step done by hand".into(),
+        ));
+    }
+    let inst = st
+        .engine
+        .resolve(
+            &instance,
+            activity,
+            r.variables,
+            Some(caller.0.user.clone()),
+        )
+        .await?;
+    Ok(Json(json!({"instance": inst.id, "status": inst.status})))
+}

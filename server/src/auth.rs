@@ -1,0 +1,289 @@
+//! People, their roles and groups, and API tokens.
+//!
+//! The directory lives in the same SQLite file as the engine, in tables of its own
+//! (`people`, `memberships`, `tokens`), on a connection of its own: it is written
+//! rarely (adding a person, creating a token) and read once per request. A token is
+//! shown once when created; only its SHA-256 is stored.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Directory errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Storage failed.
+    #[error("the directory's storage failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No such person.
+    #[error("there is no person named `{0}`; add them with `ordo user add {0} --role ...`")]
+    UnknownPerson(String),
+    /// A role name that does not exist.
+    #[error(
+        "`{0}` is not a role; roles are salesperson, supervisor, admin, maintenance, designer, integrator"
+    )]
+    UnknownRole(String),
+    /// The operating system gave no randomness.
+    #[error("no randomness for a token: {0}")]
+    Random(String),
+    /// The lock was poisoned by a panic elsewhere.
+    #[error("the directory is unavailable")]
+    Poisoned,
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a person may do. The first four come from the CRM's source documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Works leads, opportunities and orders; completes their own tasks.
+    Salesperson,
+    /// Leads a team: sees and reassigns the team's work.
+    Supervisor,
+    /// Runs the system: instances, incidents, people.
+    Admin,
+    /// Keeps the system alive: may only take backups.
+    Maintenance,
+    /// Writes and deploys process definitions.
+    Designer,
+    /// Another system: starts processes and sends messages and signals.
+    Integrator,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Salesperson,
+        Role::Supervisor,
+        Role::Admin,
+        Role::Maintenance,
+        Role::Designer,
+        Role::Integrator,
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Salesperson => "salesperson",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+            Role::Maintenance => "maintenance",
+            Role::Designer => "designer",
+            Role::Integrator => "integrator",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| Error::UnknownRole(s.to_owned()))
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The person's name (also their user id in tasks).
+    pub user: String,
+    /// Their roles.
+    pub roles: Vec<Role>,
+    /// Their groups (for group tasks).
+    pub groups: Vec<String>,
+    /// Their supervisor.
+    pub supervisor: Option<String>,
+}
+
+impl Identity {
+    /// Whether they have any of `roles`.
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        self.roles.iter().any(|r| roles.contains(r))
+    }
+}
+
+/// A person to add.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Person {
+    /// Their name.
+    pub name: String,
+    /// Their roles.
+    pub roles: Vec<Role>,
+    /// Their groups.
+    pub groups: Vec<String>,
+    /// Their supervisor's name.
+    pub supervisor: Option<String>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS people (
+    name TEXT PRIMARY KEY,
+    roles TEXT NOT NULL,
+    supervisor TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memberships (
+    person TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    PRIMARY KEY (person, grp)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    person TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The people directory.
+#[derive(Debug)]
+pub struct Directory {
+    conn: Mutex<Connection>,
+}
+
+impl Directory {
+    /// Opens the directory in the SQLite file at `path`, creating its tables.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Directory {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| Error::Poisoned)
+    }
+
+    /// Adds a person, or replaces their roles, groups and supervisor.
+    pub fn add(&self, p: &Person) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
+        tx.execute(
+            "INSERT INTO people (name, roles, supervisor) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET roles = ?2, supervisor = ?3",
+            params![p.name, roles.join(","), p.supervisor],
+        )?;
+        tx.execute("DELETE FROM memberships WHERE person = ?1", params![p.name])?;
+        for g in &p.groups {
+            tx.execute(
+                "INSERT OR IGNORE INTO memberships (person, grp) VALUES (?1, ?2)",
+                params![p.name, g],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A person by name.
+    pub fn person(&self, name: &str) -> Result<Option<Identity>> {
+        let conn = self.conn()?;
+        person(&conn, name)
+    }
+
+    /// Creates an API token for `person` and returns it; it cannot be read again.
+    pub fn create_token(&self, person_name: &str) -> Result<String> {
+        let conn = self.conn()?;
+        if person(&conn, person_name)?.is_none() {
+            return Err(Error::UnknownPerson(person_name.to_owned()));
+        }
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+        let token = format!("ordo_{}", hex(&bytes));
+        conn.execute(
+            "INSERT INTO tokens (hash, person, created_at) VALUES (?1, ?2, ?3)",
+            params![digest(&token), person_name, chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(token)
+    }
+
+    /// The person a token belongs to.
+    pub fn identify(&self, token: &str) -> Result<Option<Identity>> {
+        let conn = self.conn()?;
+        let name: Option<String> = conn
+            .prepare_cached("SELECT person FROM tokens WHERE hash = ?1")?
+            .query_row(params![digest(token)], |r| r.get(0))
+            .optional()?;
+        match name {
+            Some(n) => person(&conn, &n),
+            None => Ok(None),
+        }
+    }
+}
+
+fn person(conn: &Connection, name: &str) -> Result<Option<Identity>> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT roles, supervisor FROM people WHERE name = ?1")?
+        .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((roles, supervisor)) = row else {
+        return Ok(None);
+    };
+    let mut st =
+        conn.prepare_cached("SELECT grp FROM memberships WHERE person = ?1 ORDER BY grp")?;
+    let groups = st
+        .query_map(params![name], |r| r.get(0))?
+        .collect::<std::result::Result<Vec<String>, _>>()?;
+    Ok(Some(Identity {
+        user: name.to_owned(),
+        roles: roles.split(',').filter_map(|r| r.parse().ok()).collect(),
+        groups,
+        supervisor,
+    }))
+}
+
+fn digest(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_token_identifies_its_person_and_only_its_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let d = Directory::open(&path).unwrap();
+        d.add(&Person {
+            name: "ann".into(),
+            roles: vec![Role::Salesperson],
+            groups: vec!["sales".into(), "east".into()],
+            supervisor: Some("sam".into()),
+        })
+        .unwrap();
+        let token = d.create_token("ann").unwrap();
+        let who = d.identify(&token).unwrap().unwrap();
+        assert_eq!(who.user, "ann");
+        assert_eq!(who.roles, [Role::Salesperson]);
+        assert_eq!(who.groups, ["east", "sales"]);
+        assert_eq!(d.identify("ordo_wrong").unwrap(), None);
+        let stored: String = d
+            .conn()
+            .unwrap()
+            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_ne!(stored, token);
+        assert!(matches!(
+            d.create_token("bob"),
+            Err(Error::UnknownPerson(_))
+        ));
+        assert!(matches!("boss".parse::<Role>(), Err(Error::UnknownRole(_))));
+    }
+}

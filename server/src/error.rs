@@ -1,0 +1,104 @@
+//! API errors: each becomes a status and a JSON body `{error, message, ...}` that
+//! says what is wrong and how to fix it; internals never reach the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ordo_engine::engine;
+use ordo_engine::model::Diagnostic;
+use ordo_engine::runtime::{self, form::FieldError};
+use serde_json::json;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or an unknown token.
+    #[error(
+        "sign in first: send `Authorization: Bearer <token>` (create one with `ordo token create --user NAME`)"
+    )]
+    Unauthenticated,
+    /// The caller's roles do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing the caller may see has this name.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The definition has errors.
+    #[error("the definition has {} error(s)", .0.iter().filter(|d| d.is_error()).count())]
+    Invalid(Vec<Diagnostic>),
+    /// The form has errors, one per field.
+    #[error("the form has {} error(s)", .0.len())]
+    Form(Vec<FieldError>),
+    /// The request is well formed but cannot be done as asked.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Someone else changed it first.
+    #[error("{0}")]
+    Conflict(String),
+    /// A failure on our side; the details go to the log, not the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
+            ApiError::Form(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_form"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let mut body = json!({ "error": code, "message": self.to_string() });
+        match &self {
+            ApiError::Invalid(d) => body["diagnostics"] = json!(d),
+            ApiError::Form(f) => body["fields"] = json!(f),
+            ApiError::Internal(detail) => {
+                // Logged for the operator; the client only learns that it failed.
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("ordo: internal error: {detail}");
+                }
+            }
+            _ => {}
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(e: engine::Error) -> Self {
+        use engine::Error as E;
+        match e {
+            E::Invalid(d) => ApiError::Invalid(d),
+            E::UnknownProcess(p) => ApiError::NotFound(format!("process `{p}` is not deployed")),
+            E::UnknownInstance(i) => ApiError::NotFound(format!("instance `{i}` does not exist")),
+            E::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            E::Runtime(runtime::Error::Form(f)) => ApiError::Form(f),
+            E::Runtime(runtime::Error::UnknownActivity(a) | runtime::Error::NoIncident(a)) => {
+                ApiError::NotFound(format!("activity {a} is not waiting in this instance"))
+            }
+            E::Runtime(r) => ApiError::Unprocessable(r.to_string()),
+            E::Store(_) | E::CommitFailed(_) | E::Closed => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::auth::Error> for ApiError {
+    fn from(e: crate::auth::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}

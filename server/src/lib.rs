@@ -1,0 +1,214 @@
+//! Ordo's HTTP server: the REST API over the engine, with people, roles and
+//! tokens, and the background loop that fires due timers.
+//!
+//! `ordo serve` builds a [`Server`] from a [`ServeConfig`] and runs it until
+//! Ctrl-C (or SIGTERM); shutting down stops taking requests, lets those in flight
+//! finish, and closes the engine, which commits what it has been sent.
+
+pub mod api;
+pub mod auth;
+mod error;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use ordo_engine::engine::{Config, Engine};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Largest request body: a process definition is at most 1 MiB, JSON bodies less.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Longest the scheduler sleeps between looks at the timers table (a timer added
+/// by another command is seen at the latest after this).
+pub const MAX_SCHEDULER_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Server errors (start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine could not open or deploy.
+    #[error(transparent)]
+    Engine(#[from] ordo_engine::engine::Error),
+    /// The people directory could not open.
+    #[error(transparent)]
+    Directory(#[from] auth::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A process file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A process file has errors.
+    #[error("{path} has errors: run `ordo validate {path}` to see them")]
+    InvalidProcess {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// People, roles and tokens.
+    pub directory: Arc<auth::Directory>,
+}
+
+/// The whole HTTP application: `/health` and `/api`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .nest("/api", api::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The SQLite file.
+    pub db: PathBuf,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Process files (or folders of them) to deploy at start.
+    pub deploy: Vec<PathBuf>,
+}
+
+/// A server ready to run.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+}
+
+impl Server {
+    /// Opens the engine and the directory, deploys the process files, and binds
+    /// the address.
+    pub async fn open(config: &ServeConfig) -> Result<Self, Error> {
+        let engine = Arc::new(Engine::open(Config::new(config.db.clone()))?);
+        let directory = Arc::new(auth::Directory::open(&config.db)?);
+        for path in &config.deploy {
+            deploy_path(&engine, path).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        Ok(Server {
+            state: AppState { engine, directory },
+            listener,
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, firing due timers in the background;
+    /// then lets requests in flight finish and closes the engine.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let scheduler = tokio::spawn(scheduler(Arc::clone(&self.state.engine), stop_rx));
+        let engine = Arc::clone(&self.state.engine);
+        let app = router(self.state);
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = scheduler.await;
+        engine.close();
+        served
+    }
+}
+
+/// Fires due timers, then sleeps until the next is due (at most
+/// [`MAX_SCHEDULER_SLEEP`]), until told to stop. A failure is reported and
+/// retried after the sleep: the timers stay in the database meanwhile.
+async fn scheduler(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = engine.fire_due_timers().await {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("ordo: firing timers failed, will retry: {e}");
+            }
+        }
+        let wait = match engine.next_timer_due().await {
+            Ok(Some(due)) => (due - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(MAX_SCHEDULER_SLEEP),
+            _ => MAX_SCHEDULER_SLEEP,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deploys a process file, or every `.yaml` file under a folder.
+async fn deploy_path(engine: &Engine, path: &Path) -> Result<(), Error> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| Error::Read {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_yaml(path, &mut files).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        files.sort();
+    } else {
+        files.push(path.to_owned());
+    }
+    for f in files {
+        let text = read(&f)?;
+        match engine.deploy(&f.display().to_string(), &text).await {
+            Ok(_) => {}
+            Err(ordo_engine::engine::Error::Invalid(_)) => {
+                return Err(Error::InvalidProcess { path: f });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            collect_yaml(&p, out)?;
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! The REST API end to end: a real SQLite file, real tokens, every request through
+//! the router as a client would send it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use ordo_engine::engine::{Config, Engine};
+use ordo_server::auth::{Directory, Person, Role};
+use ordo_server::{AppState, router};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Api {
+    app: axum::Router,
+    tokens: std::collections::HashMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+const FLOW: &str = "
+id: expense
+start: [{id: s, next: review}]
+nodes:
+  review:
+    type: user
+    candidate_groups: [finance]
+    form:
+      approved: {type: boolean, required: true}
+    next: done
+  done: {type: end}
+";
+
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ordo.db");
+    let engine = Arc::new(Engine::open(Config::new(db.clone())).unwrap());
+    let directory = Arc::new(Directory::open(&db).unwrap());
+    let people: [(&str, &[Role], &[&str]); 6] = [
+        ("ann", &[Role::Salesperson], &["finance"]),
+        ("bob", &[Role::Salesperson], &["sales"]),
+        ("sam", &[Role::Supervisor], &[]),
+        ("root", &[Role::Admin], &[]),
+        ("dee", &[Role::Designer], &[]),
+        ("erp", &[Role::Integrator], &[]),
+    ];
+    let mut tokens = std::collections::HashMap::new();
+    for (name, roles, groups) in people {
+        directory
+            .add(&Person {
+                name: name.into(),
+                roles: roles.to_vec(),
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                supervisor: None,
+            })
+            .unwrap();
+        tokens.insert(name, directory.create_token(name).unwrap());
+    }
+    let app = router(AppState { engine, directory });
+    Api {
+        app,
+        tokens,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        who: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(w) = who {
+            req = req.header("authorization", format!("Bearer {}", self.tokens[w]));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+
+    async fn deploy(&self, who: &str, yaml: &str) -> (StatusCode, Value) {
+        let req = Request::post("/api/definitions?name=flow.yaml")
+            .header("authorization", format!("Bearer {}", self.tokens[who]))
+            .body(Body::from(yaml.to_owned()))
+            .unwrap();
+        self.send(req).await
+    }
+}
+
+#[tokio::test]
+async fn a_task_goes_from_start_to_completion_through_the_api() {
+    let a = api().await;
+    let (s, v) = a.deploy("dee", FLOW).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 1);
+    let (s, v) = a
+        .call(
+            Some("bob"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "expense", "business_key": "E-1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["active_nodes"], json!(["review"]));
+
+    let (s, v) = a
+        .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let activity = v[0]["activity"].as_u64().unwrap();
+    let task = format!("/api/tasks/{id}/{activity}");
+    let (s, v) = a.call(Some("ann"), "GET", &task, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["form"]["approved"]["type"], "boolean");
+    let (s, _) = a.call(Some("bob"), "GET", &task, None).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "bob is not a candidate: the task does not exist for him"
+    );
+
+    let (s, v) = a
+        .call(
+            Some("ann"),
+            "POST",
+            &format!("{task}/complete"),
+            Some(json!({"variables": {"approved": true}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "unclaimed: {v}");
+    let (s, v) = a
+        .call(Some("ann"), "POST", &format!("{task}/claim"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["assignee"], "ann");
+    let (s, v) = a
+        .call(
+            Some("ann"),
+            "POST",
+            &format!("{task}/complete"),
+            Some(json!({"variables": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["fields"][0]["field"], "approved", "{v}");
+    let (s, v) = a
+        .call(
+            Some("ann"),
+            "POST",
+            &format!("{task}/complete"),
+            Some(json!({"variables": {"approved": true}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "completed");
+    let (s, _) = a
+        .call(
+            Some("ann"),
+            "POST",
+            &format!("{task}/complete"),
+            Some(json!({"variables": {"approved": true}})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a completed task is no longer open"
+    );
+
+    let (s, v) = a
+        .call(Some("sam"), "GET", &format!("/api/instances/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["variables"]["approved"], true);
+    assert!(
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["node"] == "review" && h["actor"] == "ann")
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_definition_is_refused_with_every_diagnostic_at_its_line() {
+    let a = api().await;
+    let (s, v) = a.deploy("dee", "id: x\nstart: [{id: s, next: a}]\nnodes:\n  a: {type: user, nxt: e}\n  e: {type: end}\n").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"], "invalid_definition");
+    let d = &v["diagnostics"][0];
+    assert_eq!(
+        (d["line"].as_u64(), d["code"].as_str()),
+        (Some(4), Some("unknown-field")),
+        "{v}"
+    );
+    assert_eq!(d["hint"], "did you mean `next`?");
+}
+
+#[tokio::test]
+async fn integrators_send_messages_that_are_buffered_and_deduplicated() {
+    let a = api().await;
+    a.deploy("dee", "id: order\nstart: [{id: s, message: order.placed, key: order_id, next: w}]\nnodes:\n  w: {type: receive, message: order.paid, next: e}\n  e: {type: end}\n").await;
+    let placed =
+        json!({"name": "order.placed", "message_id": "m1", "variables": {"order_id": "o-1"}});
+    let (s, v) = a
+        .call(Some("erp"), "POST", "/api/messages", Some(placed.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["result"], "started");
+    let (_, v) = a
+        .call(Some("erp"), "POST", "/api/messages", Some(placed))
+        .await;
+    assert_eq!(v["result"], "duplicate");
+    let (_, v) = a
+        .call(
+            Some("erp"),
+            "POST",
+            "/api/messages",
+            Some(json!({"name": "order.paid", "correlation_key": "o-1"})),
+        )
+        .await;
+    assert_eq!(v["result"], "correlated");
+    let (_, v) = a
+        .call(
+            Some("erp"),
+            "POST",
+            "/api/messages",
+            Some(json!({"name": "order.paid", "correlation_key": "o-2", "ttl": 60})),
+        )
+        .await;
+    assert_eq!(v["result"], "buffered");
+    let (s, _) = a
+        .call(
+            Some("ann"),
+            "POST",
+            "/api/messages",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = a
+        .call(
+            Some("erp"),
+            "POST",
+            "/api/signals",
+            Some(json!({"name": "nobody.listens"})),
+        )
+        .await;
+    assert_eq!((s, v["delivered"].as_u64()), (StatusCode::OK, Some(0)));
+}
+
+#[tokio::test]
+async fn admins_see_incidents_and_retry_them() {
+    let a = api().await;
+    a.deploy("dee", "id: calc\nstart: [{id: s, next: c}]\nnodes:\n  c: {type: assign, set: {r: =10 / d}, next: e}\n  e: {type: end}\n").await;
+    let (_, v) = a
+        .call(
+            Some("root"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "calc", "variables": {"d": 0}})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = a.call(Some("root"), "GET", "/api/incidents", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    let activity = v[0]["activity"].as_u64().unwrap();
+    let (s, _) = a.call(Some("sam"), "GET", "/api/incidents", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = a
+        .call(
+            Some("root"),
+            "POST",
+            &format!("/api/incidents/{id}/{activity}/retry"),
+            Some(json!({"variables": {"d": 2}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "completed");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let a = api().await;
+    let (s, v) = a.call(None, "GET", "/api/tasks", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(v["message"].as_str().unwrap().contains("Bearer"));
+    let bad = Request::get("/api/tasks")
+        .header("authorization", "Bearer ordo_forged")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(a.send(bad).await.0, StatusCode::UNAUTHORIZED);
+    let (s, v) = a
+        .call(
+            Some("bob"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "expense", "colour": "red"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{v}"
+    );
+    let malformed = Request::post("/api/instances")
+        .header("authorization", format!("Bearer {}", a.tokens["bob"]))
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let (s, v) = a.send(malformed).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = a
+        .call(
+            Some("bob"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "nowhere"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _) = a
+        .call(Some("bob"), "GET", "/api/tasks?view=everything", None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let big = Request::post("/api/definitions")
+        .header("authorization", format!("Bearer {}", a.tokens["dee"]))
+        .body(Body::from(vec![b'#'; ordo_server::MAX_BODY_BYTES + 1]))
+        .unwrap();
+    assert_eq!(a.send(big).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, _) = a.call(Some("bob"), "POST", "/api/definitions", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a salesperson may not deploy");
+}
+
+/// One HTTP/1.1 request over a real socket; returns the status and the body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_over_tcp_fires_timers_in_the_background_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(flows.join("tick.yaml"), "id: tick\nstart: [{id: s, next: w}]\nnodes:\n  w: {type: catch, timer: PT0S, next: e}\n  e: {type: end}\n").unwrap();
+    let config = ordo_server::ServeConfig {
+        db: dir.path().join("ordo.db"),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        deploy: vec![flows],
+    };
+    let people = Directory::open(&config.db).unwrap();
+    people
+        .add(&Person {
+            name: "root".into(),
+            roles: vec![Role::Admin],
+            ..Person::default()
+        })
+        .unwrap();
+    let token = people.create_token("root").unwrap();
+    let server = ordo_server::Server::open(&config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let (status, body) = http(addr, "GET", "/health", "", "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/instances",
+        &token,
+        r#"{"process":"tick"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Nobody calls the scheduler: the server's background loop fires the due timer.
+    let completed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let (_, body) = http(addr, "GET", &format!("/api/instances/{id}"), &token, "").await;
+            if serde_json::from_str::<Value>(&body).unwrap()["status"] == "completed" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(completed.is_ok(), "the timer did not fire within 10 s");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let engine = Engine::open(Config::new(config.db.clone())).unwrap();
+    assert_eq!(
+        engine.instance(&id).await.unwrap().status,
+        ordo_engine::runtime::InstanceStatus::Completed,
+        "stored before shutdown"
+    );
+}
