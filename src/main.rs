@@ -61,6 +61,20 @@ enum Command {
         /// Process files or folders to deploy at start (repeatable).
         #[arg(long = "deploy", value_name = "PATH", default_value = "processes")]
         deploy: Vec<PathBuf>,
+        /// Where backups taken through the API go.
+        #[arg(long, env = "ORDO_BACKUPS", default_value = "backups")]
+        backups: PathBuf,
+    },
+    /// Copy the database to a new file while the server may be running (an online
+    /// backup). To restore: stop the server, replace the database file with the
+    /// copy (removing its `-wal` and `-shm` files), start again.
+    Backup {
+        /// The SQLite file.
+        #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
+        db: PathBuf,
+        /// The new file to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Manage the people who use the server.
     User {
@@ -264,7 +278,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bench::crash_load(&args.db, args.concurrency)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { db, addr, deploy } => serve(ordo_server::ServeConfig { db, addr, deploy }),
+        Command::Serve {
+            db,
+            addr,
+            deploy,
+            backups,
+        } => serve(ordo_server::ServeConfig {
+            db,
+            addr,
+            deploy,
+            backups,
+        }),
+        Command::Backup { db, to } => {
+            if !db.exists() {
+                anyhow::bail!("{} does not exist", db.display());
+            }
+            let bytes = ordo_engine::store::backup(&db, &to)?;
+            println!("{} ({bytes} bytes)", to.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::User {
             command:
                 UserCommand::Add {

@@ -639,6 +639,17 @@ impl Engine {
         .await
     }
 
+    /// Copies the whole database to a new file `to` while the engine runs (see
+    /// [`store::backup`]); returns its size in bytes. Restoring is replacing the
+    /// database file with the copy while the engine is stopped.
+    pub async fn backup(&self, to: PathBuf) -> Result<u64> {
+        let from = self.db.clone();
+        let copied = tokio::task::spawn_blocking(move || store::backup(&from, &to))
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(copied?)
+    }
+
     /// Every deployed version of every process.
     pub async fn definitions(&self) -> Result<Vec<store::DefinitionRow>> {
         self.read(|c| c.list_definitions()).await

@@ -34,6 +34,9 @@ pub enum Error {
         /// Ours.
         known: i64,
     },
+    /// A backup could not be made.
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// Result alias.
@@ -1078,6 +1081,39 @@ pub fn open_reader(path: &std::path::Path) -> Result<Connection> {
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// Copies the database at `from` to a new file `to`, online: one read
+/// transaction sees a consistent snapshot while the writer goes on (WAL), and the
+/// copy is complete or, on error, removed. `to` must not exist.
+pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
+    if to.exists() {
+        return Err(Error::Backup(format!(
+            "{} exists already; choose a new file",
+            to.display()
+        )));
+    }
+    let src = open_reader(from)?;
+    let copied = (|| -> Result<u64> {
+        let mut dst = Connection::open(to)?;
+        {
+            let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            // All pages in one step: one read transaction, one consistent snapshot.
+            b.step(-1)?;
+        }
+        dst.pragma_update(None, "journal_mode", "DELETE")?;
+        let ok: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            return Err(Error::Backup(format!(
+                "the copy fails its integrity check: {ok}"
+            )));
+        }
+        Ok(std::fs::metadata(to).map(|m| m.len()).unwrap_or(0))
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    copied
 }
 
 fn migrate(conn: &Connection) -> Result<()> {

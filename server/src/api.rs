@@ -39,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents", get(incidents))
         .route("/incidents/{instance}/{activity}/retry", post(retry))
         .route("/incidents/{instance}/{activity}/resolve", post(resolve))
+        .route("/backup", post(backup))
 }
 
 /// Who may start processes.
@@ -577,4 +578,17 @@ async fn resolve(
         )
         .await?;
     Ok(Json(json!({"instance": inst.id, "status": inst.status})))
+}
+
+// Backup.
+
+/// Takes an online backup into the server's backup folder.
+async fn backup(State(st): State<AppState>, caller: Caller) -> Result<Response> {
+    caller.require(&[Role::Maintenance, Role::Admin])?;
+    std::fs::create_dir_all(&st.backups)
+        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", st.backups.display())))?;
+    let name = format!("ordo-{}.db", chrono::Utc::now().format("%Y%m%d-%H%M%S%.3f"));
+    let path = st.backups.join(name);
+    let bytes = st.engine.backup(path.clone()).await?;
+    Ok(created(json!({ "path": path, "bytes": bytes })))
 }

@@ -13,6 +13,7 @@ pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use ordo_engine::engine::{Config, Engine};
 use std::net::SocketAddr;
@@ -66,15 +67,28 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// People, roles and tokens.
     pub directory: Arc<auth::Directory>,
+    /// Where `POST /api/backup` writes its copies.
+    pub backups: PathBuf,
 }
 
 /// The whole HTTP application: `/health` and `/api`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .nest("/api", api::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+    harden(
+        Router::new()
+            .route("/health", get(health))
+            .nest("/api", api::routes())
+            .with_state(state),
+    )
+}
+
+/// What every route gets: the body size limit (413 beyond it), and a panic in a
+/// handler answered as a plain 500 that shows nothing of the server's internals.
+pub fn harden(router: Router) -> Router {
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(
+        tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal("a request handler panicked".into()).into_response()
+        }),
+    )
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
@@ -90,6 +104,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Process files (or folders of them) to deploy at start.
     pub deploy: Vec<PathBuf>,
+    /// Where backups taken through the API go.
+    pub backups: PathBuf,
 }
 
 /// A server ready to run.
@@ -115,7 +131,11 @@ impl Server {
                 source,
             })?;
         Ok(Server {
-            state: AppState { engine, directory },
+            state: AppState {
+                engine,
+                directory,
+                backups: config.backups.clone(),
+            },
             listener,
         })
     }

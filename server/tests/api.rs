@@ -57,7 +57,12 @@ async fn api() -> Api {
             .unwrap();
         tokens.insert(name, directory.create_token(name).unwrap());
     }
-    let app = router(AppState { engine, directory });
+    let backups = dir.path().join("backups");
+    let app = router(AppState {
+        engine,
+        directory,
+        backups,
+    });
     Api {
         app,
         tokens,
@@ -392,6 +397,7 @@ async fn the_server_serves_over_tcp_fires_timers_in_the_background_and_stops_cle
         db: dir.path().join("ordo.db"),
         addr: "127.0.0.1:0".parse().unwrap(),
         deploy: vec![flows],
+        backups: dir.path().join("backups"),
     };
     let people = Directory::open(&config.db).unwrap();
     people
@@ -445,4 +451,68 @@ async fn the_server_serves_over_tcp_fires_timers_in_the_background_and_stops_cle
         ordo_engine::runtime::InstanceStatus::Completed,
         "stored before shutdown"
     );
+}
+
+#[tokio::test]
+async fn a_panic_in_a_handler_is_a_500_that_shows_no_internals() {
+    #[allow(clippy::panic)]
+    async fn boom() -> &'static str {
+        panic!("secret detail: /etc/shadow")
+    }
+    let app = ordo_server::harden(axum::Router::new().route("/boom", axum::routing::get(boom)));
+    let res = app
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.contains(r#""error":"internal""#), "{text}");
+}
+
+#[tokio::test]
+async fn maintenance_takes_a_backup_and_may_do_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let directory = Directory::open(&db).unwrap();
+    directory
+        .add(&Person {
+            name: "max".into(),
+            roles: vec![Role::Maintenance],
+            ..Person::default()
+        })
+        .unwrap();
+    let token = directory.create_token("max").unwrap();
+    let engine = Arc::new(Engine::open(Config::new(db.clone())).unwrap());
+    engine.deploy("f.yaml", FLOW).await.unwrap();
+    let app = router(AppState {
+        engine,
+        directory: Arc::new(directory),
+        backups: dir.path().join("backups"),
+    });
+    let req = |uri: &str, method: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let res = app
+        .clone()
+        .oneshot(req("/api/backup", "POST"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let copy = std::path::PathBuf::from(body["path"].as_str().unwrap());
+    let restored = Engine::open(Config::new(copy)).unwrap();
+    assert_eq!(
+        restored.definitions().await.unwrap()[0].process_id,
+        "expense"
+    );
+    let res = app.oneshot(req("/api/definitions", "GET")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }

@@ -134,6 +134,7 @@ const MATRIX: &[(&str, &str, &str, &str, &[Role])] = &[
         "{}",
         &[Admin],
     ),
+    ("POST", "/backup", "/api/backup", "", &[Maintenance, Admin]),
 ];
 
 /// (method, route) pairs declared in `src/api.rs`.
@@ -163,7 +164,7 @@ fn every_route_has_a_row_in_the_matrix() {
         .iter()
         .map(|(m, r, ..)| ((*m).to_owned(), (*r).to_owned()))
         .collect();
-    assert!(declared.len() >= 18, "the route parser found {declared:?}");
+    assert!(declared.len() >= 19, "the route parser found {declared:?}");
     assert_eq!(declared, covered, "routes and matrix rows differ");
 }
 
@@ -185,7 +186,12 @@ async fn each_role_gets_exactly_the_routes_it_is_allowed() {
             .unwrap();
         tokens.push((role, directory.create_token(&name).unwrap()));
     }
-    let app = router(AppState { engine, directory });
+    let backups = dir.path().join("backups");
+    let app = router(AppState {
+        engine,
+        directory,
+        backups,
+    });
     for (method, route, path, body, allowed) in MATRIX {
         for (role, token) in &tokens {
             let mut req = Request::builder()
