@@ -44,6 +44,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -340,6 +341,7 @@ impl<T: Send> Answer for Reply<T> {
 /// The engine. Cheap to share behind an `Arc`; dropping it (or [`Engine::close`])
 /// stops the writer after it has committed what it was given.
 pub struct Engine {
+    stats: Arc<Counters>,
     tx: Mutex<Option<mpsc::Sender<Box<dyn Request>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     db: PathBuf,
@@ -365,10 +367,14 @@ impl Engine {
         let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
         let db = config.db.clone();
         let clock = Arc::clone(&config.clock);
+        let stats = Arc::new(Counters::default());
         let mut writer = Writer {
             conn,
             max_batch: config.max_batch.max(1),
+            stats: Arc::clone(&stats),
             state: State {
+                started: 0,
+                completed: 0,
                 clock: config.clock,
                 actions: config.actions,
                 processes: HashMap::new(),
@@ -384,6 +390,7 @@ impl Engine {
             .spawn(move || writer.run(&rx))
             .map_err(|e| Error::CommitFailed(format!("cannot start the writer thread: {e}")))?;
         Ok(Engine {
+            stats,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             db,
@@ -650,6 +657,24 @@ impl Engine {
         Ok(copied?)
     }
 
+    /// What the engine has committed since it opened.
+    pub fn stats(&self) -> Stats {
+        let c = &self.stats;
+        Stats {
+            commands: c.commands.load(Ordering::Relaxed),
+            failed_commands: c.failed_commands.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+            instances_started: c.started.load(Ordering::Relaxed),
+            instances_completed: c.completed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many instances are active, tasks open and incidents open, now.
+    pub async fn gauges(&self) -> Result<store::Gauges> {
+        self.read(|c| c.gauges()).await
+    }
+
     /// Every deployed version of every process.
     pub async fn definitions(&self) -> Result<Vec<store::DefinitionRow>> {
         self.read(|c| c.list_definitions()).await
@@ -785,7 +810,37 @@ impl Drop for Engine {
 struct Writer {
     conn: Connection,
     max_batch: usize,
+    stats: Arc<Counters>,
     state: State,
+}
+
+/// What the writer has committed since the engine opened.
+#[derive(Debug, Default)]
+struct Counters {
+    commands: AtomicU64,
+    failed_commands: AtomicU64,
+    commits: AtomicU64,
+    failed_commits: AtomicU64,
+    started: AtomicU64,
+    completed: AtomicU64,
+}
+
+/// Counts since the engine opened (committed work only), for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Commands committed (each request the writer ran).
+    pub commands: u64,
+    /// Commands refused or rolled back (their savepoint undone).
+    pub failed_commands: u64,
+    /// Transactions committed (group commits); `commands / commits` is the mean
+    /// batch size.
+    pub commits: u64,
+    /// Batches whose commit failed (every command in them was told so).
+    pub failed_commits: u64,
+    /// Instances started.
+    pub instances_started: u64,
+    /// Instances that completed.
+    pub instances_completed: u64,
 }
 
 /// What the writer's commands change besides the database.
@@ -798,6 +853,10 @@ struct State {
     next_id: u64,
     calendars: Arc<Calendars>,
     message_ttl: chrono::Duration,
+    /// Instances started and completed by the request running now (counted once
+    /// its batch commits).
+    started: u64,
+    completed: u64,
     /// What the request's steps send to other instances (messages, signals,
     /// children to start or cancel, ends and errors for callers), delivered after
     /// them in the same transaction.
@@ -864,6 +923,7 @@ impl Writer {
         let state = &mut self.state;
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
         let mut pending = batch.into_iter();
+        let mut failed = 0u64;
         let outcome = (|| -> Result<()> {
             let tx =
                 rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
@@ -872,9 +932,12 @@ impl Writer {
                     req.fail(&e.to_string());
                     return Err(e.into());
                 }
+                let before = (state.started, state.completed);
                 let (ok, answer) = req.run(state, &tx);
                 answers.push(answer);
                 if !ok {
+                    (state.started, state.completed) = before;
+                    failed += 1;
                     tx.execute_batch("ROLLBACK TO cmd")?;
                 }
                 tx.execute_batch("RELEASE cmd")?;
@@ -882,9 +945,22 @@ impl Writer {
             tx.commit()?;
             Ok(())
         })();
+        let (started, completed) = (state.started, state.completed);
+        (state.started, state.completed) = (0, 0);
+        let n = answers.len() as u64;
+        let c = &self.stats;
         match outcome {
-            Ok(()) => answers.into_iter().for_each(|a| a.send(None)),
+            Ok(()) => {
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                c.commands.fetch_add(n - failed, Ordering::Relaxed);
+                c.failed_commands.fetch_add(failed, Ordering::Relaxed);
+                c.started.fetch_add(started, Ordering::Relaxed);
+                c.completed.fetch_add(completed, Ordering::Relaxed);
+                answers.into_iter().for_each(|a| a.send(None));
+            }
             Err(e) => {
+                c.failed_commits.fetch_add(1, Ordering::Relaxed);
+                c.failed_commands.fetch_add(n, Ordering::Relaxed);
                 // Nothing of this batch is durable: every caller hears so, and
                 // definitions cached from it are forgotten.
                 self.state.processes.clear();
@@ -1058,6 +1134,14 @@ impl State {
             let (next, more) = machine.apply(&inst, cmd, self.clock.as_ref())?;
             inst = next;
             actions.extend(more);
+        }
+        if expected.is_none() {
+            self.started += 1;
+        }
+        if inst.status == InstanceStatus::Completed
+            && actions.iter().any(|a| matches!(a, Action::Ended { .. }))
+        {
+            self.completed += 1;
         }
         if !tx.save_instance(&inst, expected)? {
             return Err(Error::Conflict {

@@ -272,6 +272,8 @@ pub trait ReadTasks {
     fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>>;
     /// Open tasks due before `now`.
     fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>>;
+    /// Active instances, open tasks and open incidents.
+    fn gauges(&self) -> Result<Gauges>;
     /// The candidate users and groups of an open task.
     fn task_candidates(&self, instance: &str, activity: u64) -> Result<(Vec<String>, Vec<String>)>;
 }
@@ -519,7 +521,28 @@ impl WriteInstances for Connection {
         Ok(())
     }
 }
+/// What is open now (see [`ReadTasks::gauges`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gauges {
+    /// Active instances.
+    pub active_instances: u64,
+    /// Open user tasks.
+    pub open_tasks: u64,
+    /// Open incidents.
+    pub open_incidents: u64,
+}
+
 impl ReadTasks for Connection {
+    fn gauges(&self) -> Result<Gauges> {
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+        };
+        Ok(Gauges {
+            active_instances: count("SELECT COUNT(*) FROM instances WHERE status = 'active'")?,
+            open_tasks: count("SELECT COUNT(*) FROM tasks WHERE state = 'open'")?,
+            open_incidents: count("SELECT COUNT(*) FROM incidents WHERE state = 'open'")?,
+        })
+    }
     fn task_candidates(&self, instance: &str, activity: u64) -> Result<(Vec<String>, Vec<String>)> {
         let mut st = self.prepare_cached(
             "SELECT kind, name FROM task_candidates WHERE instance_id = ?1 AND activity = ?2 ORDER BY kind, name",

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
     harden(
         Router::new()
             .route("/health", get(health))
+            .route("/metrics", get(metrics))
             .nest("/api", api::routes())
             .with_state(state),
     )
@@ -93,6 +94,81 @@ pub fn harden(router: Router) -> Router {
 
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Prometheus text: counters since start and what is open now. It holds no
+/// business data, so it needs no token (scrapers seldom carry one); put the
+/// server behind a proxy that hides it if even counts are sensitive.
+async fn metrics(
+    axum::extract::State(st): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, ApiError> {
+    let s = st.engine.stats();
+    let g = st.engine.gauges().await?;
+    let rows: [(&str, &str, &str, u64); 9] = [
+        (
+            "ordo_commands_total",
+            "counter",
+            "Commands committed.",
+            s.commands,
+        ),
+        (
+            "ordo_commands_failed_total",
+            "counter",
+            "Commands refused or rolled back.",
+            s.failed_commands,
+        ),
+        (
+            "ordo_commits_total",
+            "counter",
+            "Group commits (batches); commands_total / commits_total is the mean batch size.",
+            s.commits,
+        ),
+        (
+            "ordo_commits_failed_total",
+            "counter",
+            "Batches whose commit failed.",
+            s.failed_commits,
+        ),
+        (
+            "ordo_instances_started_total",
+            "counter",
+            "Instances started.",
+            s.instances_started,
+        ),
+        (
+            "ordo_instances_completed_total",
+            "counter",
+            "Instances completed.",
+            s.instances_completed,
+        ),
+        (
+            "ordo_instances_active",
+            "gauge",
+            "Active instances.",
+            g.active_instances,
+        ),
+        ("ordo_tasks_open", "gauge", "Open user tasks.", g.open_tasks),
+        (
+            "ordo_incidents_open",
+            "gauge",
+            "Open incidents.",
+            g.open_incidents,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in rows {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// How to run the server.

@@ -192,6 +192,16 @@ async fn a_task_goes_from_start_to_completion_through_the_api() {
         "a completed task is no longer open"
     );
 
+    let (s, v) = a.call(None, "GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(text.contains("ordo_instances_started_total 1\n"), "{text}");
+    assert!(
+        text.contains("ordo_instances_completed_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("ordo_tasks_open 0\n"), "{text}");
+    assert!(text.contains("# TYPE ordo_commits_total counter"), "{text}");
     let (s, v) = a
         .call(Some("sam"), "GET", &format!("/api/instances/{id}"), None)
         .await;
