@@ -64,6 +64,10 @@ enum Command {
         /// Where backups taken through the API go.
         #[arg(long, env = "ORDO_BACKUPS", default_value = "backups")]
         backups: PathBuf,
+        /// Seed a demo organisation (sales team, supervisor, market manager,
+        /// finance, admin, maintenance, an integrator) and print their tokens.
+        #[arg(long)]
+        demo: bool,
     },
     /// Copy the database to a new file while the server may be running (an online
     /// backup). To restore: stop the server, replace the database file with the
@@ -199,11 +203,19 @@ fn main() -> ExitCode {
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-fn serve(config: ordo_server::ServeConfig) -> anyhow::Result<ExitCode> {
+fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let server = ordo_server::Server::open(&config).await?;
         let addr = server.local_addr()?;
+        if demo {
+            let tokens = ordo_server::seed_demo(server.directory())?;
+            eprintln!("ordo: demo people, each with a new API token (send `Authorization: Bearer TOKEN`):");
+            for (name, token) in tokens {
+                eprintln!("  {name:<6} {token}");
+            }
+            eprintln!("  e.g. curl -H \"Authorization: Bearer <ada's token>\" http://{addr}/api/definitions");
+        }
         eprintln!(
             "ordo: serving http://{addr} (database {}); Ctrl-C stops",
             config.db.display()
@@ -283,12 +295,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             addr,
             deploy,
             backups,
-        } => serve(ordo_server::ServeConfig {
-            db,
-            addr,
-            deploy,
-            backups,
-        }),
+            demo,
+        } => serve(
+            ordo_server::ServeConfig {
+                db,
+                addr,
+                deploy,
+                backups,
+            },
+            demo,
+        ),
         Command::Backup { db, to } => {
             if !db.exists() {
                 anyhow::bail!("{} does not exist", db.display());

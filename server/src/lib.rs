@@ -171,6 +171,61 @@ async fn metrics(
         .into_response())
 }
 
+/// A demo person: name, roles, groups, supervisor.
+pub type DemoPerson = (
+    &'static str,
+    &'static [auth::Role],
+    &'static [&'static str],
+    Option<&'static str>,
+);
+
+/// The demo organisation `ordo serve --demo` seeds: a sales team with its
+/// supervisor, a market manager, finance, an order reviewer, an admin who also
+/// designs, maintenance, and an integrating system. Names: (person, roles,
+/// groups, supervisor).
+pub const DEMO_PEOPLE: &[DemoPerson] = &[
+    (
+        "sue",
+        &[auth::Role::Supervisor],
+        &["sales", "sales_supervisors"],
+        None,
+    ),
+    ("sam", &[auth::Role::Salesperson], &["sales"], Some("sue")),
+    ("sally", &[auth::Role::Salesperson], &["sales"], Some("sue")),
+    (
+        "mark",
+        &[auth::Role::Supervisor],
+        &["market_managers"],
+        None,
+    ),
+    ("fiona", &[auth::Role::Salesperson], &["finance"], None),
+    (
+        "oscar",
+        &[auth::Role::Salesperson],
+        &["order_reviewers"],
+        None,
+    ),
+    ("ada", &[auth::Role::Admin, auth::Role::Designer], &[], None),
+    ("max", &[auth::Role::Maintenance], &[], None),
+    ("erp", &[auth::Role::Integrator], &[], None),
+];
+
+/// Adds the demo organisation to the directory and returns a fresh token per
+/// person.
+pub fn seed_demo(directory: &auth::Directory) -> Result<Vec<(String, String)>, auth::Error> {
+    let mut tokens = Vec::new();
+    for (name, roles, groups, supervisor) in DEMO_PEOPLE {
+        directory.add(&auth::Person {
+            name: (*name).to_owned(),
+            roles: roles.to_vec(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            supervisor: supervisor.map(str::to_owned),
+        })?;
+        tokens.push(((*name).to_owned(), directory.create_token(name)?));
+    }
+    Ok(tokens)
+}
+
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -214,6 +269,11 @@ impl Server {
             },
             listener,
         })
+    }
+
+    /// The people directory (to seed it, or add people before serving).
+    pub fn directory(&self) -> &auth::Directory {
+        &self.state.directory
     }
 
     /// The address it listens on (useful with port 0).

@@ -526,3 +526,22 @@ async fn maintenance_takes_a_backup_and_may_do_nothing_else() {
     let res = app.oneshot(req("/api/definitions", "GET")).await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn the_demo_organisation_signs_in_with_the_printed_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let directory = Directory::open(&dir.path().join("d.db")).unwrap();
+    let tokens = ordo_server::seed_demo(&directory).unwrap();
+    assert_eq!(tokens.len(), ordo_server::DEMO_PEOPLE.len());
+    for (name, token) in &tokens {
+        assert_eq!(&directory.identify(token).unwrap().unwrap().user, name);
+    }
+    let sam = directory.person("sam").unwrap().unwrap();
+    assert_eq!(sam.supervisor.as_deref(), Some("sue"));
+    assert_eq!(sam.groups, ["sales"]);
+    let roles: std::collections::HashSet<Role> = tokens
+        .iter()
+        .flat_map(|(n, _)| directory.person(n).unwrap().unwrap().roles)
+        .collect();
+    assert_eq!(roles.len(), Role::ALL.len(), "every role is represented");
+}
