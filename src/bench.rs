@@ -115,7 +115,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
             "p6" => ("P6", P3),
             "p4" => ("P4", P4),
             "p5" => ("P5", P5),
-            other => anyhow::bail!("unknown workload `{other}`; use p1, p2, p3, p4, p5 or p6"),
+            "p7" => ("P7", P3),
+            other => {
+                anyhow::bail!("unknown workload `{other}`; use p1, p2, p3, p4, p5, p6 or p7")
+            }
         };
         let dir = tempfile::tempdir()?;
         let db = match &opts.db {
@@ -128,6 +131,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         if name == "P5" {
             cfg.clock = Arc::clone(&clock) as _;
+        }
+        if name == "P7" {
+            out.push(rt.block_on(p7(&db, yaml, opts))?);
+            continue;
         }
         let engine =
             Arc::new(Engine::open(cfg).with_context(|| format!("cannot open {}", db.display()))?);
@@ -194,6 +201,128 @@ async fn workload(
     lat.sort_unstable();
     engine.close();
     Ok(figures(name, opts, lat.len(), seconds, &lat))
+}
+
+/// P7: instances started over HTTP on loopback. The server runs in this process
+/// on an ephemeral port; each caller holds one keep-alive connection and sends
+/// `POST /api/instances` requests one after the other.
+async fn p7(db: &std::path::Path, yaml: &str, opts: &Options) -> anyhow::Result<Figures> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let config = ordo_server::ServeConfig {
+        db: db.to_owned(),
+        addr: "127.0.0.1:0".parse()?,
+        deploy: Vec::new(),
+        backups: db.with_extension("backups"),
+    };
+    let server = ordo_server::Server::open(&config).await?;
+    let people = server.directory();
+    for (name, role) in [
+        ("bench", ordo_server::auth::Role::Integrator),
+        ("bench-designer", ordo_server::auth::Role::Designer),
+    ] {
+        people.add(&ordo_server::auth::Person {
+            name: name.into(),
+            roles: vec![role],
+            ..Default::default()
+        })?;
+    }
+    let token = Arc::new(people.create_token("bench")?);
+    let deploy_token = people.create_token("bench-designer")?;
+    let addr = server.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    /// One request on a keep-alive connection; returns the status.
+    async fn request(
+        conn: &mut BufReader<tokio::net::TcpStream>,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &str,
+    ) -> anyhow::Result<u16> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        // One write: a second small segment would wait for a delayed ACK (Nagle).
+        conn.get_mut()
+            .write_all(format!("{head}{body}").as_bytes())
+            .await?;
+        let mut line = String::new();
+        conn.read_line(&mut line).await?;
+        let status: u16 = line.get(9..12).context("no status line")?.parse()?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0u8; length];
+        conn.read_exact(&mut body).await?;
+        Ok(status)
+    }
+
+    let mut conn = BufReader::new(tokio::net::TcpStream::connect(addr).await?);
+    let status = request(
+        &mut conn,
+        "/api/definitions",
+        &deploy_token,
+        "text/yaml",
+        yaml,
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "deploying the P7 process answered {status}");
+
+    let started = Instant::now();
+    let callers = opts.concurrency.max(1);
+    let mut workers = Vec::new();
+    for w in 0..callers {
+        let token = Arc::clone(&token);
+        let n = (w..opts.instances).step_by(callers).count();
+        workers.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut conn = BufReader::new(stream);
+            let mut lat = Vec::with_capacity(n);
+            for i in 0..n {
+                let body = format!(
+                    r#"{{"process":"bench-p3","variables":{{"who":"user{}"}}}}"#,
+                    i % 100
+                );
+                let t0 = Instant::now();
+                let status = request(
+                    &mut conn,
+                    "/api/instances",
+                    &token,
+                    "application/json",
+                    &body,
+                )
+                .await?;
+                anyhow::ensure!(status == 201, "a start answered {status}");
+                lat.push(t0.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::with_capacity(opts.instances);
+    for w in workers {
+        lat.extend(w.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let _ = stop.send(());
+    running.await??;
+    Ok(figures("P7", opts, lat.len(), seconds, &lat))
 }
 
 /// Starts `n` instances of `process` from `concurrency` callers, with business

@@ -93,10 +93,11 @@ enum Command {
     /// Crash-test load (used by tests/crash.rs).
     #[command(hide = true)]
     CrashLoad(CrashLoad),
-    /// Measure the engine on the workloads of quality.md (P1–P6).
+    /// Measure the engine on the workloads of quality.md (P1–P6; P7, starts over
+    /// HTTP, on request).
     Bench {
         /// Workloads to run.
-        #[arg(long = "workload", value_name = "p1|p2|p3|p4|p5|p6", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned(), "p4".to_owned(), "p5".to_owned(), "p6".to_owned()])]
+        #[arg(long = "workload", value_name = "p1|…|p7", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned(), "p4".to_owned(), "p5".to_owned(), "p6".to_owned()])]
         workloads: Vec<String>,
         /// SQLite file (a temporary one by default).
         #[arg(long)]

@@ -236,3 +236,39 @@ fn people_and_tokens_are_managed_from_the_command_line() {
     assert_eq!(code, 2);
     assert!(err.contains("no person named `nobody`"), "{err}");
 }
+
+#[test]
+fn bench_p7_starts_every_instance_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let (code, out, err) = ordo(&[
+        "bench",
+        "--instances",
+        "200",
+        "--concurrency",
+        "4",
+        "--workload",
+        "p7",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let figures: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            figures[0]["workload"].as_str(),
+            figures[0]["instances"].as_u64()
+        ),
+        (Some("P7"), Some(200))
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let started: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM instances WHERE process_id = 'bench-p3'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(started, 200, "every 201 is a stored instance");
+}

@@ -291,7 +291,11 @@ impl Server {
         let scheduler = tokio::spawn(scheduler(Arc::clone(&self.state.engine), stop_rx));
         let engine = Arc::clone(&self.state.engine);
         let app = router(self.state);
-        let served = axum::serve(self.listener, app)
+        // Responses go out as soon as written, not after a delayed ACK (Nagle).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         let _ = stop_tx.send(true);
