@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/incidents/{instance}/{activity}/retry", post(retry))
         .route("/incidents/{instance}/{activity}/resolve", post(resolve))
         .route("/backup", post(backup))
+        .route("/openapi.json", get(openapi))
 }
 
 /// Who may start processes.
@@ -591,4 +592,15 @@ async fn backup(State(st): State<AppState>, caller: Caller) -> Result<Response> 
     let path = st.backups.join(name);
     let bytes = st.engine.backup(path.clone()).await?;
     Ok(created(json!({ "path": path, "bytes": bytes })))
+}
+
+/// The OpenAPI document of this API (`server/openapi.json`; a test keeps it in
+/// step with the routes and request types). Public: it describes, it reveals no
+/// data.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
 }
