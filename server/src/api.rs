@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/definitions", post(deploy).get(definitions))
         .route("/definitions/{id}", get(definition))
+        .route("/definitions/{id}/diagram", get(diagram))
         .route("/instances", post(start).get(instances))
         .route("/instances/{id}", get(instance))
         .route("/instances/{id}/cancel", post(cancel))
@@ -184,6 +185,42 @@ async fn definition(
     Ok(Json(json!({
         "process": id, "version": version, "versions": versions, "source": source
     })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiagramQuery {
+    version: Option<u32>,
+    /// `mermaid` (default) or `dot`.
+    format: Option<String>,
+}
+
+/// The process drawn from its graph: a Mermaid flowchart or Graphviz dot.
+async fn diagram(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<DiagramQuery>,
+) -> Result<Response> {
+    caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
+    let (version, source) = st.engine.definition(&id, q.version).await?;
+    let loaded = ordo_engine::model::load(&format!("{id}@{version}"), &source, &Default::default());
+    let process = loaded.process.ok_or_else(|| {
+        ApiError::Internal(format!("stored definition {id} v{version} no longer loads"))
+    })?;
+    let (text, content_type) = match q.format.as_deref().unwrap_or("mermaid") {
+        "mermaid" => (
+            process.graph.to_mermaid(),
+            "text/vnd.mermaid; charset=utf-8",
+        ),
+        "dot" => (process.graph.to_dot(), "text/vnd.graphviz; charset=utf-8"),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`format={other}` is not a diagram format; use mermaid or dot"
+            )));
+        }
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 // Instances.

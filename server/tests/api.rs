@@ -218,6 +218,55 @@ async fn a_task_goes_from_start_to_completion_through_the_api() {
 }
 
 #[tokio::test]
+async fn a_definition_is_read_back_with_its_versions_and_diagram() {
+    let a = api().await;
+    a.deploy("dee", FLOW).await;
+    a.deploy("dee", &FLOW.replace("finance", "controllers"))
+        .await;
+    let (s, v) = a
+        .call(
+            Some("dee"),
+            "GET",
+            "/api/definitions/expense?version=1",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["versions"], json!([1, 2]));
+    assert!(v["source"].as_str().unwrap().contains("finance"));
+    let (s, v) = a
+        .call(Some("sam"), "GET", "/api/definitions/expense/diagram", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(text.starts_with("flowchart"), "{text}");
+    assert!(text.contains("review"), "{text}");
+    let (s, v) = a
+        .call(
+            Some("dee"),
+            "GET",
+            "/api/definitions/expense/diagram?format=dot",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.as_str().unwrap().starts_with("digraph"), "{v}");
+    let (s, _) = a
+        .call(
+            Some("dee"),
+            "GET",
+            "/api/definitions/expense/diagram?format=png",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = a
+        .call(Some("dee"), "GET", "/api/definitions/nothing/diagram", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn an_invalid_definition_is_refused_with_every_diagnostic_at_its_line() {
     let a = api().await;
     let (s, v) = a.deploy("dee", "id: x\nstart: [{id: s, next: a}]\nnodes:\n  a: {type: user, nxt: e}\n  e: {type: end}\n").await;

@@ -136,6 +136,13 @@ const MATRIX: &[(&str, &str, &str, &str, &[Role])] = &[
     ),
     ("POST", "/backup", "/api/backup", "", &[Maintenance, Admin]),
     ("GET", "/openapi.json", "/api/openapi.json", "", &Role::ALL),
+    (
+        "GET",
+        "/definitions/{id}/diagram",
+        "/api/definitions/x/diagram",
+        "",
+        &[Designer, Admin, Supervisor],
+    ),
 ];
 
 /// (method, route) pairs declared in `src/api.rs`.
