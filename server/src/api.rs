@@ -396,7 +396,15 @@ async fn tasks(
         }
         "overdue" => {
             caller.require(WATCHERS)?;
-            st.engine.overdue_tasks(limit).await?
+            let all = st.engine.overdue_tasks(limit).await?;
+            if caller.0.has_any(&[Role::Admin]) {
+                all
+            } else {
+                let team = team(&st, &caller.0.user).await?;
+                all.into_iter()
+                    .filter(|t| t.assignee.as_ref().is_some_and(|a| team.contains(a)))
+                    .collect()
+            }
         }
         other => {
             return Err(ApiError::BadRequest(format!(
@@ -407,8 +415,9 @@ async fn tasks(
     Ok(Json(rows))
 }
 
-/// An open task the caller may see: theirs, offered to them or their groups, or
-/// any for a supervisor or admin. Others get 404, as if it did not exist.
+/// An open task the caller may see: theirs, offered to them or their groups; for
+/// a supervisor, also their team's (assigned to or offered to someone they lead);
+/// for an admin, any. Others get 404, as if it did not exist.
 async fn visible_task(
     st: &AppState,
     caller: &Caller,
@@ -425,11 +434,30 @@ async fn visible_task(
     let mine = task.assignee.as_deref() == Some(me.user.as_str())
         || users.contains(&me.user)
         || groups.iter().any(|g| me.groups.contains(g));
-    if mine || me.has_any(WATCHERS) {
-        Ok((task, users, groups))
-    } else {
-        Err(not_found())
+    if mine || me.has_any(&[Role::Admin]) {
+        return Ok((task, users, groups));
     }
+    if me.has_any(&[Role::Supervisor]) {
+        let team = team(st, &me.user).await?;
+        let led = task
+            .assignee
+            .iter()
+            .chain(users.iter())
+            .any(|u| team.contains(u));
+        if led {
+            return Ok((task, users, groups));
+        }
+    }
+    Err(not_found())
+}
+
+/// The people `supervisor` leads.
+async fn team(st: &AppState, supervisor: &str) -> Result<Vec<String>> {
+    let dir = std::sync::Arc::clone(&st.directory);
+    let who = supervisor.to_owned();
+    Ok(tokio::task::spawn_blocking(move || dir.team(&who))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??)
 }
 
 async fn task(

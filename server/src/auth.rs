@@ -188,6 +188,22 @@ impl Directory {
         person(&conn, name)
     }
 
+    /// The people `supervisor` leads, directly or through the people they lead.
+    pub fn team(&self, supervisor: &str) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare_cached(
+            "WITH RECURSIVE team(name, depth) AS (
+                 SELECT name, 1 FROM people WHERE supervisor = ?1
+                 UNION
+                 SELECT p.name, t.depth + 1 FROM people p JOIN team t ON p.supervisor = t.name
+                 WHERE t.depth < 32
+             )
+             SELECT DISTINCT name FROM team ORDER BY name",
+        )?;
+        let rows = st.query_map(params![supervisor], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// Creates an API token for `person` and returns it; it cannot be read again.
     pub fn create_token(&self, person_name: &str) -> Result<String> {
         let conn = self.conn()?;

@@ -52,7 +52,8 @@ async fn api() -> Api {
                 name: name.into(),
                 roles: roles.to_vec(),
                 groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-                supervisor: None,
+                // Sam leads Ann; nobody leads Bob.
+                supervisor: (name == "ann").then(|| "sam".to_owned()),
             })
             .unwrap();
         tokens.insert(name, directory.create_token(name).unwrap());
@@ -593,4 +594,44 @@ fn the_demo_organisation_signs_in_with_the_printed_tokens() {
         .flat_map(|(n, _)| directory.person(n).unwrap().unwrap().roles)
         .collect();
     assert_eq!(roles.len(), Role::ALL.len(), "every role is represented");
+}
+
+#[tokio::test]
+async fn a_supervisor_sees_the_tasks_of_the_people_they_lead_and_no_others() {
+    let a = api().await;
+    a.deploy("dee", "id: work\nstart: [{id: s, next: t}]\nnodes:\n  t: {type: user, assignee: =owner, next: e}\n  e: {type: end}\n").await;
+    let mut tasks = Vec::new();
+    for owner in ["ann", "bob"] {
+        let (_, v) = a
+            .call(
+                Some("root"),
+                "POST",
+                "/api/instances",
+                Some(json!({"process": "work", "variables": {"owner": owner}})),
+            )
+            .await;
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (_, mine) = a.call(Some(owner), "GET", "/api/tasks", None).await;
+        tasks.push(format!("/api/tasks/{id}/{}", mine[0]["activity"]));
+    }
+    assert_eq!(
+        a.call(Some("sam"), "GET", &tasks[0], None).await.0,
+        StatusCode::OK,
+        "Ann's task: Sam leads her"
+    );
+    assert_eq!(
+        a.call(Some("sam"), "GET", &tasks[1], None).await.0,
+        StatusCode::NOT_FOUND,
+        "Bob's task: not Sam's team"
+    );
+    assert_eq!(
+        a.call(Some("root"), "GET", &tasks[1], None).await.0,
+        StatusCode::OK,
+        "an admin sees every task"
+    );
+    assert_eq!(
+        a.call(Some("bob"), "GET", &tasks[0], None).await.0,
+        StatusCode::NOT_FOUND,
+        "a colleague does not"
+    );
 }
