@@ -51,19 +51,24 @@ enum Command {
     Schema,
     /// Run the server: the REST API on `--addr`, the engine on `--db`, timers fired
     /// in the background; deploys the process files given (default `processes/`).
+    /// Each setting comes from its flag, else its environment variable, else the
+    /// `--config` file, else its default.
     Serve {
-        /// The SQLite file (created when missing).
-        #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
-        db: PathBuf,
-        /// Where to listen.
-        #[arg(long, env = "ORDO_ADDR", default_value = "127.0.0.1:8080")]
-        addr: std::net::SocketAddr,
-        /// Process files or folders to deploy at start (repeatable).
-        #[arg(long = "deploy", value_name = "PATH", default_value = "processes")]
+        /// A YAML file with any of `db`, `addr`, `deploy` (a list), `backups`.
+        #[arg(long, env = "ORDO_CONFIG")]
+        config: Option<PathBuf>,
+        /// The SQLite file, created when missing [default: ordo.db].
+        #[arg(long, env = "ORDO_DB")]
+        db: Option<PathBuf>,
+        /// Where to listen [default: 127.0.0.1:8080].
+        #[arg(long, env = "ORDO_ADDR")]
+        addr: Option<std::net::SocketAddr>,
+        /// Process files or folders to deploy at start (repeatable) [default: processes].
+        #[arg(long = "deploy", value_name = "PATH")]
         deploy: Vec<PathBuf>,
-        /// Where backups taken through the API go.
-        #[arg(long, env = "ORDO_BACKUPS", default_value = "backups")]
-        backups: PathBuf,
+        /// Where backups taken through the API go [default: backups].
+        #[arg(long, env = "ORDO_BACKUPS")]
+        backups: Option<PathBuf>,
         /// Seed a demo organisation (sales team, supervisor, market manager,
         /// finance, admin, maintenance, an integrator) and print their tokens.
         #[arg(long)]
@@ -203,6 +208,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// The server's settings file (`ordo serve --config FILE`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    db: Option<PathBuf>,
+    addr: Option<std::net::SocketAddr>,
+    deploy: Option<Vec<PathBuf>>,
+    backups: Option<PathBuf>,
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| match e.location() {
+            Some(l) => anyhow::anyhow!(
+                "{}:{}:{}: {e}; the settings are db, addr, deploy and backups",
+                path.display(),
+                l.line(),
+                l.column()
+            ),
+            None => anyhow::anyhow!("{}: {e}", path.display()),
+        })
+    }
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -292,20 +323,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
+            config,
             db,
             addr,
             deploy,
             backups,
             demo,
-        } => serve(
-            ordo_server::ServeConfig {
-                db,
-                addr,
-                deploy,
-                backups,
-            },
-            demo,
-        ),
+        } => {
+            let file = match &config {
+                Some(path) => FileConfig::read(path)?,
+                None => FileConfig::default(),
+            };
+            let config = ordo_server::ServeConfig {
+                db: db.or(file.db).unwrap_or_else(|| "ordo.db".into()),
+                addr: match addr.or(file.addr) {
+                    Some(a) => a,
+                    None => "127.0.0.1:8080".parse()?,
+                },
+                deploy: if deploy.is_empty() {
+                    file.deploy.unwrap_or_else(|| vec!["processes".into()])
+                } else {
+                    deploy
+                },
+                backups: backups.or(file.backups).unwrap_or_else(|| "backups".into()),
+            };
+            serve(config, demo)
+        }
         Command::Backup { db, to } => {
             if !db.exists() {
                 anyhow::bail!("{} does not exist", db.display());

@@ -272,3 +272,33 @@ fn bench_p7_starts_every_instance_over_http() {
         .unwrap();
     assert_eq!(started, 200, "every 201 is a stored instance");
 }
+
+#[test]
+fn serve_reads_its_settings_file_and_reports_mistakes_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "db: x.db\nport: 80\n").unwrap();
+    let (code, _, err) = ordo(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.yaml:2:1"), "{err}");
+    assert!(err.contains("unknown field `port`"), "{err}");
+    // The file's `deploy` is used: an invalid process there stops the start.
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(flows.join("broken.yaml"), "id: b\nnodes: {}\n").unwrap();
+    let good = dir.path().join("ordo.yaml");
+    let db = dir.path().join("o.db");
+    std::fs::write(
+        &good,
+        format!(
+            "db: {}\naddr: 127.0.0.1:0\ndeploy: [{}]\n",
+            db.display(),
+            flows.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = ordo(&["serve", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("broken.yaml has errors"), "{err}");
+    assert!(db.exists(), "the file's `db` was opened");
+}
