@@ -403,7 +403,7 @@ fn validate(
 ) -> anyhow::Result<ExitCode> {
     let mut files = Vec::new();
     for p in paths {
-        collect_files(p, &mut files)?;
+        files.extend(model::yaml_files(p).with_context(|| format!("cannot open {}", p.display()))?);
     }
     if files.is_empty() {
         anyhow::bail!("no `.yaml` or `.yml` files in {}", join(paths));
@@ -489,29 +489,6 @@ fn graph(file: &Path, format: GraphFormat) -> anyhow::Result<ExitCode> {
         GraphFormat::Dot => print!("{}", process.graph.to_dot()),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
-    if meta.is_file() {
-        out.push(path.to_owned());
-        return Ok(());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(path)
-        .with_context(|| format!("cannot list {}", path.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_files(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 fn join(paths: &[PathBuf]) -> String {

@@ -342,6 +342,8 @@ impl<T: Send> Answer for Reply<T> {
 /// stops the writer after it has committed what it was given.
 pub struct Engine {
     stats: Arc<Counters>,
+    definitions: Arc<Definitions>,
+    options: Options,
     tx: Mutex<Option<mpsc::Sender<Box<dyn Request>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     db: PathBuf,
@@ -368,6 +370,11 @@ impl Engine {
         let db = config.db.clone();
         let clock = Arc::clone(&config.clock);
         let stats = Arc::new(Counters::default());
+        let definitions = Arc::new(Definitions::default());
+        let options = Options {
+            calendars: config.calendars.names(),
+            ..Options::default()
+        };
         let mut writer = Writer {
             conn,
             max_batch: config.max_batch.max(1),
@@ -377,7 +384,7 @@ impl Engine {
                 completed: 0,
                 clock: config.clock,
                 actions: config.actions,
-                processes: HashMap::new(),
+                processes: Arc::clone(&definitions),
                 latest: HashMap::new(),
                 next_id: u64::try_from(next_id).unwrap_or(1),
                 calendars: Arc::new(config.calendars),
@@ -391,6 +398,8 @@ impl Engine {
             .map_err(|e| Error::CommitFailed(format!("cannot start the writer thread: {e}")))?;
         Ok(Engine {
             stats,
+            definitions,
+            options,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             db,
@@ -675,9 +684,23 @@ impl Engine {
         self.read(|c| c.gauges()).await
     }
 
-    /// Every deployed version of every process.
-    pub async fn definitions(&self) -> Result<Vec<store::DefinitionRow>> {
-        self.read(|c| c.list_definitions()).await
+    /// A deployed process, validated (the latest version when `None`); cached,
+    /// so reading a task's form or drawing a diagram does not validate again.
+    pub async fn process(&self, id: &str, version: Option<u32>) -> Result<Arc<Process>> {
+        let (defs, options, id) = (
+            Arc::clone(&self.definitions),
+            self.options.clone(),
+            id.to_owned(),
+        );
+        self.read(move |c| defs.load(c, &options, &id, version))
+            .await
+    }
+
+    /// Every deployed version of every process, or of `process` only.
+    pub async fn definitions(&self, process: Option<&str>) -> Result<Vec<store::DefinitionRow>> {
+        let process = process.map(str::to_owned);
+        self.read(move |c| c.list_definitions(process.as_deref()))
+            .await
     }
 
     /// A process's source: the given version, or the latest.
@@ -699,7 +722,7 @@ impl Engine {
         activity: u64,
     ) -> Result<Option<(TaskRow, Vec<String>, Vec<String>)>> {
         let i = instance.to_owned();
-        self.read(move |c| {
+        self.read(move |c| -> store::Result<_> {
             let Some(t) = c.open_task(&i, activity)? else {
                 return Ok(None);
             };
@@ -715,9 +738,9 @@ impl Engine {
         self.read(move |c| c.overdue_tasks(&now, limit)).await
     }
 
-    async fn read<T: Send + 'static>(
+    async fn read<T: Send + 'static, E: Into<Error> + Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> store::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     ) -> Result<T> {
         let conn = {
             let mut pool = self.readers.lock().map_err(|_| Error::Closed)?;
@@ -736,7 +759,7 @@ impl Engine {
         if let Ok(mut pool) = self.readers.lock() {
             pool.push(conn);
         }
-        Ok(out?)
+        out.map_err(Into::into)
     }
 
     /// An instance's current state.
@@ -774,7 +797,7 @@ impl Engine {
     pub async fn tree(&self, id: &str) -> Result<InstanceTree> {
         let key = id.to_owned();
         let (row, children) = self
-            .read(move |c| Ok((c.instance_row(&key)?, c.children(&key)?)))
+            .read(move |c| -> store::Result<_> { Ok((c.instance_row(&key)?, c.children(&key)?)) })
             .await?;
         let instance = row.ok_or_else(|| Error::UnknownInstance(id.to_owned()))?;
         Ok(InstanceTree {
@@ -814,6 +837,65 @@ struct Writer {
     state: State,
 }
 
+/// Validated definitions by process and version, shared by the writer (which
+/// runs them) and readers (task forms, diagrams): each version is validated once.
+#[derive(Debug, Default)]
+struct Definitions {
+    map: Mutex<HashMap<(String, u32), Arc<Process>>>,
+}
+
+impl Definitions {
+    fn insert(&self, id: &str, version: u32, p: Arc<Process>) {
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= MAX_CACHED_DEFINITIONS {
+                // A bound, not an LRU: definitions are few, and reloading one is cheap.
+                m.clear();
+            }
+            m.insert((id.to_owned(), version), p);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
+
+    /// A version (the latest stored when `None`), from the cache or loaded from
+    /// the database through `conn`.
+    fn load(
+        &self,
+        conn: &Connection,
+        options: &Options,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<Process>> {
+        let version = match version {
+            Some(v) => v,
+            None => {
+                conn.latest_definition(id)?
+                    .ok_or_else(|| Error::UnknownProcess(id.to_owned()))?
+                    .0
+            }
+        };
+        let cached = self
+            .map
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(id.to_owned(), version)).cloned());
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let source = conn
+            .definition(id, version)?
+            .ok_or_else(|| Error::UnknownProcess(format!("{id} v{version}")))?;
+        let loaded = model::load(id, &source, options);
+        let p = Arc::new(loaded.process.ok_or(Error::Invalid(loaded.diagnostics))?);
+        self.insert(id, version, Arc::clone(&p));
+        Ok(p)
+    }
+}
+
 /// What the writer has committed since the engine opened.
 #[derive(Debug, Default)]
 struct Counters {
@@ -847,7 +929,7 @@ pub struct Stats {
 struct State {
     clock: Arc<dyn Clock>,
     actions: HashMap<String, Arc<dyn InlineAction>>,
-    processes: HashMap<(String, u32), Arc<Process>>,
+    processes: Arc<Definitions>,
     /// Latest deployed version per process (the writer is the only deployer).
     latest: HashMap<String, u32>,
     next_id: u64,
@@ -1683,8 +1765,7 @@ impl State {
         let version = latest.map_or(1, |(v, _)| v + 1);
         tx.insert_definition(&id, version, source, &self.clock.now().to_rfc3339())?;
         self.index_start_events(tx, &process, version)?;
-        self.processes
-            .insert((id.clone(), version), Arc::new(process));
+        self.processes.insert(&id, version, Arc::new(process));
         self.latest.insert(id.clone(), version);
         Ok(Deployed {
             process: id,
@@ -1769,26 +1850,8 @@ impl State {
     fn process(&mut self, tx: &Connection, id: &str, version: Option<u32>) -> Result<Arc<Process>> {
         let version = match version {
             Some(v) => v,
-            None => {
-                tx.latest_definition(id)?
-                    .ok_or_else(|| Error::UnknownProcess(id.to_owned()))?
-                    .0
-            }
+            None => self.latest_version(tx, id)?,
         };
-        if let Some(p) = self.processes.get(&(id.to_owned(), version)) {
-            return Ok(Arc::clone(p));
-        }
-        if self.processes.len() >= MAX_CACHED_DEFINITIONS {
-            // A bound, not an LRU: definitions are few, and reloading one is cheap.
-            self.processes.clear();
-        }
-        let source = tx
-            .definition(id, version)?
-            .ok_or_else(|| Error::UnknownProcess(format!("{id} v{version}")))?;
-        let loaded = model::load(id, &source, &self.options());
-        let p = Arc::new(loaded.process.ok_or(Error::Invalid(loaded.diagnostics))?);
-        self.processes
-            .insert((id.to_owned(), version), Arc::clone(&p));
-        Ok(p)
+        self.processes.load(tx, &self.options(), id, Some(version))
     }
 }

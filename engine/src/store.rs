@@ -200,8 +200,9 @@ pub trait ReadDefinitions {
     fn definition(&self, process: &str, version: u32) -> Result<Option<String>>;
     /// The latest version and its source.
     fn latest_definition(&self, process: &str) -> Result<Option<(u32, String)>>;
-    /// Every deployed version, by process then version.
-    fn list_definitions(&self) -> Result<Vec<DefinitionRow>>;
+    /// Every deployed version of every process (of `process` only when given), by
+    /// process then version.
+    fn list_definitions(&self, process: Option<&str>) -> Result<Vec<DefinitionRow>>;
 }
 
 /// A deployed version.
@@ -311,11 +312,12 @@ impl ReadDefinitions for Connection {
             .query_row(params![process], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
-    fn list_definitions(&self) -> Result<Vec<DefinitionRow>> {
+    fn list_definitions(&self, process: Option<&str>) -> Result<Vec<DefinitionRow>> {
         let mut st = self.prepare_cached(
-            "SELECT process_id, version, deployed_at FROM definitions ORDER BY process_id, version",
+            "SELECT process_id, version, deployed_at FROM definitions
+             WHERE ?1 IS NULL OR process_id = ?1 ORDER BY process_id, version",
         )?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map(params![process], |r| {
             Ok(DefinitionRow {
                 process_id: r.get(0)?,
                 version: r.get(1)?,

@@ -157,7 +157,7 @@ async fn deploy(
 
 async fn definitions(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>> {
     caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
-    Ok(Json(json!(st.engine.definitions().await?)))
+    Ok(Json(json!(st.engine.definitions(None).await?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,10 +176,9 @@ async fn definition(
     let (version, source) = st.engine.definition(&id, q.version).await?;
     let versions: Vec<u32> = st
         .engine
-        .definitions()
+        .definitions(Some(&id))
         .await?
         .into_iter()
-        .filter(|d| d.process_id == id)
         .map(|d| d.version)
         .collect();
     Ok(Json(json!({
@@ -203,11 +202,7 @@ async fn diagram(
     Query(q): Query<DiagramQuery>,
 ) -> Result<Response> {
     caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
-    let (version, source) = st.engine.definition(&id, q.version).await?;
-    let loaded = ordo_engine::model::load(&format!("{id}@{version}"), &source, &Default::default());
-    let process = loaded.process.ok_or_else(|| {
-        ApiError::Internal(format!("stored definition {id} v{version} no longer loads"))
-    })?;
+    let process = st.engine.process(&id, q.version).await?;
     let (text, content_type) = match q.format.as_deref().unwrap_or("mermaid") {
         "mermaid" => (
             process.graph.to_mermaid(),
@@ -468,17 +463,14 @@ async fn task(
     caller.require(STAFF)?;
     let (task, users, groups) = visible_task(&st, &caller, &instance, activity).await?;
     let inst = st.engine.instance(&instance).await?;
-    let (_, source) = st
+    let process = st
         .engine
-        .definition(&inst.process, Some(inst.process_version))
+        .process(&inst.process, Some(inst.process_version))
         .await?;
-    let form = ordo_engine::model::load("definition.yaml", &source, &Default::default())
-        .process
-        .and_then(|p| match p.node(&task.node) {
-            Some(ordo_engine::model::raw::Node::User(u)) => Some(json!(u.form)),
-            _ => None,
-        })
-        .unwrap_or(json!({}));
+    let form = match process.node(&task.node) {
+        Some(ordo_engine::model::raw::Node::User(u)) => json!(u.form),
+        _ => json!({}),
+    };
     Ok(Json(json!({
         "task": task, "candidate_users": users, "candidate_groups": groups, "form": form,
     })))

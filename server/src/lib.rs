@@ -338,16 +338,10 @@ async fn deploy_path(engine: &Engine, path: &Path) -> Result<(), Error> {
             source,
         })
     };
-    let mut files = Vec::new();
-    if path.is_dir() {
-        collect_yaml(path, &mut files).map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        files.sort();
-    } else {
-        files.push(path.to_owned());
-    }
+    let files = ordo_engine::model::yaml_files(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     for f in files {
         let text = read(&f)?;
         match engine.deploy(&f.display().to_string(), &text).await {
@@ -356,18 +350,6 @@ async fn deploy_path(engine: &Engine, path: &Path) -> Result<(), Error> {
                 return Err(Error::InvalidProcess { path: f });
             }
             Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            collect_yaml(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(p);
         }
     }
     Ok(())

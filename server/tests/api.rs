@@ -570,7 +570,7 @@ async fn maintenance_takes_a_backup_and_may_do_nothing_else() {
     let copy = std::path::PathBuf::from(body["path"].as_str().unwrap());
     let restored = Engine::open(Config::new(copy)).unwrap();
     assert_eq!(
-        restored.definitions().await.unwrap()[0].process_id,
+        restored.definitions(None).await.unwrap()[0].process_id,
         "expense"
     );
     let res = app.oneshot(req("/api/definitions", "GET")).await.unwrap();

@@ -7,29 +7,12 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 
+mod common;
+
 const API: &str = include_str!("../src/api.rs");
 
 fn document() -> Value {
     serde_json::from_str(include_str!("../openapi.json")).unwrap()
-}
-
-/// (method, path) of every route in `src/api.rs`, under `/api`.
-fn routes() -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for line in API.lines().map(str::trim) {
-        let Some((path, handlers)) = line
-            .strip_prefix(".route(\"")
-            .and_then(|r| r.split_once('"'))
-        else {
-            continue;
-        };
-        for (method, marker) in [("get", "get("), ("post", "post(")] {
-            if handlers.contains(marker) {
-                out.insert((method.to_owned(), format!("/api{path}")));
-            }
-        }
-    }
-    out
 }
 
 /// The field names of `struct name` in `src/api.rs`.
@@ -58,7 +41,10 @@ fn every_route_has_an_operation_and_every_operation_a_route() {
             documented.insert((method.clone(), path.clone()));
         }
     }
-    let declared = routes();
+    let declared: BTreeSet<(String, String)> = common::declared_routes()
+        .into_iter()
+        .map(|(m, p)| (m, format!("/api{p}")))
+        .collect();
     assert!(declared.len() >= 20, "{declared:?}");
     assert_eq!(declared, documented, "server/openapi.json is stale");
 }

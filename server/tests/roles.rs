@@ -10,6 +10,8 @@ use ordo_engine::engine::{Config, Engine};
 use ordo_server::auth::{Directory, Person, Role};
 use ordo_server::{AppState, router};
 use std::collections::BTreeSet;
+
+mod common;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -145,32 +147,12 @@ const MATRIX: &[(&str, &str, &str, &str, &[Role])] = &[
     ),
 ];
 
-/// (method, route) pairs declared in `src/api.rs`.
-fn declared_routes() -> BTreeSet<(String, String)> {
-    let src = include_str!("../src/api.rs");
-    let mut out = BTreeSet::new();
-    for line in src.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix(".route(\"") else {
-            continue;
-        };
-        let Some((path, handlers)) = rest.split_once('"') else {
-            continue;
-        };
-        for (method, marker) in [("GET", "get("), ("POST", "post(")] {
-            if handlers.contains(marker) {
-                out.insert((method.to_owned(), path.to_owned()));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn every_route_has_a_row_in_the_matrix() {
-    let declared = declared_routes();
+    let declared = common::declared_routes();
     let covered: BTreeSet<(String, String)> = MATRIX
         .iter()
-        .map(|(m, r, ..)| ((*m).to_owned(), (*r).to_owned()))
+        .map(|(m, r, ..)| (m.to_lowercase(), (*r).to_owned()))
         .collect();
     assert!(declared.len() >= 20, "the route parser found {declared:?}");
     assert_eq!(declared, covered, "routes and matrix rows differ");

@@ -123,6 +123,31 @@ pub fn load(file: &str, text: &str, opts: &Options) -> Loaded {
     }
 }
 
+/// The process files at `path`: the file itself, or every `.yaml` / `.yml` file
+/// under the folder, recursively, in name order.
+pub fn yaml_files(path: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        let mut entries = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    if std::fs::metadata(path)?.is_file() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    walk(path, &mut out)?;
+    Ok(out)
+}
+
 /// Loads several files as one deployment: `call` and `spawn` targets are checked
 /// against the ids of all of them (and `opts.processes`, if any), and two files
 /// with the same process id are an error.

@@ -457,3 +457,38 @@ fn cancelling_a_caller_cancels_its_children_and_an_uncaught_child_error_goes_to_
         "it stays an incident here until the caller catches it"
     );
 }
+
+#[test]
+fn a_signal_event_subprocess_lives_with_its_subprocess_scope() {
+    let p = process(
+        "id: sig\nstart: [{id: go, next: sub}]\nnodes:\n  sub:\n    type: subprocess\n    start: t\n    nodes:\n      t: {type: user, next: z}\n      z: {type: end}\n      note:\n        type: event_subprocess\n        signal: prices.changed\n        interrupting: false\n        start: n\n        nodes:\n          n: {type: assign, set: {noticed: =noticed + 1}, next: nz}\n          nz: {type: end}\n    next: e\n  e: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({"noticed": 0}));
+    let sub = inst
+        .subscriptions
+        .iter()
+        .find(|s| s.node == "note")
+        .cloned()
+        .expect("armed with the subprocess");
+    assert_eq!(
+        sub.trigger,
+        Trigger::Signal {
+            name: "prices.changed".into()
+        }
+    );
+    let fire = || Command::Trigger {
+        subscription: sub.id,
+        variables: Vars::new(),
+    };
+    let (inst, _) = apply(&p, &inst, fire()).expect("fires");
+    let (inst, _) = apply(&p, &inst, fire()).expect("fires again: non-interrupting signals repeat");
+    assert_eq!(inst.variables()["noticed"], json!(2));
+    let task = task_of(&actions, "t")[0].activity;
+    let (inst, actions) = complete_activity(&p, &inst, task, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(
+        actions.contains(&Action::Unsubscribe(sub)),
+        "withdrawn when its scope closes"
+    );
+    assert!(inst.subscriptions.is_empty());
+}
