@@ -547,6 +547,18 @@ impl Engine {
             .await
     }
 
+    /// One instance's incidents, open and closed, newest first.
+    pub async fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>> {
+        let instance = instance.to_owned();
+        self.read(move |c| c.instance_incidents(&instance)).await
+    }
+
+    /// Checks a process file as [`Engine::deploy`] would, without deploying it:
+    /// every error and warning, with its line and column.
+    pub fn check(&self, name: &str, source: &str) -> Vec<Diagnostic> {
+        model::load(name, source, &self.options).diagnostics
+    }
+
     /// Runs a failed step again (see [`Command::Retry`]).
     pub async fn retry(
         &self,

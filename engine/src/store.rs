@@ -748,6 +748,8 @@ pub trait ReadEvents {
     fn seen_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
     /// Incidents, newest first; only open ones when `open_only`.
     fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>>;
+    /// One instance's incidents, open and closed, newest first.
+    fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>>;
 }
 
 /// Writes to the event tables.
@@ -835,19 +837,30 @@ impl ReadEvents for Connection {
             "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
              WHERE (?1 = 0 OR state = 'open') ORDER BY created_at DESC LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = st.query_map(params![open_only, limit, offset], |r| {
-            Ok(IncidentRow {
-                instance_id: r.get(0)?,
-                activity: r.get(1)?,
-                node: r.get(2)?,
-                message: r.get(3)?,
-                state: r.get(4)?,
-                created_at: r.get(5)?,
-                attempts: r.get(6)?,
-            })
-        })?;
+        let rows = st.query_map(params![open_only, limit, offset], incident_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+
+    fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
+             WHERE instance_id = ?1 ORDER BY created_at DESC",
+        )?;
+        let rows = st.query_map(params![instance], incident_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
+    Ok(IncidentRow {
+        instance_id: r.get(0)?,
+        activity: r.get(1)?,
+        node: r.get(2)?,
+        message: r.get(3)?,
+        state: r.get(4)?,
+        created_at: r.get(5)?,
+        attempts: r.get(6)?,
+    })
 }
 
 impl WriteEvents for Connection {

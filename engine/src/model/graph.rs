@@ -178,6 +178,13 @@ impl FlowGraph {
 
     /// The diagram in Graphviz dot.
     pub fn to_dot(&self) -> String {
+        self.to_dot_with(|_| None)
+    }
+
+    /// Graphviz dot with extra attributes (`style=filled, fillcolor="…"`) on the
+    /// nodes `extra` returns them for, by node id: how a monitor highlights
+    /// where an instance stands.
+    pub fn to_dot_with(&self, extra: impl Fn(&str) -> Option<String>) -> String {
         let mut out = String::from("digraph process {\n  rankdir=LR;\n");
         for i in self.graph.node_indices() {
             let el = &self.graph[i];
@@ -187,9 +194,10 @@ impl FlowGraph {
                 _ => "box",
             };
             let label = el.name.as_deref().unwrap_or(&el.id);
+            let more = extra(&el.id).map(|m| format!(", {m}")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  \"{}\" [label=\"{}\", shape={shape}];",
+                "  \"{}\" [label=\"{}\", shape={shape}{more}];",
                 dot_text(&el.id),
                 dot_text(label)
             );
