@@ -146,6 +146,15 @@ enum UserCommand {
         #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
         db: PathBuf,
     },
+    /// Set a person's password for the pages, read from the first line of
+    /// standard input (`ordo user passwd ann < file`, or type it and press Enter).
+    Passwd {
+        /// The person.
+        name: String,
+        /// The SQLite file.
+        #[arg(long, env = "ORDO_DB", default_value = "ordo.db")]
+        db: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,7 +251,11 @@ fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCod
         let addr = server.local_addr()?;
         if demo {
             let tokens = ordo_server::seed_demo(server.directory())?;
-            eprintln!("ordo: demo people, each with a new API token (send `Authorization: Bearer TOKEN`):");
+            eprintln!(
+                "ordo: demo people: sign in at http://{addr}/ as any of them with the password `{}`;",
+                ordo_server::DEMO_PASSWORD
+            );
+            eprintln!("  each also has a new API token (send `Authorization: Bearer TOKEN`):");
             for (name, token) in tokens {
                 eprintln!("  {name:<6} {token}");
             }
@@ -379,6 +392,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 supervisor,
             })?;
             println!("{name} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::Passwd { name, db },
+        } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            let dir = ordo_server::auth::Directory::open(&db)?;
+            dir.set_password(&name, password)?;
+            println!("password set for {name}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {

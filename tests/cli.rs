@@ -235,6 +235,31 @@ fn people_and_tokens_are_managed_from_the_command_line() {
     let (code, _, err) = ordo(&["token", "create", "--user", "nobody", "--db", db]);
     assert_eq!(code, 2);
     assert!(err.contains("no person named `nobody`"), "{err}");
+    // A password for the pages, from standard input.
+    let passwd = |pw: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
+            .args(["user", "passwd", "ann", "--db", db])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = passwd("short");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("at least 8 characters"), "{err}");
+    let (code, err) = passwd("a long passphrase");
+    assert_eq!(code, Some(0), "{err}");
+    let d = ordo_server::auth::Directory::open(std::path::Path::new(db)).unwrap();
+    assert!(d.sign_in("ann", "a long passphrase").unwrap().is_some());
+    assert!(d.sign_in("ann", "short").unwrap().is_none());
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Who may start processes.
-const STARTERS: &[Role] = &[
+pub(crate) const STARTERS: &[Role] = &[
     Role::Salesperson,
     Role::Supervisor,
     Role::Admin,
@@ -53,9 +53,9 @@ const STARTERS: &[Role] = &[
     Role::Integrator,
 ];
 /// Who may watch instances.
-const WATCHERS: &[Role] = &[Role::Supervisor, Role::Admin];
+pub(crate) const WATCHERS: &[Role] = &[Role::Supervisor, Role::Admin];
 /// Who works tasks.
-const STAFF: &[Role] = &[
+pub(crate) const STAFF: &[Role] = &[
     Role::Salesperson,
     Role::Supervisor,
     Role::Admin,
@@ -68,7 +68,7 @@ pub struct Caller(pub Identity);
 
 impl Caller {
     /// Refuses the request unless the caller has one of `roles`.
-    fn require(&self, roles: &[Role]) -> Result<()> {
+    pub(crate) fn require(&self, roles: &[Role]) -> Result<()> {
         if self.0.has_any(roles) {
             return Ok(());
         }
@@ -380,9 +380,21 @@ async fn tasks(
     caller: Caller,
     Query(q): Query<TaskQuery>,
 ) -> Result<Json<Vec<TaskRow>>> {
-    caller.require(STAFF)?;
     let limit = q.limit.unwrap_or(50).min(500);
-    let rows = match q.view.as_deref().unwrap_or("mine") {
+    let view = q.view.as_deref().unwrap_or("mine");
+    Ok(Json(task_list(&st, &caller, view, limit).await?))
+}
+
+/// A task view: `mine` (assigned to the caller), `groups` (offered to their
+/// groups) or `overdue` (supervisors: their team's; admins: all).
+pub(crate) async fn task_list(
+    st: &AppState,
+    caller: &Caller,
+    view: &str,
+    limit: u32,
+) -> Result<Vec<TaskRow>> {
+    caller.require(STAFF)?;
+    Ok(match view {
         "mine" => st.engine.tasks_of(&caller.0.user, limit).await?,
         "groups" => {
             st.engine
@@ -395,7 +407,7 @@ async fn tasks(
             if caller.0.has_any(&[Role::Admin]) {
                 all
             } else {
-                let team = team(&st, &caller.0.user).await?;
+                let team = team(st, &caller.0.user).await?;
                 all.into_iter()
                     .filter(|t| t.assignee.as_ref().is_some_and(|a| team.contains(a)))
                     .collect()
@@ -406,14 +418,13 @@ async fn tasks(
                 "`view={other}` is not a task view; use mine, groups or overdue"
             )));
         }
-    };
-    Ok(Json(rows))
+    })
 }
 
 /// An open task the caller may see: theirs, offered to them or their groups; for
 /// a supervisor, also their team's (assigned to or offered to someone they lead);
 /// for an admin, any. Others get 404, as if it did not exist.
-async fn visible_task(
+pub(crate) async fn visible_task(
     st: &AppState,
     caller: &Caller,
     instance: &str,
@@ -447,7 +458,7 @@ async fn visible_task(
 }
 
 /// The people `supervisor` leads.
-async fn team(st: &AppState, supervisor: &str) -> Result<Vec<String>> {
+pub(crate) async fn team(st: &AppState, supervisor: &str) -> Result<Vec<String>> {
     let dir = std::sync::Arc::clone(&st.directory);
     let who = supervisor.to_owned();
     Ok(tokio::task::spawn_blocking(move || dir.team(&who))
@@ -455,29 +466,59 @@ async fn team(st: &AppState, supervisor: &str) -> Result<Vec<String>> {
         .map_err(|e| ApiError::Internal(e.to_string()))??)
 }
 
-async fn task(
-    State(st): State<AppState>,
-    caller: Caller,
-    Path((instance, activity)): Path<(String, u64)>,
-) -> Result<Json<Value>> {
+/// An open task with what its page and its API view show.
+pub(crate) struct TaskDetails {
+    pub task: TaskRow,
+    pub candidate_users: Vec<String>,
+    pub candidate_groups: Vec<String>,
+    /// The instance it belongs to.
+    pub instance: ordo_engine::runtime::Instance,
+    /// Its form's fields, in order (empty: the task takes any variables).
+    pub form: indexmap::IndexMap<String, ordo_engine::model::raw::FormField>,
+}
+
+/// A task the caller may see, with its instance and form.
+pub(crate) async fn task_details(
+    st: &AppState,
+    caller: &Caller,
+    instance: &str,
+    activity: u64,
+) -> Result<TaskDetails> {
     caller.require(STAFF)?;
-    let (task, users, groups) = visible_task(&st, &caller, &instance, activity).await?;
-    let inst = st.engine.instance(&instance).await?;
+    let (task, candidate_users, candidate_groups) =
+        visible_task(st, caller, instance, activity).await?;
+    let inst = st.engine.instance(instance).await?;
     let process = st
         .engine
         .process(&inst.process, Some(inst.process_version))
         .await?;
     let form = match process.node(&task.node) {
-        Some(ordo_engine::model::raw::Node::User(u)) => json!(u.form),
-        _ => json!({}),
+        Some(ordo_engine::model::raw::Node::User(u)) => u.form.clone(),
+        _ => indexmap::IndexMap::new(),
     };
+    Ok(TaskDetails {
+        task,
+        candidate_users,
+        candidate_groups,
+        instance: inst,
+        form,
+    })
+}
+
+async fn task(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((instance, activity)): Path<(String, u64)>,
+) -> Result<Json<Value>> {
+    let d = task_details(&st, &caller, &instance, activity).await?;
     Ok(Json(json!({
-        "task": task, "candidate_users": users, "candidate_groups": groups, "form": form,
+        "task": d.task, "candidate_users": d.candidate_users,
+        "candidate_groups": d.candidate_groups, "form": d.form,
     })))
 }
 
 /// Claims, unclaims or delegates a task the caller may see.
-async fn change(
+pub(crate) async fn change(
     st: &AppState,
     caller: &Caller,
     (instance, activity): (String, u64),
@@ -537,8 +578,22 @@ async fn complete(
     Path((instance, activity)): Path<(String, u64)>,
     Body(r): Body<CompleteRequest>,
 ) -> Result<Json<Value>> {
+    let inst = complete_task(&st, &caller, &instance, activity, r.variables).await?;
+    Ok(Json(json!({
+        "instance": inst.id, "status": inst.status, "active_nodes": inst.active_nodes(),
+    })))
+}
+
+/// Completes a task the caller holds (or any, for an admin).
+pub(crate) async fn complete_task(
+    st: &AppState,
+    caller: &Caller,
+    instance: &str,
+    activity: u64,
+    variables: Vars,
+) -> Result<ordo_engine::runtime::Instance> {
     caller.require(STAFF)?;
-    let (task, ..) = visible_task(&st, &caller, &instance, activity).await?;
+    let (task, ..) = visible_task(st, caller, instance, activity).await?;
     let me = &caller.0;
     if task.assignee.as_deref() != Some(me.user.as_str()) && !me.has_any(&[Role::Admin]) {
         return Err(ApiError::Forbidden(format!(
@@ -546,19 +601,10 @@ async fn complete(
             task.assignee.as_deref().unwrap_or("nobody")
         )));
     }
-    let inst = st
+    Ok(st
         .engine
-        .complete_task(
-            &instance,
-            activity,
-            r.variables,
-            Some(me.user.clone()),
-            None,
-        )
-        .await?;
-    Ok(Json(json!({
-        "instance": inst.id, "status": inst.status, "active_nodes": inst.active_nodes(),
-    })))
+        .complete_task(instance, activity, variables, Some(me.user.clone()), None)
+        .await?)
 }
 
 // Incidents.
@@ -643,12 +689,18 @@ async fn resolve(
 /// Takes an online backup into the server's backup folder.
 async fn backup(State(st): State<AppState>, caller: Caller) -> Result<Response> {
     caller.require(&[Role::Maintenance, Role::Admin])?;
+    let (path, bytes) = take_backup(&st).await?;
+    Ok(created(json!({ "path": path, "bytes": bytes })))
+}
+
+/// An online backup into the server's backup folder: its path and size.
+pub(crate) async fn take_backup(st: &AppState) -> Result<(std::path::PathBuf, u64)> {
     std::fs::create_dir_all(&st.backups)
         .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", st.backups.display())))?;
     let name = format!("ordo-{}.db", chrono::Utc::now().format("%Y%m%d-%H%M%S%.3f"));
     let path = st.backups.join(name);
     let bytes = st.engine.backup(path.clone()).await?;
-    Ok(created(json!({ "path": path, "bytes": bytes })))
+    Ok((path, bytes))
 }
 
 /// The OpenAPI document of this API (`server/openapi.json`; a test keeps it in

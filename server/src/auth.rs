@@ -4,7 +4,13 @@
 //! (`people`, `memberships`, `tokens`), on a connection of its own: it is written
 //! rarely (adding a person, creating a token) and read once per request. A token is
 //! shown once when created; only its SHA-256 is stored.
+//!
+//! The pages sign people in with a name and a password (stored as an Argon2id
+//! hash) and keep them signed in with a session: a random id in an `HttpOnly`,
+//! `SameSite=Strict` cookie, stored hashed like a token, ending after
+//! [`SESSION_HOURS`] or at sign-out.
 
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,7 +37,18 @@ pub enum Error {
     /// The lock was poisoned by a panic elsewhere.
     #[error("the directory is unavailable")]
     Poisoned,
+    /// A password that is too short to be one.
+    #[error("a password needs at least {MIN_PASSWORD_CHARS} characters")]
+    WeakPassword,
+    /// Hashing a password failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
 }
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// How long a page session lasts.
+pub const SESSION_HOURS: i64 = 12;
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -137,6 +154,15 @@ CREATE TABLE IF NOT EXISTS tokens (
     person TEXT NOT NULL,
     created_at TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS passwords (
+    person TEXT PRIMARY KEY,
+    hash TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    hash TEXT PRIMARY KEY,
+    person TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// The people directory.
@@ -210,9 +236,7 @@ impl Directory {
         if person(&conn, person_name)?.is_none() {
             return Err(Error::UnknownPerson(person_name.to_owned()));
         }
-        let mut bytes = [0u8; 24];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
-        let token = format!("ordo_{}", hex(&bytes));
+        let token = format!("ordo_{}", random_hex()?);
         conn.execute(
             "INSERT INTO tokens (hash, person, created_at) VALUES (?1, ?2, ?3)",
             params![digest(&token), person_name, chrono::Utc::now().to_rfc3339()],
@@ -232,6 +256,91 @@ impl Directory {
             None => Ok(None),
         }
     }
+}
+
+impl Directory {
+    /// Sets `person`'s password for the pages (Argon2id, random salt).
+    pub fn set_password(&self, person_name: &str, password: &str) -> Result<()> {
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(Error::WeakPassword);
+        }
+        if self.person(person_name)?.is_none() {
+            return Err(Error::UnknownPerson(person_name.to_owned()));
+        }
+        // Hashing takes tens of milliseconds by design; the lock is not held.
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes())
+            .map_err(|e| Error::Hash(e.to_string()))?
+            .to_string();
+        self.conn()?.execute(
+            "INSERT INTO passwords (person, hash) VALUES (?1, ?2)
+             ON CONFLICT (person) DO UPDATE SET hash = ?2",
+            params![person_name, hash],
+        )?;
+        Ok(())
+    }
+
+    /// Checks a name and password; on success opens a session and returns its id
+    /// (for the cookie) with the person. A wrong name and a wrong password are
+    /// told apart to no one.
+    pub fn sign_in(&self, name: &str, password: &str) -> Result<Option<(String, Identity)>> {
+        let stored: Option<String> = self
+            .conn()?
+            .prepare_cached("SELECT hash FROM passwords WHERE person = ?1")?
+            .query_row(params![name], |r| r.get(0))
+            .optional()?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        if Argon2::default()
+            .verify_password(password.as_bytes(), stored.as_str())
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let Some(who) = self.person(name)? else {
+            return Ok(None);
+        };
+        let id = random_hex()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", params![now])?;
+        conn.execute(
+            "INSERT INTO sessions (hash, person, expires_ms) VALUES (?1, ?2, ?3)",
+            params![digest(&id), name, now + SESSION_HOURS * 3_600_000],
+        )?;
+        Ok(Some((id, who)))
+    }
+
+    /// The person a live session belongs to.
+    pub fn session(&self, id: &str) -> Result<Option<Identity>> {
+        let conn = self.conn()?;
+        let name: Option<String> = conn
+            .prepare_cached("SELECT person FROM sessions WHERE hash = ?1 AND expires_ms > ?2")?
+            .query_row(
+                params![digest(id), chrono::Utc::now().timestamp_millis()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match name {
+            Some(n) => person(&conn, &n),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session.
+    pub fn sign_out(&self, id: &str) -> Result<()> {
+        self.conn()?
+            .execute("DELETE FROM sessions WHERE hash = ?1", params![digest(id)])?;
+        Ok(())
+    }
+}
+
+/// 192 random bits, in hex.
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(hex(&bytes))
 }
 
 fn person(conn: &Connection, name: &str) -> Result<Option<Identity>> {
@@ -301,5 +410,41 @@ mod tests {
             Err(Error::UnknownPerson(_))
         ));
         assert!(matches!("boss".parse::<Role>(), Err(Error::UnknownRole(_))));
+    }
+
+    #[test]
+    fn a_password_opens_a_session_until_sign_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open(&dir.path().join("d.db")).unwrap();
+        d.add(&Person {
+            name: "ann".into(),
+            roles: vec![Role::Salesperson],
+            ..Person::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            d.set_password("ann", "short"),
+            Err(Error::WeakPassword)
+        ));
+        assert!(matches!(
+            d.set_password("bob", "long enough"),
+            Err(Error::UnknownPerson(_))
+        ));
+        d.set_password("ann", "correct horse").unwrap();
+        assert_eq!(d.sign_in("ann", "wrong horse").unwrap(), None);
+        assert_eq!(d.sign_in("bob", "correct horse").unwrap(), None);
+        let (id, who) = d.sign_in("ann", "correct horse").unwrap().unwrap();
+        assert_eq!(who.user, "ann");
+        assert_eq!(d.session(&id).unwrap().unwrap().user, "ann");
+        // A session id is not an API token, nor the other way round.
+        assert_eq!(d.identify(&id).unwrap(), None);
+        let stored: String = d
+            .conn()
+            .unwrap()
+            .query_row("SELECT hash FROM passwords", [], |r| r.get(0))
+            .unwrap();
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+        d.sign_out(&id).unwrap();
+        assert_eq!(d.session(&id).unwrap(), None);
     }
 }

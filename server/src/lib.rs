@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod diagram;
 mod error;
+pub mod pages;
 
 pub use error::ApiError;
 
@@ -71,13 +73,14 @@ pub struct AppState {
     pub backups: PathBuf,
 }
 
-/// The whole HTTP application: `/health` and `/api`.
+/// The whole HTTP application: `/health`, `/metrics`, `/api` and the pages.
 pub fn router(state: AppState) -> Router {
     harden(
         Router::new()
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .nest("/api", api::routes())
+            .merge(pages::routes())
             .with_state(state),
     )
 }
@@ -210,8 +213,12 @@ pub const DEMO_PEOPLE: &[DemoPerson] = &[
     ("erp", &[auth::Role::Integrator], &[], None),
 ];
 
-/// Adds the demo organisation to the directory and returns a fresh token per
-/// person.
+/// The password of every demo person (a demo is for trying Ordo, not for real
+/// data).
+pub const DEMO_PASSWORD: &str = "ordo-demo";
+
+/// Adds the demo organisation to the directory, each person with the password
+/// [`DEMO_PASSWORD`], and returns a fresh API token per person.
 pub fn seed_demo(directory: &auth::Directory) -> Result<Vec<(String, String)>, auth::Error> {
     let mut tokens = Vec::new();
     for (name, roles, groups, supervisor) in DEMO_PEOPLE {
@@ -221,6 +228,7 @@ pub fn seed_demo(directory: &auth::Directory) -> Result<Vec<(String, String)>, a
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             supervisor: supervisor.map(str::to_owned),
         })?;
+        directory.set_password(name, DEMO_PASSWORD)?;
         tokens.push(((*name).to_owned(), directory.create_token(name)?));
     }
     Ok(tokens)
