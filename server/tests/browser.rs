@@ -330,6 +330,14 @@ async fn staff_admins_and_designers_work_in_a_real_browser() {
     // 6. A designer pastes a process with a mistake and sees it at its line.
     let designer = admin; // the same browser, signed in again as Dee
     click(&designer, "header .who button").await;
+    // Signing out lands on the sign-in page; wait for it, or the next navigation
+    // races the sign-out's own redirect.
+    designer
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("#sign-in"))
+        .await
+        .expect("signed out, on the sign-in page");
     sign_in(&designer, &base, "dee", "/designer/new").await;
     let source = designer.find(Locator::Css("#source")).await.unwrap();
     // Pasted, as a clipboard would put it: the whole text at once.
