@@ -257,8 +257,12 @@ async fn the_engine_restarts_from_the_database_alone() {
 
 struct Note;
 impl InlineAction for Note {
-    fn call(&self, tx: &rusqlite::Connection, input: &Value) -> Result<Value, String> {
-        let text = input["text"].as_str().ok_or("no text")?;
+    fn call(
+        &self,
+        tx: &rusqlite::Connection,
+        call: &ordo_engine::engine::ActionCall<'_>,
+    ) -> Result<Value, String> {
+        let text = call.input["text"].as_str().ok_or("no text")?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
             .map_err(|e| e.to_string())?;
         tx.execute("INSERT INTO notes (text) VALUES (?1)", [text])

@@ -321,7 +321,11 @@ async fn a_thrown_message_correlates_to_another_instance_in_the_same_commit() {
 struct Flaky(std::sync::atomic::AtomicUsize);
 
 impl InlineAction for Flaky {
-    fn call(&self, _tx: &rusqlite::Connection, _input: &Value) -> Result<Value, String> {
+    fn call(
+        &self,
+        _tx: &rusqlite::Connection,
+        _call: &ordo_engine::engine::ActionCall<'_>,
+    ) -> Result<Value, String> {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if n == 0 {
             Err("the ledger is locked".into())

@@ -106,7 +106,26 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// of the step that calls it, so its writes and the step commit together.
 pub trait InlineAction: Send + Sync {
     /// Runs the action. An `Err` becomes an incident on the service task.
-    fn call(&self, tx: &Connection, input: &Value) -> std::result::Result<Value, String>;
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> std::result::Result<Value, String>;
+}
+
+/// What an inline action is asked to do, and on whose behalf: enough for a plugin
+/// to record why it changed something (the process and step) and when (the
+/// engine's clock, so tests with a manual clock see manual times).
+#[derive(Debug, Clone, Copy)]
+pub struct ActionCall<'a> {
+    /// The instance whose step calls the action.
+    pub instance: &'a str,
+    /// Its process id.
+    pub process: &'a str,
+    /// The service task's node id.
+    pub node: &'a str,
+    /// The service task's activity instance.
+    pub activity: u64,
+    /// The action's parameters (`with:`), evaluated.
+    pub input: &'a Value,
+    /// Now, by the engine's clock.
+    pub now: DateTime<Utc>,
 }
 
 /// Engine settings.
@@ -1186,7 +1205,15 @@ impl State {
             let cmd = match &actions[i] {
                 Action::RunJob(job) => match self.actions.get(&job.action) {
                     Some(handler) => {
-                        let cmd = match handler.call(tx, &job.input) {
+                        let call = ActionCall {
+                            instance: &inst.id,
+                            process: &inst.process,
+                            node: &job.node,
+                            activity: job.activity,
+                            input: &job.input,
+                            now: self.clock.now(),
+                        };
+                        let cmd = match handler.call(tx, &call) {
                             Ok(result) => Command::CompleteJob {
                                 activity: job.activity,
                                 result,
