@@ -1,0 +1,41 @@
+//! Ordo's CRM plugin: the sales office's records (customers, leads,
+//! opportunities, quotes, orders, contracts, receivable plans, payments, …) with
+//! an audit trail, and the actions the CRM processes in `processes/crm/` call.
+//!
+//! The plugin lives in the engine's SQLite file (tables `crm_*`) and its actions
+//! run inline, in the transaction of the step that calls them. To use it, call
+//! [`install`] on the engine's configuration before opening the engine.
+
+pub mod actions;
+pub mod records;
+pub mod schema;
+
+use ordo_engine::engine::Config;
+
+/// Plugin errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CRM tables could not be created or upgraded.
+    #[error("cannot prepare the CRM tables in {path}: {source}")]
+    Migrate {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+}
+
+/// Creates or upgrades the CRM tables in the engine's database and registers
+/// the CRM actions with the engine's configuration.
+pub fn install(config: &mut Config) -> Result<(), Error> {
+    let migrate = |source| Error::Migrate {
+        path: config.db.clone(),
+        source,
+    };
+    let mut conn = rusqlite::Connection::open(&config.db).map_err(migrate)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(migrate)?;
+    schema::migrate(&mut conn).map_err(migrate)?;
+    config.actions.extend(actions::all());
+    Ok(())
+}
