@@ -594,16 +594,35 @@ pub(crate) async fn complete_task(
 ) -> Result<ordo_engine::runtime::Instance> {
     caller.require(STAFF)?;
     let (task, ..) = visible_task(st, caller, instance, activity).await?;
+    complete_visible(st, caller, &task, variables).await
+}
+
+/// Completes `task`, which the caller was shown (`visible_task`): only its
+/// assignee or an admin may.
+pub(crate) async fn complete_visible(
+    st: &AppState,
+    caller: &Caller,
+    task: &TaskRow,
+    variables: Vars,
+) -> Result<ordo_engine::runtime::Instance> {
     let me = &caller.0;
     if task.assignee.as_deref() != Some(me.user.as_str()) && !me.has_any(&[Role::Admin]) {
         return Err(ApiError::Forbidden(format!(
-            "task {instance}/{activity} is assigned to {}; claim it first",
+            "task {}/{} is assigned to {}; claim it first",
+            task.instance_id,
+            task.activity,
             task.assignee.as_deref().unwrap_or("nobody")
         )));
     }
     Ok(st
         .engine
-        .complete_task(instance, activity, variables, Some(me.user.clone()), None)
+        .complete_task(
+            &task.instance_id,
+            task.activity,
+            variables,
+            Some(me.user.clone()),
+            None,
+        )
         .await?)
 }
 

@@ -11,6 +11,8 @@ use ordo_server::auth::{Directory, Person, Role};
 use ordo_server::{AppState, router};
 use serde_json::{Value, json};
 use std::sync::Arc;
+
+mod common;
 use tower::ServiceExt;
 
 struct Api {
@@ -45,17 +47,10 @@ async fn api() -> Api {
         ("dee", &[Role::Designer], &[]),
         ("erp", &[Role::Integrator], &[]),
     ];
+    // Sam leads Ann; nobody leads Bob.
+    common::add_people(&directory, &people, "sam");
     let mut tokens = std::collections::HashMap::new();
-    for (name, roles, groups) in people {
-        directory
-            .add(&Person {
-                name: name.into(),
-                roles: roles.to_vec(),
-                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-                // Sam leads Ann; nobody leads Bob.
-                supervisor: (name == "ann").then(|| "sam".to_owned()),
-            })
-            .unwrap();
+    for (name, ..) in people {
         tokens.insert(name, directory.create_token(name).unwrap());
     }
     let backups = dir.path().join("backups");

@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use ordo_server::auth::{Person, Role};
+use ordo_server::auth::Role;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -209,20 +209,13 @@ async fn staff_admins_and_designers_work_in_a_real_browser() {
     })
     .await
     .unwrap();
-    for (name, role, groups) in [
-        ("ann", Role::Salesperson, vec!["finance".to_owned()]),
-        ("root", Role::Admin, vec![]),
-        ("dee", Role::Designer, vec![]),
-    ] {
-        server
-            .directory()
-            .add(&Person {
-                name: name.into(),
-                roles: vec![role],
-                groups,
-                supervisor: None,
-            })
-            .unwrap();
+    let people: [(&str, &[Role], &[&str]); 3] = [
+        ("ann", &[Role::Salesperson], &["finance"]),
+        ("root", &[Role::Admin], &[]),
+        ("dee", &[Role::Designer], &[]),
+    ];
+    common::add_people(server.directory(), &people, "root");
+    for (name, ..) in people {
         server.directory().set_password(name, PASSWORD).unwrap();
     }
     let token = server.directory().create_token("root").unwrap();

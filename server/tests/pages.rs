@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use ordo_engine::engine::{Config, Engine};
-use ordo_server::auth::{Directory, Person, Role};
+use ordo_server::auth::{Directory, Role};
 use ordo_server::{AppState, router};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -50,15 +50,8 @@ async fn site() -> Site {
         ("max", &[Role::Maintenance], &[]),
         ("erp", &[Role::Integrator], &[]),
     ];
-    for (name, roles, groups) in people {
-        directory
-            .add(&Person {
-                name: name.into(),
-                roles: roles.to_vec(),
-                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-                supervisor: (name == "ann").then(|| "sue".to_owned()),
-            })
-            .unwrap();
+    common::add_people(&directory, &people, "sue");
+    for (name, ..) in people {
         directory.set_password(name, PASSWORD).unwrap();
     }
     let app = router(AppState {

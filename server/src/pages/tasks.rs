@@ -212,7 +212,9 @@ pub(super) async fn complete(
         .clone()
         .unwrap_or_else(|| details.task.node.clone());
     let values = form::read(&details.form, &pairs);
-    match api::complete_task(&st, &viewer.0, &instance, activity, values).await {
+    // The task was just checked as visible (task_details); completing it only
+    // needs the holder's check.
+    match api::complete_visible(&st, &viewer.0, &details.task, values).await {
         Ok(_) => {
             let q = serde_urlencoded::to_string([("done", title)]).unwrap_or_default();
             see_other(&format!("/tasks?{q}"))

@@ -2,7 +2,23 @@
 
 #![allow(dead_code)] // each test file uses some of them
 
+use ordo_server::auth::{Directory, Person, Role};
 use std::collections::BTreeSet;
+
+/// Adds each `(name, roles, groups)` to the directory; `ann`, when listed, is
+/// led by `ann_leader` (so supervisor visibility has someone to see).
+pub fn add_people(directory: &Directory, people: &[(&str, &[Role], &[&str])], ann_leader: &str) {
+    for (name, roles, groups) in people {
+        directory
+            .add(&Person {
+                name: (*name).into(),
+                roles: roles.to_vec(),
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                supervisor: (*name == "ann").then(|| ann_leader.to_owned()),
+            })
+            .expect("a person is added");
+    }
+}
 
 /// An expense claim: a review assigned to `ann` with a form, then a payment
 /// offered to the `finance` group.
