@@ -43,6 +43,9 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Diagnostic codes that mean the body is not YAML text at all.
+const MALFORMED: &[&str] = &["yaml-syntax", "yaml-invalid", "not-utf8"];
+
 impl ApiError {
     pub(crate) fn status(&self) -> (StatusCode, &'static str) {
         match self {
@@ -50,6 +53,11 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            // Text that is not YAML at all is a malformed request; YAML that is
+            // not a valid process is unprocessable. Both carry their diagnostics.
+            ApiError::Invalid(d) if d.iter().any(|x| MALFORMED.contains(&x.code)) => {
+                (StatusCode::BAD_REQUEST, "malformed_definition")
+            }
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::Form(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_form"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),

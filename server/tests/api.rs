@@ -415,6 +415,15 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(a.send(big).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     let (s, _) = a.call(Some("bob"), "POST", "/api/definitions", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a salesperson may not deploy");
+    // Not YAML at all: 400, with the diagnostic at its line.
+    let broken = Request::post("/api/definitions")
+        .header("authorization", format!("Bearer {}", a.tokens["dee"]))
+        .body(Body::from("id: x\nstart: [unclosed\n"))
+        .unwrap();
+    let (s, v) = a.send(broken).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"], "malformed_definition");
+    assert!(v["diagnostics"][0]["line"].as_u64().is_some(), "{v}");
 }
 
 /// One HTTP/1.1 request over a real socket; returns the status and the body.
