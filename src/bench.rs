@@ -213,6 +213,8 @@ async fn p7(db: &std::path::Path, yaml: &str, opts: &Options) -> anyhow::Result<
         addr: "127.0.0.1:0".parse()?,
         deploy: Vec::new(),
         backups: db.with_extension("backups"),
+        plugins: Vec::new(),
+        clock: None,
     };
     let server = ordo_server::Server::open(&config).await?;
     let people = server.directory();

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ordo_engine::model::{self, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,8 +70,20 @@ enum Command {
         /// Where backups taken through the API go [default: backups].
         #[arg(long, env = "ORDO_BACKUPS")]
         backups: Option<PathBuf>,
+        /// The SMTP relay CRM e-mails go through, as host:port (no TLS: a relay
+        /// on the local network). Without it, e-mails wait in the outbox.
+        #[arg(long, env = "ORDO_SMTP")]
+        smtp: Option<String>,
+        /// The sender of CRM e-mails.
+        #[arg(
+            long,
+            env = "ORDO_SMTP_FROM",
+            default_value = "Ordo CRM <crm@ordo.localhost>"
+        )]
+        smtp_from: String,
         /// Seed a demo organisation (sales team, supervisor, market manager,
-        /// finance, admin, maintenance, an integrator) and print their tokens.
+        /// finance, admin, maintenance, an integrator) with CRM data and a lead
+        /// on its way, and print their tokens.
         #[arg(long)]
         demo: bool,
     },
@@ -225,6 +238,7 @@ struct FileConfig {
     addr: Option<std::net::SocketAddr>,
     deploy: Option<Vec<PathBuf>>,
     backups: Option<PathBuf>,
+    smtp: Option<String>,
 }
 
 impl FileConfig {
@@ -243,6 +257,26 @@ impl FileConfig {
     }
 }
 
+/// Sends the demo's first lead, as a web form would: Sam or Sally gets the
+/// "Contact and qualify" task, and an inbox notification saying why them.
+async fn demo_lead(state: &ordo_server::AppState) -> anyhow::Result<()> {
+    let lead = serde_json::json!({"lead": {
+        "name": "Li Lei", "company": "Donghai Textiles", "email": "li.lei@donghai.example",
+        "phone": "13800138000", "region": "east", "industry": "textiles", "source": "inbound",
+    }});
+    let message = ordo_engine::engine::Message {
+        name: "lead.received".into(),
+        key: Some("li.lei@donghai.example".into()),
+        message_id: Some("demo-lead-1".into()),
+        variables: serde_json::from_value(lead)?,
+        ttl: None,
+    };
+    if let Err(e) = state.engine.correlate(message).await {
+        eprintln!("ordo: the demo lead was not started ({e}); is processes/crm deployed?");
+    }
+    Ok(())
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -251,6 +285,8 @@ fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCod
         let addr = server.local_addr()?;
         if demo {
             let tokens = ordo_server::seed_demo(server.directory())?;
+            server.seed_plugin_demos()?;
+            demo_lead(server.state()).await?;
             eprintln!(
                 "ordo: demo people: sign in at http://{addr}/ as any of them with the password `{}`;",
                 ordo_server::DEMO_PASSWORD
@@ -341,6 +377,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             addr,
             deploy,
             backups,
+            smtp,
+            smtp_from,
             demo,
         } => {
             let file = match &config {
@@ -359,6 +397,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     deploy
                 },
                 backups: backups.or(file.backups).unwrap_or_else(|| "backups".into()),
+                plugins: vec![Arc::new(ordo_crm::CrmPlugin {
+                    smtp: match smtp.or(file.smtp) {
+                        Some(addr) => Some(
+                            ordo_crm::deliver::Smtp::parse(&addr, &smtp_from)
+                                .map_err(|e| anyhow::anyhow!("--smtp: {e}"))?,
+                        ),
+                        None => None,
+                    },
+                })],
+                clock: None,
             };
             serve(config, demo)
         }

@@ -12,12 +12,19 @@ use std::sync::Arc;
 
 /// Every action of the plugin, by the name processes call it.
 pub fn all() -> Vec<(String, Arc<dyn InlineAction>)> {
-    let list: [(&str, Arc<dyn InlineAction>); 5] = [
+    let list: [(&str, Arc<dyn InlineAction>); 12] = [
         ("crm.create_record", Arc::new(CreateRecord)),
         ("crm.update_record", Arc::new(UpdateRecord)),
         ("crm.find_duplicate", Arc::new(FindDuplicate)),
         ("crm.convert_lead", Arc::new(ConvertLead)),
         ("crm.record_payment", Arc::new(RecordPayment)),
+        ("crm.assign", Arc::new(Assign)),
+        ("crm.notify", Arc::new(Notify)),
+        ("crm.move_to_pool", Arc::new(MoveToPool)),
+        ("crm.claim_from_pool", Arc::new(ClaimFromPool)),
+        ("crm.reclaim_stale", Arc::new(ReclaimStale)),
+        ("crm.release_salesperson", Arc::new(ReleaseSalesperson)),
+        ("crm.plan_receivables", Arc::new(PlanReceivables)),
     ];
     list.into_iter().map(|(n, a)| (n.to_owned(), a)).collect()
 }
@@ -133,6 +140,14 @@ impl InlineAction for FindDuplicate {
             Value::Object(_) => &call.input["of"],
             _ => call.input,
         };
+        Ok(find_duplicate(tx, input)?.unwrap_or(Value::Null))
+    }
+}
+
+/// The customer (or open lead) with the same e-mail, phone or company as
+/// `input` (whichever it has), wherever it is: see [`FindDuplicate`].
+pub fn find_duplicate(tx: &Connection, input: &Value) -> Result<Option<Value>, String> {
+    {
         let probes = [
             (
                 "email",
@@ -157,10 +172,10 @@ impl InlineAction for FindDuplicate {
                 .optional()
                 .map_err(|e| e.to_string())?;
             if let Some((id, owner, in_pool)) = found {
-                return Ok(json!({
+                return Ok(Some(json!({
                     "record": "customer", "id": id, "owner": owner,
                     "in_pool": in_pool, "matched_on": on,
-                }));
+                })));
             }
         }
         // A lead not converted yet, still being worked.
@@ -175,13 +190,13 @@ impl InlineAction for FindDuplicate {
                 .optional()
                 .map_err(|e| e.to_string())?;
             if let Some((id, owner)) = found {
-                return Ok(json!({
+                return Ok(Some(json!({
                     "record": "lead", "id": id, "owner": owner,
                     "in_pool": false, "matched_on": on,
-                }));
+                })));
             }
         }
-        Ok(Value::Null)
+        Ok(None)
     }
 }
 
@@ -337,5 +352,272 @@ impl InlineAction for RecordPayment {
             "payment": new, "paid": after.paid, "total": after.total,
             "outstanding": after.outstanding, "state": after.state,
         }))
+    }
+}
+
+/// The record a `{record: kind, id}` input names.
+fn subject(
+    tx: &Connection,
+    input: &Value,
+) -> Result<(&'static records::Kind, i64, Map<String, Value>), String> {
+    let kind = records::kind(text(input, "record")?).map_err(err)?;
+    let record = id(input, "id")?;
+    let fields = records::get(tx, kind, record)
+        .map_err(err)?
+        .ok_or_else(|| format!("there is no {} {record}", kind.name))?;
+    Ok((kind, record, fields))
+}
+
+fn names(v: &Value, key: &str) -> Result<Vec<String>, String> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => Ok(items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect()),
+        other => Err(format!(
+            "`{key}` must be a name or a list of names, not {other}"
+        )),
+    }
+}
+
+/// `crm.assign {record, id, strategy, fallback?, group?, exclude?}` → `{owner,
+/// supervisor, strategy, reason}`. See [`crate::assign`] for the strategies.
+#[derive(Debug)]
+pub struct Assign;
+
+impl InlineAction for Assign {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let (kind, record, fields) = subject(tx, call.input)?;
+        let first = crate::assign::strategy(text(call.input, "strategy")?)?;
+        let fallback = match call.input["fallback"].as_str() {
+            Some(name) => Some(crate::assign::strategy(name)?),
+            None => None,
+        };
+        let exclude = names(&call.input["exclude"], "exclude")?;
+        let subject = crate::assign::Subject {
+            kind,
+            id: record,
+            fields,
+        };
+        let seed = crate::assign::seed(&[
+            call.instance,
+            &call.activity.to_string(),
+            &record.to_string(),
+        ]);
+        let cx = crate::assign::Context {
+            tx,
+            group: call.input["group"].as_str(),
+            exclude: &exclude,
+            subject: &subject,
+            now: call.now,
+            seed,
+        };
+        let done = crate::assign::assign(&cx, first, fallback, &why(call), Some(call.instance))?;
+        serde_json::to_value(done).map_err(|e| e.to_string())
+    }
+}
+
+/// `crm.notify {template, to?, to_group?, supervisor_of?, record?, id?, event?,
+/// …}`: tells each recipient (names; `null`s skipped) in the app, by e-mail when
+/// the CRM knows their address, and the webhooks subscribed to the template.
+/// Every other key is available to the template. → `{inbox, emails, webhooks}`.
+#[derive(Debug)]
+pub struct Notify;
+
+impl InlineAction for Notify {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let template = text(call.input, "template")?;
+        let mut to = names(&call.input["to"], "to")?;
+        if let Some(group) = call.input["to_group"].as_str() {
+            to.extend(crate::org::active_members(tx, group).map_err(|e| e.to_string())?);
+        }
+        for person in names(&call.input["supervisor_of"], "supervisor_of")? {
+            to.extend(crate::org::supervisor_of(tx, &person).map_err(|e| e.to_string())?);
+        }
+        let about = match (&call.input["record"], &call.input["id"]) {
+            (Value::String(k), Value::Number(n)) => {
+                let id = n.as_i64().ok_or("`id` must be a record id")?;
+                Some((records::kind(k).map_err(err)?, id))
+            }
+            (Value::Null, _) => None,
+            _ => return Err("`record` names a kind of record (quote) and `id` its id".into()),
+        };
+        let reserved = [
+            "template",
+            "to",
+            "to_group",
+            "supervisor_of",
+            "record",
+            "id",
+            "event",
+            "by",
+        ];
+        let data: Map<String, Value> = call
+            .input
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !reserved.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut data = data;
+        data.insert("process".into(), json!(call.process));
+        data.insert("instance".into(), json!(call.instance));
+        data.insert("step".into(), json!(call.node));
+        let event = call.input["event"].as_str().map_or_else(
+            || format!("{}:{}", call.instance, call.activity),
+            str::to_owned,
+        );
+        let sent = crate::notify::notify(
+            tx,
+            &crate::notify::Notice {
+                template,
+                event,
+                to,
+                about,
+                data,
+            },
+            &why(call),
+        )
+        .map_err(|e| e.to_string())?;
+        serde_json::to_value(sent).map_err(|e| e.to_string())
+    }
+}
+
+/// `crm.move_to_pool {record: customer|lead, id, reason}` → the record.
+#[derive(Debug)]
+pub struct MoveToPool;
+
+impl InlineAction for MoveToPool {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let reason = call.input["reason"].as_str().unwrap_or("given up");
+        let record = crate::pool::move_to_pool(
+            tx,
+            text(call.input, "record")?,
+            id(call.input, "id")?,
+            reason,
+            &why(call),
+        )?;
+        Ok(Value::Object(record))
+    }
+}
+
+/// `crm.claim_from_pool {record, id, by}` → the record, now `by`'s; refused
+/// (an incident) past the pool's limits.
+#[derive(Debug)]
+pub struct ClaimFromPool;
+
+impl InlineAction for ClaimFromPool {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let person = text(call.input, "by")?;
+        let record = crate::pool::claim(
+            tx,
+            text(call.input, "record")?,
+            id(call.input, "id")?,
+            person,
+            &why(call),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Value::Object(record))
+    }
+}
+
+/// `crm.reclaim_stale {}` → `{moved, reminded}`: the periodic pass that returns
+/// customers nobody followed up to the pool (a cron process calls it).
+#[derive(Debug)]
+pub struct ReclaimStale;
+
+impl InlineAction for ReclaimStale {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let done = crate::pool::reclaim_stale(tx, &why(call))?;
+        serde_json::to_value(done).map_err(|e| e.to_string())
+    }
+}
+
+/// `crm.release_salesperson {person}` → `{moved: [[kind, id]…]}`: a salesperson
+/// leaves; they get no more assignments and their records go to the pool.
+#[derive(Debug)]
+pub struct ReleaseSalesperson;
+
+impl InlineAction for ReleaseSalesperson {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let moved = crate::pool::release(tx, text(call.input, "person")?, &why(call))?;
+        Ok(json!({ "moved": moved }))
+    }
+}
+
+/// `crm.plan_receivables {contract, instalments, first_due?, every_days?}` → the
+/// plan with its instalments: the contract's amount split in exact cents (the
+/// first instalment takes the odd cents), due every 30 days from `first_due`
+/// (default: 30 days from now).
+#[derive(Debug)]
+pub struct PlanReceivables;
+
+impl InlineAction for PlanReceivables {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let contract_kind = records::kind("contract").map_err(err)?;
+        let contract_id = id(call.input, "contract")?;
+        let contract = records::get(tx, contract_kind, contract_id)
+            .map_err(err)?
+            .ok_or_else(|| format!("there is no contract {contract_id}"))?;
+        let count = call.input["instalments"].as_i64().unwrap_or(1);
+        if !(1..=120).contains(&count) {
+            return Err(format!("`instalments` must be 1 to 120, not {count}"));
+        }
+        let every = call.input["every_days"]
+            .as_i64()
+            .unwrap_or(30)
+            .clamp(1, 366);
+        let first_due = match call.input["first_due"].as_str() {
+            Some(s) => chrono::NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d")
+                .map_err(|_| format!("`first_due` must be a date (2026-12-31), not {s}"))?,
+            None => (call.now + chrono::Duration::days(every)).date_naive(),
+        };
+        let total_cents: i64 = tx
+            .query_row(
+                "SELECT amount_cents FROM crm_contracts WHERE id = ?1",
+                [contract_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        let why = why(call);
+        let mut plan = Map::new();
+        plan.insert("contract_id".into(), json!(contract_id));
+        plan.insert("customer_id".into(), contract["customer_id"].clone());
+        plan.insert("total".into(), contract["amount"].clone());
+        plan.insert("instalments".into(), json!(count));
+        plan.insert("owner".into(), contract["owner"].clone());
+        let plan_id = records::create(
+            tx,
+            records::kind("receivable_plan").map_err(err)?,
+            &plan,
+            &why,
+        )
+        .map_err(err)?;
+        let part = total_cents / count;
+        let odd = total_cents - part * count;
+        let instalment = records::kind("instalment").map_err(err)?;
+        let mut due_dates = Vec::new();
+        for i in 0..count {
+            let cents = part + if i == 0 { odd } else { 0 };
+            let due = first_due + chrono::Duration::days(every * i);
+            let mut f = Map::new();
+            f.insert("plan_id".into(), json!(plan_id));
+            f.insert("due_date".into(), json!(due.to_string()));
+            #[allow(clippy::cast_precision_loss)]
+            f.insert("amount".into(), json!(cents as f64 / 100.0));
+            f.insert("owner".into(), contract["owner"].clone());
+            records::create(tx, instalment, &f, &why).map_err(err)?;
+            due_dates.push(due.to_string());
+        }
+        let mut out = records::get(tx, records::kind("receivable_plan").map_err(err)?, plan_id)
+            .map_err(err)?
+            .unwrap_or_default();
+        out.insert("due_dates".into(), json!(due_dates));
+        Ok(Value::Object(out))
     }
 }

@@ -7,9 +7,18 @@
 //! [`install`] on the engine's configuration before opening the engine.
 
 pub mod actions;
+pub mod assign;
+pub mod deliver;
+mod demo;
+pub mod http;
+pub mod notify;
+pub mod org;
+pub mod pool;
 pub mod records;
 pub mod schema;
+pub mod visibility;
 
+pub use http::CrmPlugin;
 use ordo_engine::engine::Config;
 
 /// Plugin errors.
@@ -23,6 +32,9 @@ pub enum Error {
         /// Why.
         source: rusqlite::Error,
     },
+    /// A notification template does not parse.
+    #[error("the notification templates have an error: {0}")]
+    Templates(String),
 }
 
 /// Creates or upgrades the CRM tables in the engine's database and registers
@@ -36,6 +48,7 @@ pub fn install(config: &mut Config) -> Result<(), Error> {
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(migrate)?;
     schema::migrate(&mut conn).map_err(migrate)?;
+    notify::check_templates().map_err(Error::Templates)?;
     config.actions.extend(actions::all());
     Ok(())
 }

@@ -146,6 +146,7 @@ pub struct Kind {
 }
 
 const CUSTOMER_TYPES: &[&str] = &["prospect", "intention", "paused"];
+const APPROVAL: &[&str] = &["none", "pending", "approved", "rejected"];
 const GRADES: &[&str] = &["ordinary", "vip"];
 const REGIONS: &[&str] = &["east", "north", "north_east", "north_west", "south"];
 const SOURCES: &[&str] = &[
@@ -182,6 +183,7 @@ pub const KINDS: &[Kind] = &[
             f("in_pool", Ty::Bool),
             f("pool_since", Ty::Time),
             f("previous_owner", Ty::Text),
+            f("approval_status", Ty::Enum(APPROVAL)),
         ],
     },
     Kind {
@@ -223,6 +225,9 @@ pub const KINDS: &[Kind] = &[
             f("lost_reason", Ty::Text),
             f("owner", Ty::Text),
             f("customer_id", Ty::Ref("customer")),
+            f("in_pool", Ty::Bool),
+            f("pool_since", Ty::Time),
+            f("previous_owner", Ty::Text),
         ],
     },
     Kind {
@@ -258,10 +263,7 @@ pub const KINDS: &[Kind] = &[
             money("amount", "amount_cents", true),
             f("discount", Ty::Fraction),
             f("valid_until", Ty::Time),
-            f(
-                "approval_status",
-                Ty::Enum(&["none", "pending", "approved", "rejected"]),
-            ),
+            f("approval_status", Ty::Enum(APPROVAL)),
             f("locked", Ty::Bool),
             f("owner", Ty::Text),
         ],
@@ -274,10 +276,9 @@ pub const KINDS: &[Kind] = &[
             req("customer_id", Ty::Ref("customer")),
             f("kind", Ty::Enum(&["stock", "custom"])),
             money("amount", "amount_cents", true),
-            f(
-                "review_status",
-                Ty::Enum(&["none", "pending", "approved", "rejected"]),
-            ),
+            f("review_status", Ty::Enum(APPROVAL)),
+            f("review_comment", Ty::Text),
+            f("status", Ty::Enum(&["open", "fulfilled", "cancelled"])),
             f("owner", Ty::Text),
         ],
     },
@@ -303,6 +304,7 @@ pub const KINDS: &[Kind] = &[
             f("contract_id", Ty::Ref("contract")),
             req("customer_id", Ty::Ref("customer")),
             money("total", "total_cents", true),
+            f("instalments", Ty::Int),
             f("owner", Ty::Text),
         ],
     },
@@ -622,9 +624,15 @@ pub fn update(
         id,
     })?;
     let locked = before.get("locked").and_then(Value::as_bool) == Some(true);
-    let unlocking_or_deciding = changes
-        .keys()
-        .all(|k| k == "locked" || k == "approval_status" || k == "review_status");
+    let unlocking_or_deciding = changes.keys().all(|k| {
+        [
+            "locked",
+            "approval_status",
+            "review_status",
+            "review_comment",
+        ]
+        .contains(&k.as_str())
+    });
     if locked && !unlocking_or_deciding {
         return Err(Error::Locked {
             record: kind.name,

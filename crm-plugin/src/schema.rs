@@ -214,6 +214,101 @@ const MIGRATIONS: &[&str] = &[
         why TEXT NOT NULL
     );
     CREATE INDEX crm_audit_record ON crm_audit (record, record_id, seq);",
+    // 2: what the shipped processes need (order status and review comment,
+    // customer approval, leads in the pool), the sales staff, assignment,
+    // notifications and the public pool.
+    "ALTER TABLE crm_orders ADD COLUMN status TEXT NOT NULL DEFAULT 'open';
+    ALTER TABLE crm_orders ADD COLUMN review_comment TEXT;
+    ALTER TABLE crm_customers ADD COLUMN approval_status TEXT NOT NULL DEFAULT 'none';
+    ALTER TABLE crm_leads ADD COLUMN in_pool INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE crm_leads ADD COLUMN pool_since TEXT;
+    ALTER TABLE crm_leads ADD COLUMN previous_owner TEXT;
+    ALTER TABLE crm_receivable_plans ADD COLUMN instalments INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX crm_customers_pool ON crm_customers (in_pool, grade);
+    CREATE INDEX crm_leads_owner_status ON crm_leads (owner, status);
+    CREATE INDEX crm_opportunities_owner_status ON crm_opportunities (owner, status);
+    CREATE TABLE crm_staff (
+        person TEXT PRIMARY KEY,
+        active INTEGER NOT NULL DEFAULT 1,
+        email TEXT,
+        weight INTEGER NOT NULL DEFAULT 1,
+        daily_capacity INTEGER,
+        left_at TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE crm_assignment_rules (
+        position INTEGER PRIMARY KEY,
+        region TEXT,
+        industry TEXT,
+        grade TEXT,
+        person TEXT,
+        grp TEXT,
+        CHECK ((person IS NULL) <> (grp IS NULL))
+    );
+    CREATE TABLE crm_round_robin (
+        grp TEXT PRIMARY KEY,
+        last_person TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE crm_assignments (
+        id INTEGER PRIMARY KEY,
+        record TEXT NOT NULL,
+        record_id INTEGER NOT NULL,
+        person TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL,
+        instance INTEGER
+    );
+    CREATE INDEX crm_assignments_person ON crm_assignments (person, at);
+    CREATE TABLE crm_outbox (
+        id INTEGER PRIMARY KEY,
+        event TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        template TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT,
+        UNIQUE (event, recipient, channel)
+    );
+    CREATE INDEX crm_outbox_due ON crm_outbox (status, next_at);
+    CREATE TABLE crm_inbox (
+        id INTEGER PRIMARY KEY,
+        event TEXT NOT NULL,
+        person TEXT NOT NULL,
+        template TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        record TEXT,
+        record_id INTEGER,
+        created_at TEXT NOT NULL,
+        read_at TEXT,
+        UNIQUE (event, person)
+    );
+    CREATE INDEX crm_inbox_person ON crm_inbox (person, read_at, id);
+    CREATE TABLE crm_webhooks (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL,
+        templates TEXT NOT NULL DEFAULT '*',
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE crm_settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE crm_pool_claims (
+        id INTEGER PRIMARY KEY,
+        person TEXT NOT NULL,
+        record TEXT NOT NULL,
+        record_id INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX crm_pool_claims_person ON crm_pool_claims (person, at);",
 ];
 
 /// Creates or upgrades the CRM tables. Safe to call at every start; a database

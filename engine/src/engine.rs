@@ -842,6 +842,16 @@ impl Engine {
         })
     }
 
+    /// Now, by the engine's clock (the one timers and audit trails use).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The engine's database file, for plugins that read their own tables.
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.db
+    }
+
     /// Stops the writer after it has committed everything sent before.
     pub fn close(&self) {
         if let Ok(mut tx) = self.tx.lock() {

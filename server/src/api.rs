@@ -68,7 +68,7 @@ pub struct Caller(pub Identity);
 
 impl Caller {
     /// Refuses the request unless the caller has one of `roles`.
-    pub(crate) fn require(&self, roles: &[Role]) -> Result<()> {
+    pub fn require(&self, roles: &[Role]) -> Result<()> {
         if self.0.has_any(roles) {
             return Ok(());
         }

@@ -54,7 +54,15 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// A process file has errors.
+    /// A plugin could not be installed or seeded.
+    #[error("the {plugin} plugin cannot start: {reason}")]
+    Plugin {
+        /// The plugin.
+        plugin: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A process file to deploy has errors.
     #[error("{path} has errors: run `ordo validate {path}` to see them")]
     InvalidProcess {
         /// The file.
@@ -75,14 +83,54 @@ pub struct AppState {
 
 /// The whole HTTP application: `/health`, `/metrics`, `/api` and the pages.
 pub fn router(state: AppState) -> Router {
+    router_with(state, &[])
+}
+
+/// The server's routes plus each plugin's API routes (under `/api`) and pages.
+pub fn router_with(state: AppState, plugins: &[Arc<dyn Plugin>]) -> Router {
+    let mut api = api::routes();
+    let mut pages = pages::routes();
+    for p in plugins {
+        api = api.merge(p.api());
+        pages = pages.merge(pages::guarded(p.pages()));
+    }
     harden(
         Router::new()
             .route("/health", get(health))
             .route("/metrics", get(metrics))
-            .nest("/api", api::routes())
-            .merge(pages::routes())
+            .nest("/api", api)
+            .merge(pages)
             .with_state(state),
     )
+}
+
+/// A future a plugin runs in the background while the server runs.
+pub type Background = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a plugin (the CRM) adds to the server, which stays generic: actions and
+/// tables installed before the engine opens, API routes and pages, background
+/// work after commits (delivering notifications), and demo data.
+pub trait Plugin: Send + Sync + std::fmt::Debug {
+    /// Its name, for messages.
+    fn name(&self) -> &'static str;
+    /// Prepares its tables and registers its actions, before the engine opens.
+    fn install(&self, config: &mut Config) -> Result<(), String>;
+    /// Routes nested under `/api`.
+    fn api(&self) -> Router<AppState> {
+        Router::new()
+    }
+    /// Pages, behind the same sign-in, origin check and headers as the server's.
+    fn pages(&self) -> Router<AppState> {
+        Router::new()
+    }
+    /// Work to run until `stop` turns true.
+    fn background(&self, _state: AppState, _stop: watch::Receiver<bool>) -> Option<Background> {
+        None
+    }
+    /// Adds demo data (`ordo serve --demo`), after the demo people exist.
+    fn seed_demo(&self, _state: &AppState) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What every route gets: the body size limit (413 beyond it), and a panic in a
@@ -245,6 +293,10 @@ pub struct ServeConfig {
     pub deploy: Vec<PathBuf>,
     /// Where backups taken through the API go.
     pub backups: PathBuf,
+    /// Plugins, installed in order.
+    pub plugins: Vec<Arc<dyn Plugin>>,
+    /// The engine's clock (the system's when `None`; tests inject a manual one).
+    pub clock: Option<Arc<dyn ordo_engine::runtime::Clock>>,
 }
 
 /// A server ready to run.
@@ -252,13 +304,25 @@ pub struct ServeConfig {
 pub struct Server {
     state: AppState,
     listener: tokio::net::TcpListener,
+    plugins: Vec<Arc<dyn Plugin>>,
 }
 
 impl Server {
     /// Opens the engine and the directory, deploys the process files, and binds
     /// the address.
     pub async fn open(config: &ServeConfig) -> Result<Self, Error> {
-        let engine = Arc::new(Engine::open(Config::new(config.db.clone()))?);
+        let mut engine_config = Config::new(config.db.clone());
+        if let Some(clock) = &config.clock {
+            engine_config.clock = Arc::clone(clock);
+        }
+        for p in &config.plugins {
+            p.install(&mut engine_config)
+                .map_err(|reason| Error::Plugin {
+                    plugin: p.name(),
+                    reason,
+                })?;
+        }
+        let engine = Arc::new(Engine::open(engine_config)?);
         let directory = Arc::new(auth::Directory::open(&config.db)?);
         for path in &config.deploy {
             deploy_path(&engine, path).await?;
@@ -276,7 +340,24 @@ impl Server {
                 backups: config.backups.clone(),
             },
             listener,
+            plugins: config.plugins.clone(),
         })
+    }
+
+    /// The shared state handlers see.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Lets each plugin add its demo data.
+    pub fn seed_plugin_demos(&self) -> Result<(), Error> {
+        for p in &self.plugins {
+            p.seed_demo(&self.state).map_err(|reason| Error::Plugin {
+                plugin: p.name(),
+                reason,
+            })?;
+        }
+        Ok(())
     }
 
     /// The people directory (to seed it, or add people before serving).
@@ -296,9 +377,15 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let scheduler = tokio::spawn(scheduler(Arc::clone(&self.state.engine), stop_rx));
+        let scheduler = tokio::spawn(scheduler(Arc::clone(&self.state.engine), stop_rx.clone()));
+        let background: Vec<_> = self
+            .plugins
+            .iter()
+            .filter_map(|p| p.background(self.state.clone(), stop_rx.clone()))
+            .map(tokio::spawn)
+            .collect();
         let engine = Arc::clone(&self.state.engine);
-        let app = router(self.state);
+        let app = router_with(self.state, &self.plugins);
         // Responses go out as soon as written, not after a delayed ACK (Nagle).
         let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
             let _ = tcp.set_nodelay(true);
@@ -308,6 +395,9 @@ impl Server {
             .await;
         let _ = stop_tx.send(true);
         let _ = scheduler.await;
+        for b in background {
+            let _ = b.await;
+        }
         engine.close();
         served
     }

@@ -462,6 +462,8 @@ async fn the_server_serves_over_tcp_fires_timers_in_the_background_and_stops_cle
         addr: "127.0.0.1:0".parse().unwrap(),
         deploy: vec![flows],
         backups: dir.path().join("backups"),
+        plugins: Vec::new(),
+        clock: None,
     };
     let people = Directory::open(&config.db).unwrap();
     people

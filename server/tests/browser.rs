@@ -206,6 +206,8 @@ async fn staff_admins_and_designers_work_in_a_real_browser() {
         addr: "127.0.0.1:0".parse().unwrap(),
         deploy: vec![flow],
         backups: dir.path().join("backups"),
+        plugins: Vec::new(),
+        clock: None,
     })
     .await
     .unwrap();

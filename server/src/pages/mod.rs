@@ -78,6 +78,11 @@ pub fn routes() -> Router<AppState> {
         .layer(axum::middleware::from_fn(guard))
 }
 
+/// A plugin's pages, behind the same origin check and headers as the server's.
+pub fn guarded(pages: Router<AppState>) -> Router<AppState> {
+    pages.layer(axum::middleware::from_fn(guard))
+}
+
 /// What every page response carries, and what every form post must show: a
 /// request from another site (its `Origin` is not this host) is refused, on top
 /// of the `SameSite=Strict` cookie.

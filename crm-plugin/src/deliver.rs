@@ -1,0 +1,254 @@
+//! Delivery of the outbox after commit: e-mail over SMTP (lettre) and webhooks
+//! (HTTP POST of JSON, ureq).
+//!
+//! A pass takes the rows that are due, oldest first. Each row is claimed
+//! (`sending`, attempts + 1) in its own short transaction before it is sent, and
+//! marked `sent` after; a failed send is retried with exponential backoff (1, 2,
+//! 4, 8 minutes) and after [`MAX_ATTEMPTS`] stays `failed`, with the last error,
+//! for an admin to see. A row found `sending` whose claim is older than
+//! [`LEASE`] (the process died mid-send) is retried: the message carries a
+//! stable id (`Message-ID`, the webhook's `event` and `X-Ordo-Delivery`) so a
+//! receiver can drop the rare duplicate.
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{Connection, OptionalExtension};
+
+/// Sends after this many failures are given up.
+pub const MAX_ATTEMPTS: i64 = 5;
+/// A claim older than this is considered abandoned.
+pub const LEASE: Duration = Duration::minutes(5);
+
+/// Where e-mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    /// The relay's host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The sender (`Ordo CRM <crm@example.com>`).
+    pub from: String,
+}
+
+impl Smtp {
+    /// Parses `host:port`.
+    pub fn parse(addr: &str, from: &str) -> Result<Self, String> {
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
+            format!("the SMTP relay `{addr}` needs a port: host:port (localhost:25)")
+        })?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("the SMTP relay's port `{port}` is not a port number"))?;
+        from.parse::<lettre::message::Mailbox>()
+            .map_err(|e| format!("the sender `{from}` is not an e-mail address: {e}"))?;
+        Ok(Smtp {
+            host: host.to_owned(),
+            port,
+            from: from.to_owned(),
+        })
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Delivered.
+    pub sent: usize,
+    /// Failed this time, to be retried.
+    pub retrying: usize,
+    /// Failed for good.
+    pub failed: usize,
+}
+
+struct Row {
+    id: i64,
+    event: String,
+    channel: String,
+    address: String,
+    subject: String,
+    body: String,
+    attempts: i64,
+}
+
+/// Delivers what is due at `now`; at most `limit` rows.
+pub fn deliver_due(
+    conn: &Connection,
+    smtp: Option<&Smtp>,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> rusqlite::Result<Report> {
+    let stale = (now - LEASE).to_rfc3339();
+    let rows: Vec<Row> = {
+        let mut st = conn.prepare_cached(
+            "SELECT id, event, channel, address, subject, body, attempts FROM crm_outbox
+             WHERE (status = 'pending' AND next_at <= ?1) OR (status = 'sending' AND next_at <= ?2)
+             ORDER BY id LIMIT ?3",
+        )?;
+        st.query_map(rusqlite::params![now.to_rfc3339(), stale, limit], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                event: r.get(1)?,
+                channel: r.get(2)?,
+                address: r.get(3)?,
+                subject: r.get(4)?,
+                body: r.get(5)?,
+                attempts: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let mut report = Report::default();
+    for row in rows {
+        // Claim: only one deliverer sends a row.
+        let claimed = conn.execute(
+            "UPDATE crm_outbox SET status = 'sending', attempts = attempts + 1, next_at = ?2
+             WHERE id = ?1 AND attempts = ?3",
+            rusqlite::params![row.id, now.to_rfc3339(), row.attempts],
+        )?;
+        if claimed == 0 {
+            continue;
+        }
+        let result = match row.channel.as_str() {
+            "email" => send_email(smtp, &row),
+            "webhook" => send_webhook(&row),
+            other => Err(format!("unknown channel `{other}`")),
+        };
+        let attempts = row.attempts + 1;
+        match result {
+            Ok(()) => {
+                conn.execute(
+                    "UPDATE crm_outbox SET status = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1",
+                    rusqlite::params![row.id, now.to_rfc3339()],
+                )?;
+                report.sent += 1;
+            }
+            Err(e) if attempts >= MAX_ATTEMPTS => {
+                conn.execute(
+                    "UPDATE crm_outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
+                    rusqlite::params![row.id, e],
+                )?;
+                report.failed += 1;
+            }
+            Err(e) => {
+                let wait = Duration::minutes(1 << (attempts - 1).clamp(0, 10));
+                conn.execute(
+                    "UPDATE crm_outbox SET status = 'pending', last_error = ?2, next_at = ?3 WHERE id = ?1",
+                    rusqlite::params![row.id, e, (now + wait).to_rfc3339()],
+                )?;
+                report.retrying += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn send_email(smtp: Option<&Smtp>, row: &Row) -> Result<(), String> {
+    use lettre::Transport;
+    let smtp = smtp.ok_or("no SMTP relay is configured (ordo serve --smtp host:port)")?;
+    let from = smtp.from.parse().map_err(|e| format!("sender: {e}"))?;
+    let to = row
+        .address
+        .parse()
+        .map_err(|e| format!("`{}` is not an e-mail address: {e}", row.address))?;
+    let message = lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .subject(&row.subject)
+        .message_id(Some(format!(
+            "<outbox-{}.{}@ordo>",
+            row.id,
+            row.event.replace([':', ' '], "-")
+        )))
+        .header(lettre::message::header::ContentType::TEXT_HTML)
+        .body(row.body.clone())
+        .map_err(|e| e.to_string())?;
+    lettre::SmtpTransport::builder_dangerous(&smtp.host)
+        .port(smtp.port)
+        .timeout(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .send(&message)
+        .map(|_| ())
+        .map_err(|e| format!("SMTP {}:{}: {e}", smtp.host, smtp.port))
+}
+
+fn send_webhook(row: &Row) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .post(&row.address)
+        .header("Content-Type", "application/json")
+        .header("X-Ordo-Delivery", &row.id.to_string())
+        .send(row.body.as_bytes())
+        .map_err(|e| format!("POST {}: {e}", row.address))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("POST {} answered {status}", row.address))
+    }
+}
+
+/// An outbox row, for the admin's view.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxRow {
+    /// Its id.
+    pub id: i64,
+    /// The event.
+    pub event: String,
+    /// Person or webhook.
+    pub recipient: String,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// Address or URL.
+    pub address: String,
+    /// Template.
+    pub template: String,
+    /// `pending`, `sending`, `sent`, `failed`.
+    pub status: String,
+    /// Tries so far.
+    pub attempts: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was sent.
+    pub sent_at: Option<String>,
+}
+
+/// The outbox, newest first; `status` filters.
+pub fn outbox(
+    conn: &Connection,
+    status: Option<&str>,
+    limit: u32,
+) -> rusqlite::Result<Vec<OutboxRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, event, recipient, channel, address, template, status, attempts, last_error, sent_at
+         FROM crm_outbox WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(rusqlite::params![status, limit], |r| {
+        Ok(OutboxRow {
+            id: r.get(0)?,
+            event: r.get(1)?,
+            recipient: r.get(2)?,
+            channel: r.get(3)?,
+            address: r.get(4)?,
+            template: r.get(5)?,
+            status: r.get(6)?,
+            attempts: r.get(7)?,
+            last_error: r.get(8)?,
+            sent_at: r.get(9)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// When the next row is due, if any.
+pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT MIN(next_at) FROM crm_outbox WHERE status IN ('pending', 'sending')",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}

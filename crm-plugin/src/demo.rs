@@ -1,0 +1,97 @@
+//! Demo data for `ordo serve --demo`: the sales team's e-mail addresses and
+//! assignment rules, a few customers at different points of their life, an
+//! opportunity in each stage, and one customer waiting in the pool.
+
+use crate::records::{self, Why};
+use crate::{assign, org};
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+/// Seeds the demo, once: a second call finds the customers there and does nothing.
+pub fn seed(conn: &Connection, now: DateTime<Utc>) -> Result<(), String> {
+    let existing: i64 = conn
+        .query_row("SELECT COUNT(*) FROM crm_customers", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if existing > 0 {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    for (person, weight, capacity) in [
+        ("sam", 2, Some(20)),
+        ("sally", 1, Some(10)),
+        ("sue", 1, None),
+    ] {
+        org::set_staff(
+            &tx,
+            &org::Staff {
+                person: person.into(),
+                email: Some(format!("{person}@sales.example")),
+                weight,
+                daily_capacity: capacity,
+                active: true,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    assign::set_rules(
+        &tx,
+        &[
+            assign::Rule {
+                grade: Some("vip".into()),
+                person: Some("sue".into()),
+                ..assign::Rule::default()
+            },
+            assign::Rule {
+                region: Some("north".into()),
+                person: Some("sally".into()),
+                ..assign::Rule::default()
+            },
+        ],
+    )?;
+    let why = Why {
+        actor: Some("demo".into()),
+        reason: "demo data".into(),
+        at: now,
+    };
+    let day = |d: i64| (now + Duration::days(d)).to_rfc3339();
+    let customers = [
+        json!({"name": "Wang Fang", "company": "Huadong Machinery", "phone": "13900001111", "email": "wang@huadong.example", "region": "east", "industry": "manufacturing", "source": "referral", "grade": "vip", "type": "intention", "owner": "sam", "last_contact_at": day(0), "next_contact_at": day(2)}),
+        json!({"name": "Zhao Min", "company": "Beifang Foods", "phone": "13900002222", "region": "north", "industry": "food", "source": "advertising", "type": "prospect", "owner": "sally", "last_contact_at": day(-3), "next_contact_at": day(0)}),
+        json!({"name": "Chen Jie", "company": "Nanhai Logistics", "phone": "13900003333", "region": "south", "industry": "logistics", "source": "inbound", "type": "paused", "owner": "sam", "last_contact_at": day(-25)}),
+        json!({"name": "Liu Yang", "company": "Xibei Energy", "phone": "13900004444", "region": "north_west", "industry": "energy", "source": "inbound", "type": "prospect", "in_pool": true, "pool_since": day(-10), "previous_owner": "sally"}),
+    ];
+    let customer = records::kind("customer").map_err(|e| e.to_string())?;
+    let opportunity = records::kind("opportunity").map_err(|e| e.to_string())?;
+    let mut ids = Vec::new();
+    for c in &customers {
+        let fields = c.as_object().cloned().unwrap_or_default();
+        ids.push(records::create(&tx, customer, &fields, &why).map_err(|e| e.to_string())?);
+    }
+    let opportunities = [
+        (
+            0,
+            "Huadong: line automation",
+            "negotiation",
+            70,
+            480_000.0,
+            "sam",
+        ),
+        (
+            1,
+            "Beifang: cold storage",
+            "needs_analysis",
+            30,
+            120_000.0,
+            "sally",
+        ),
+        (2, "Nanhai: fleet tracking", "proposal", 50, 65_000.0, "sam"),
+    ];
+    for (i, name, stage, probability, amount, owner) in opportunities {
+        let fields = json!({"customer_id": ids[i], "name": name, "stage": stage, "probability": probability, "amount": amount, "status": "open", "owner": owner});
+        if let Value::Object(f) = fields {
+            records::create(&tx, opportunity, &f, &why).map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
+}

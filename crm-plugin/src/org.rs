@@ -1,0 +1,104 @@
+//! The sales organisation as the CRM sees it: who is in which group, who
+//! supervises whom (the people directory the server keeps in the same file:
+//! tables `people` and `memberships`), and the CRM's own facts about each
+//! salesperson (`crm_staff`: still active, e-mail address, weight for weighted
+//! assignment, daily capacity).
+//!
+//! A person without a `crm_staff` row is active, has weight 1, no capacity limit
+//! and no e-mail address (in-app notifications only).
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// The active members of a group, by name.
+pub fn active_members(tx: &Connection, group: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = tx.prepare_cached(
+        "SELECT m.person FROM memberships m
+         LEFT JOIN crm_staff s ON s.person = m.person
+         WHERE m.grp = ?1 AND COALESCE(s.active, 1) = 1
+         ORDER BY m.person",
+    )?;
+    let rows = st.query_map([group], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Whether a person is known to the directory and still active.
+pub fn is_active(tx: &Connection, person: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "SELECT 1 FROM people p LEFT JOIN crm_staff s ON s.person = p.name
+         WHERE p.name = ?1 AND COALESCE(s.active, 1) = 1",
+    )?
+    .query_row([person], |_| Ok(()))
+    .optional()
+    .map(|r| r.is_some())
+}
+
+/// A person's supervisor.
+pub fn supervisor_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
+    Ok(tx
+        .prepare_cached("SELECT supervisor FROM people WHERE name = ?1")?
+        .query_row([person], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// The people a supervisor supervises, by name.
+pub fn team_of(tx: &Connection, supervisor: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st =
+        tx.prepare_cached("SELECT name FROM people WHERE supervisor = ?1 ORDER BY name")?;
+    let rows = st.query_map([supervisor], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// A person's e-mail address, when the CRM knows one.
+pub fn email_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
+    Ok(tx
+        .prepare_cached("SELECT email FROM crm_staff WHERE person = ?1")?
+        .query_row([person], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// The CRM's facts about a salesperson.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Staff {
+    /// The person (as in the directory).
+    pub person: String,
+    /// Where e-mail notifications go.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Relative share under weighted-random assignment (1 when unset).
+    #[serde(default = "one")]
+    pub weight: i64,
+    /// Most assignments per day under the capacity strategy (no limit when unset).
+    #[serde(default)]
+    pub daily_capacity: Option<i64>,
+    /// Still working here.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+const fn one() -> i64 {
+    1
+}
+
+const fn yes() -> bool {
+    true
+}
+
+/// Creates or replaces a salesperson's CRM facts.
+pub fn set_staff(tx: &Connection, s: &Staff) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO crm_staff (person, active, email, weight, daily_capacity)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (person) DO UPDATE SET active = excluded.active, email = excluded.email,
+           weight = excluded.weight, daily_capacity = excluded.daily_capacity",
+        rusqlite::params![
+            s.person,
+            s.active,
+            s.email,
+            s.weight.max(0),
+            s.daily_capacity
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Who sees which records, in one place: every list, count, search and export of
+//! the CRM goes through [`list`] (or [`visible`] for one record), which adds the
+//! caller's scope to the query. The four levels of the source documents:
+//! a salesperson sees their own records, a supervisor their team's (and their
+//! own), an admin everyone's, maintenance nobody's (they may only back up).
+
+use crate::records::{self, Kind};
+use chrono::{DateTime, Datelike, Duration, Utc};
+use ordo_server::auth::{Identity, Role};
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, params_from_iter};
+use serde_json::{Map, Value};
+
+/// The records a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    All,
+    /// Records owned by these people.
+    Owners(Vec<String>),
+    /// Nothing.
+    Nothing,
+}
+
+impl Scope {
+    /// The caller's scope: the widest their roles give.
+    pub fn of(tx: &Connection, who: &Identity) -> rusqlite::Result<Scope> {
+        if who.roles.contains(&Role::Admin) {
+            return Ok(Scope::All);
+        }
+        if who.roles.contains(&Role::Supervisor) {
+            let mut people = crate::org::team_of(tx, &who.user)?;
+            people.push(who.user.clone());
+            return Ok(Scope::Owners(people));
+        }
+        if who.roles.contains(&Role::Salesperson) {
+            return Ok(Scope::Owners(vec![who.user.clone()]));
+        }
+        Ok(Scope::Nothing)
+    }
+
+    /// Whether the caller may see records at all (the pool, pipeline totals).
+    pub fn sees_records(&self) -> bool {
+        !matches!(self, Scope::Nothing)
+    }
+
+    /// Whether a record owned by `owner` is in scope.
+    pub fn covers(&self, owner: Option<&str>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Owners(people) => owner.is_some_and(|o| people.iter().any(|p| p == o)),
+            Scope::Nothing => false,
+        }
+    }
+
+    fn clause(&self, alias: &str) -> (String, Vec<Sql>) {
+        match self {
+            Scope::All => ("1 = 1".into(), Vec::new()),
+            Scope::Nothing => ("0 = 1".into(), Vec::new()),
+            Scope::Owners(people) => (
+                format!(
+                    "{alias}.owner IN ({})",
+                    vec!["?"; people.len().max(1)].join(", ")
+                ),
+                if people.is_empty() {
+                    vec![Sql::Null]
+                } else {
+                    people.iter().map(|p| Sql::Text(p.clone())).collect()
+                },
+            ),
+        }
+    }
+}
+
+/// A time window the daily queries use, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// Today.
+    Today,
+    /// This week (Monday to Sunday).
+    Week,
+    /// This month.
+    Month,
+}
+
+impl Window {
+    /// `[from, to)` around `now`.
+    pub fn range(self, now: DateTime<Utc>) -> (String, String) {
+        let day = now.date_naive();
+        let (from, to) = match self {
+            Window::Today => (day, day + Duration::days(1)),
+            Window::Week => {
+                let monday = day - Duration::days(i64::from(day.weekday().num_days_from_monday()));
+                (monday, monday + Duration::days(7))
+            }
+            Window::Month => {
+                let first = day.with_day(1).unwrap_or(day);
+                let next = if first.month() == 12 {
+                    first
+                        .with_year(first.year() + 1)
+                        .and_then(|d| d.with_month(1))
+                } else {
+                    first.with_month(first.month() + 1)
+                };
+                (first, next.unwrap_or(first + Duration::days(31)))
+            }
+        };
+        (from.to_string(), to.to_string())
+    }
+}
+
+/// Filters of a list; each is optional. Fields a kind does not have are refused.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Free text over name, phone, e-mail and company (customers, leads, contacts).
+    pub q: Option<String>,
+    /// Owned by.
+    pub owner: Option<String>,
+    /// Customer type.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Grade.
+    pub grade: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Status (leads, opportunities, orders, contracts, …).
+    pub status: Option<String>,
+    /// Stage (opportunities).
+    pub stage: Option<String>,
+    /// Last contact in this window.
+    pub contacted: Option<Window>,
+    /// Next contact planned in this window.
+    pub to_visit: Option<Window>,
+    /// Created in this window.
+    pub added: Option<Window>,
+    /// 1-based page.
+    pub page: Option<u32>,
+    /// Rows per page (at most 200; 50 by default).
+    pub per_page: Option<u32>,
+}
+
+/// Most rows per page.
+pub const MAX_PER_PAGE: u32 = 200;
+
+/// A page of records.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Page {
+    /// All rows matching, over every page.
+    pub total: i64,
+    /// This page.
+    pub page: u32,
+    /// Rows per page.
+    pub per_page: u32,
+    /// The rows.
+    pub items: Vec<Map<String, Value>>,
+}
+
+fn has(kind: &Kind, field: &str) -> bool {
+    kind.fields.iter().any(|f| f.name == field)
+}
+
+/// Lists the records of `kind` the scope covers that match `filter`, newest
+/// first. `paged: false` returns every row (exports), still scoped.
+pub fn list(
+    tx: &Connection,
+    scope: &Scope,
+    kind: &'static Kind,
+    filter: &Filter,
+    now: DateTime<Utc>,
+    paged: bool,
+) -> Result<Page, String> {
+    if !has(kind, "owner") {
+        return Err(format!(
+            "{} records are listed through their parent record",
+            kind.name
+        ));
+    }
+    let (scope_sql, mut args) = scope.clause("r");
+    let mut wheres = vec![scope_sql];
+    let mut eq = |field: &str, v: &Option<String>| -> Result<(), String> {
+        if let Some(v) = v {
+            if !has(kind, field) {
+                return Err(format!(
+                    "{} records have no `{field}` to filter by",
+                    kind.name
+                ));
+            }
+            wheres.push(format!("r.{field} = ?"));
+            args.push(Sql::Text(v.clone()));
+        }
+        Ok(())
+    };
+    eq("owner", &filter.owner)?;
+    eq("type", &filter.kind)?;
+    eq("grade", &filter.grade)?;
+    eq("region", &filter.region)?;
+    eq("status", &filter.status)?;
+    eq("stage", &filter.stage)?;
+    for (column, window) in [
+        ("last_contact_at", filter.contacted),
+        ("next_contact_at", filter.to_visit),
+        ("created_at", filter.added),
+    ] {
+        let Some(w) = window else { continue };
+        if column != "created_at" && !has(kind, column) {
+            return Err(format!("{} records have no `{column}`", kind.name));
+        }
+        let (from, to) = w.range(now);
+        wheres.push(format!(
+            "substr(r.{column}, 1, 10) >= ? AND substr(r.{column}, 1, 10) < ?"
+        ));
+        args.push(Sql::Text(from));
+        args.push(Sql::Text(to));
+    }
+    if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        let searchable: Vec<&str> = ["name", "company", "phone", "email"]
+            .into_iter()
+            .filter(|f| has(kind, f))
+            .collect();
+        if searchable.is_empty() {
+            return Err(format!("{} records have no text to search", kind.name));
+        }
+        let like = format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let mut ors: Vec<String> = searchable
+            .iter()
+            .map(|f| format!("r.{f} LIKE ? ESCAPE '\\'"))
+            .collect();
+        args.extend(searchable.iter().map(|_| Sql::Text(like.clone())));
+        if has(kind, "phone")
+            && let Some(digits) = records::phone_key(q)
+        {
+            ors.push("r.phone_key LIKE ?".into());
+            args.push(Sql::Text(format!("%{digits}%")));
+        }
+        wheres.push(format!("({})", ors.join(" OR ")));
+    }
+    if has(kind, "in_pool") {
+        wheres.push("r.in_pool = 0".into());
+    }
+    let where_sql = wheres.join(" AND ");
+    let total: i64 = tx
+        .query_row(
+            &format!("SELECT COUNT(*) FROM {} r WHERE {where_sql}", kind.table),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    let per_page = filter.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
+    let page = filter.page.unwrap_or(1).max(1);
+    let limit = if paged {
+        format!(" LIMIT {per_page} OFFSET {}", (page - 1) * per_page)
+    } else {
+        String::new()
+    };
+    let ids: Vec<i64> = {
+        let mut st = tx
+            .prepare(&format!(
+                "SELECT r.id FROM {} r WHERE {where_sql} ORDER BY r.id DESC{limit}",
+                kind.table
+            ))
+            .map_err(|e| e.to_string())?;
+        st.query_map(params_from_iter(args.iter()), |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())?
+    };
+    let mut items = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = records::get(tx, kind, id).map_err(|e| e.to_string())? {
+            items.push(r);
+        }
+    }
+    Ok(Page {
+        total,
+        page,
+        per_page,
+        items,
+    })
+}
+
+/// One record, if the scope covers it (records in the pool: any scope that sees
+/// records).
+pub fn visible(
+    tx: &Connection,
+    scope: &Scope,
+    kind: &'static Kind,
+    id: i64,
+) -> Result<Option<Map<String, Value>>, String> {
+    let Some(r) = records::get(tx, kind, id).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let in_pool = r.get("in_pool").and_then(Value::as_bool) == Some(true);
+    let owner = r.get("owner").and_then(Value::as_str);
+    Ok((scope.covers(owner) || (in_pool && scope.sees_records())).then_some(r))
+}
+
+/// The pool: customers and leads nobody owns. Visible to everyone who sees
+/// records (that is what it is for), never to maintenance.
+pub fn pool(
+    tx: &Connection,
+    scope: &Scope,
+    kind: &'static Kind,
+    filter: &Filter,
+) -> Result<Page, String> {
+    if !scope.sees_records() {
+        return Ok(Page {
+            total: 0,
+            page: 1,
+            per_page: 0,
+            items: Vec::new(),
+        });
+    }
+    let per_page = filter.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
+    let page = filter.page.unwrap_or(1).max(1);
+    let total: i64 = tx
+        .query_row(
+            &format!("SELECT COUNT(*) FROM {} WHERE in_pool = 1", kind.table),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<i64> = {
+        let mut st = tx
+            .prepare(&format!(
+                "SELECT id FROM {} WHERE in_pool = 1 ORDER BY pool_since, id LIMIT ?1 OFFSET ?2",
+                kind.table
+            ))
+            .map_err(|e| e.to_string())?;
+        st.query_map([per_page, (page - 1) * per_page], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(|e| e.to_string())?
+    };
+    let mut items = Vec::new();
+    for id in ids {
+        if let Some(r) = records::get(tx, kind, id).map_err(|e| e.to_string())? {
+            items.push(r);
+        }
+    }
+    Ok(Page {
+        total,
+        page,
+        per_page,
+        items,
+    })
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stage {
+    /// The stage.
+    pub stage: String,
+    /// Open opportunities in it.
+    pub count: i64,
+    /// Their amounts.
+    pub amount: f64,
+    /// Amount × probability.
+    pub weighted: f64,
+}
+
+/// Open opportunities by stage, with amounts, in scope.
+pub fn pipeline(tx: &Connection, scope: &Scope) -> Result<Vec<Stage>, String> {
+    let (scope_sql, args) = scope.clause("r");
+    let mut st = tx
+        .prepare(&format!(
+            "SELECT COALESCE(r.stage, 'qualification'), COUNT(*), COALESCE(SUM(r.amount_cents), 0),
+                    COALESCE(SUM(r.amount_cents * COALESCE(r.probability, 10)), 0)
+             FROM crm_opportunities r WHERE {scope_sql} AND COALESCE(r.status, 'open') = 'open'
+             GROUP BY 1"
+        ))
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<(String, i64, i64, i64)> = st
+        .query_map(params_from_iter(args.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| e.to_string())?;
+    let order = [
+        "qualification",
+        "needs_analysis",
+        "proposal",
+        "negotiation",
+        "closed",
+    ];
+    let mut stages: Vec<Stage> = order
+        .iter()
+        .map(|s| {
+            let (count, cents, weighted) = rows
+                .iter()
+                .find(|r| r.0 == *s)
+                .map_or((0, 0, 0), |r| (r.1, r.2, r.3));
+            #[allow(clippy::cast_precision_loss)]
+            Stage {
+                stage: (*s).to_owned(),
+                count,
+                amount: cents as f64 / 100.0,
+                weighted: weighted as f64 / 10_000.0,
+            }
+        })
+        .collect();
+    stages.retain(|s| s.stage != "closed" || s.count > 0);
+    Ok(stages)
+}
