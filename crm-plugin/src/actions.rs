@@ -270,6 +270,9 @@ impl InlineAction for ConvertLead {
         records::update(tx, lead_kind, lead_id, &done, &why).map_err(err)?;
         Ok(json!({
             "customer": customer_id, "contact": contact_id, "opportunity": opportunity_id,
+            // Always a new customer: a lead matching an existing one is merged
+            // into it before it gets here.
+            "customer_is_new": true,
         }))
     }
 }
@@ -419,8 +422,9 @@ impl InlineAction for Assign {
     }
 }
 
-/// `crm.notify {template, to?, to_group?, supervisor_of?, record?, id?, event?,
-/// …}`: tells each recipient (names; `null`s skipped) in the app, by e-mail when
+/// `crm.notify {template, to?, to_group?, supervisor_of?, otherwise_group?,
+/// record?, id?, event?, …}`: tells each recipient (names; `null`s skipped;
+/// `otherwise_group` when nobody else resolves) in the app, by e-mail when
 /// the CRM knows their address, and the webhooks subscribed to the template.
 /// Every other key is available to the template. → `{inbox, emails, webhooks}`.
 #[derive(Debug)]
@@ -436,6 +440,11 @@ impl InlineAction for Notify {
         for person in names(&call.input["supervisor_of"], "supervisor_of")? {
             to.extend(crate::org::supervisor_of(tx, &person).map_err(|e| e.to_string())?);
         }
+        if to.is_empty()
+            && let Some(group) = call.input["otherwise_group"].as_str()
+        {
+            to.extend(crate::org::active_members(tx, group).map_err(|e| e.to_string())?);
+        }
         let about = match (&call.input["record"], &call.input["id"]) {
             (Value::String(k), Value::Number(n)) => {
                 let id = n.as_i64().ok_or("`id` must be a record id")?;
@@ -449,6 +458,7 @@ impl InlineAction for Notify {
             "to",
             "to_group",
             "supervisor_of",
+            "otherwise_group",
             "record",
             "id",
             "event",

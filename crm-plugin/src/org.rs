@@ -61,7 +61,8 @@ pub fn email_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String
 /// The CRM's facts about a salesperson.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Staff {
-    /// The person (as in the directory).
+    /// The person (as in the directory; the API takes it from the path).
+    #[serde(default)]
     pub person: String,
     /// Where e-mail notifications go.
     #[serde(default)]
