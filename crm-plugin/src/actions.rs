@@ -254,7 +254,11 @@ impl InlineAction for ConvertLead {
         opportunity.insert("customer_id".into(), json!(customer_id));
         opportunity.insert("lead_id".into(), json!(lead_id));
         opportunity.insert("name".into(), json!(name));
-        if let Some(amount) = wanted.get("amount").filter(|a| !a.is_null()) {
+        // 0 (or nothing) is an amount not known yet.
+        if let Some(amount) = wanted
+            .get("amount")
+            .filter(|a| a.as_f64().is_some_and(|x| x > 0.0))
+        {
             opportunity.insert("amount".into(), amount.clone());
         }
         let opportunity_id = records::create(

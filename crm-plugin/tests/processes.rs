@@ -1,0 +1,244 @@
+//! The shipped CRM processes besides lead-to-cash (which `tests/crm_flow.rs`
+//! runs over HTTP), on a real engine and SQLite file with a manual clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
+use chrono::{Duration, TimeZone, Utc};
+use ordo_engine::engine::{Config, Engine, Message};
+use ordo_engine::runtime::{Clock, InstanceStatus, ManualClock};
+use ordo_server::auth::{Directory, Person, Role};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+struct Crm {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    db: Connection,
+    _dir: tempfile::TempDir,
+}
+
+async fn crm() -> Crm {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ordo.db");
+    let people = Directory::open(&path).unwrap();
+    for (name, roles, groups, supervisor) in [
+        (
+            "sue",
+            vec![Role::Supervisor],
+            vec!["sales_supervisors"],
+            None,
+        ),
+        ("sam", vec![Role::Salesperson], vec!["sales"], Some("sue")),
+        ("sally", vec![Role::Salesperson], vec!["sales"], Some("sue")),
+    ] {
+        people
+            .add(&Person {
+                name: name.into(),
+                roles,
+                groups: groups.into_iter().map(str::to_owned).collect(),
+                supervisor: supervisor.map(str::to_owned),
+            })
+            .unwrap();
+    }
+    let mut config = Config::new(path.clone());
+    // Monday 2026-11-23, 09:00 UTC.
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
+    ));
+    config.clock = clock.clone();
+    ordo_crm::install(&mut config).unwrap();
+    let engine = Engine::open(config).unwrap();
+    let dir_of = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes/crm");
+    for f in ordo_engine::model::yaml_files(&dir_of).unwrap() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        engine
+            .deploy(&f.display().to_string(), &text)
+            .await
+            .unwrap();
+    }
+    Crm {
+        engine,
+        clock,
+        db: Connection::open(&path).unwrap(),
+        _dir: dir,
+    }
+}
+
+fn vars(v: Value) -> ordo_engine::runtime::Vars {
+    serde_json::from_value(v).unwrap()
+}
+
+fn customer(c: &Crm, name: &str, owner: &str, last_contact_days_ago: i64) -> i64 {
+    let at = (c.clock.now() - Duration::days(last_contact_days_ago)).to_rfc3339();
+    c.db.execute(
+        "INSERT INTO crm_customers (number, name, owner, last_contact_at, created_at, updated_at)
+         VALUES ('N-' || ?1, ?1, ?2, ?3, ?3, ?3)",
+        rusqlite::params![name, owner, at],
+    )
+    .unwrap();
+    c.db.last_insert_rowid()
+}
+
+fn inbox_templates(c: &Crm, person: &str) -> Vec<String> {
+    ordo_crm::notify::inbox(&c.db, person, false, 100)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.template)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_salesperson_who_leaves_hands_their_customers_to_the_pool() {
+    let c = crm().await;
+    let kept = customer(&c, "kept", "sally", 1);
+    let gone = customer(&c, "gone", "sam", 1);
+    let r = c
+        .engine
+        .correlate(Message {
+            name: "staff.left".into(),
+            key: Some("sam".into()),
+            message_id: None,
+            variables: vars(json!({"person": "sam"})),
+            ttl: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, ordo_engine::engine::Correlation::Started { .. }),
+        "{r:?}"
+    );
+    let (owner, in_pool, previous): (Option<String>, bool, Option<String>) =
+        c.db.query_row(
+            "SELECT owner, in_pool, previous_owner FROM crm_customers WHERE id = ?1",
+            [gone],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (owner, in_pool, previous.as_deref()),
+        (None, true, Some("sam"))
+    );
+    let still: String =
+        c.db.query_row(
+            "SELECT owner FROM crm_customers WHERE id = ?1",
+            [kept],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(still, "sally");
+    assert!(inbox_templates(&c, "sue").contains(&"staff_left".to_owned()));
+    assert!(
+        !ordo_crm::org::active_members(&c.db, "sales")
+            .unwrap()
+            .contains(&"sam".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_daily_pass_returns_stale_customers_and_reminds_first() {
+    let c = crm().await;
+    let stale = customer(&c, "stale", "sam", 40);
+    let soon = customer(&c, "soon", "sam", 28);
+    let i = c
+        .engine
+        .start("stale-customers", None, None, vars(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(i.status, InstanceStatus::Completed);
+    assert_eq!(
+        i.variables()["reclaimed"],
+        json!({"moved": [stale], "reminded": [soon]})
+    );
+    let templates = inbox_templates(&c, "sam");
+    assert!(
+        templates.contains(&"pool_reclaimed".to_owned())
+            && templates.contains(&"pool_reminder".to_owned()),
+        "{templates:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_complaint_is_handled_escalated_when_late_and_followed_by_a_return_visit() {
+    let c = crm().await;
+    let cust = customer(&c, "Wang", "sam", 1);
+    let i = c
+        .engine
+        .start(
+            "complaint",
+            None,
+            None,
+            vars(json!({"customer_id": cust, "subject": "late delivery"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(i.active_nodes(), ["handle"]);
+    assert!(inbox_templates(&c, "sam").contains(&"complaint_received".to_owned()));
+    assert!(
+        inbox_templates(&c, "sue").contains(&"complaint_received".to_owned()),
+        "the supervisor too"
+    );
+    // Two working days pass: the supervisor is told, the task stays with sam.
+    c.clock.advance(Duration::days(2) + Duration::hours(1));
+    c.engine.fire_due_timers().await.unwrap();
+    assert!(inbox_templates(&c, "sue").contains(&"complaint_overdue".to_owned()));
+    let task = c
+        .engine
+        .tasks_of("sam", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.node == "handle")
+        .unwrap();
+    c.engine
+        .complete_task(
+            &i.id,
+            task.activity,
+            vars(json!({"resolution": "re-shipped"})),
+            Some("sam".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    let status: String =
+        c.db.query_row("SELECT status FROM crm_complaints", [], |r| r.get(0))
+            .unwrap();
+    assert_eq!(status, "resolved");
+    // Three working days later (a weekend in between), the return visit.
+    c.clock.advance(Duration::days(5));
+    c.engine.fire_due_timers().await.unwrap();
+    let visit = c
+        .engine
+        .tasks_of("sam", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.node == "return_visit")
+        .unwrap();
+    let done = c
+        .engine
+        .complete_task(
+            &i.id,
+            visit.activity,
+            vars(json!({"visited_on": "2026-12-02", "satisfaction": 4})),
+            Some("sam".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    let incidents = c.engine.instance_incidents(&i.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        InstanceStatus::Completed,
+        "{:?} {incidents:?}",
+        done.active_nodes()
+    );
+    let (sat, complaint): (i64, Option<i64>) =
+        c.db.query_row(
+            "SELECT satisfaction, complaint_id FROM crm_return_visits",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((sat, complaint.is_some()), (4, true));
+}
