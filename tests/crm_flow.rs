@@ -175,6 +175,63 @@ impl Env {
     }
 }
 
+/// A browser's session: the pages, as a browser posts and follows them.
+struct Session<'a> {
+    env: &'a Env,
+    cookie: String,
+}
+
+impl Session<'_> {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into()
+    }
+
+    fn sign_in<'a>(env: &'a Env, name: &str) -> Session<'a> {
+        let r = Self::agent()
+            .post(&format!("{}/sign-in", env.base))
+            .send_form([("name", name), ("password", ordo_server::DEMO_PASSWORD)])
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303, "sign-in as {name}");
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        Session { env, cookie }
+    }
+
+    /// (status, body, Location).
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut r = Self::agent()
+            .get(&format!("{}{path}", self.env.base))
+            .header("Cookie", &self.cookie)
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let mut r = Self::agent()
+            .post(&format!("{}{path}", self.env.base))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.env.base)
+            .send_form(form.iter().copied())
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = match r.headers().get("location") {
+            Some(l) => l.to_str().unwrap().to_owned(),
+            None => r.body_mut().read_to_string().unwrap(),
+        };
+        (status, body)
+    }
+}
+
 fn start() -> Option<Env> {
     if std::env::var_os("ORDO_SKIP_SMTP").is_some() {
         return None;
@@ -500,12 +557,61 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
         "sam's export has the header only: {export}"
     );
 
-    // 14. Sam claims the pooled lead; a second claim is refused.
-    let claimed = env.ok(
-        "sam",
-        &format!("/api/crm/pool/lead/{second_id}/claim"),
-        json!({}),
+    // 14. The pages show the same, through a signed-in browser session.
+    let sally = Session::sign_in(&env, "sally");
+    let (status, html) = sally.get("/crm?q=Li+Lei");
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("<span id=\"total\">1</span>") && html.contains("Donghai Textiles"),
+        "{html}"
     );
+    assert!(
+        html.contains("href=\"/crm/pipeline\""),
+        "the CRM is in the navigation"
+    );
+    let (_, html) = sally.get("/crm?added=week&contacted=");
+    assert!(
+        html.contains("<span id=\"total\">1</span>"),
+        "added this week (the clock is on Friday now), an empty filter ignored: {html}"
+    );
+    let (_, csv) = sally.get("/crm/customers.csv?q=Donghai");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let (_, html) = sally.get("/crm/pipeline");
+    assert!(html.contains("paid"), "the receivable is paid: {html}");
+    let (_, html) = sally.get("/crm/inbox");
+    assert!(
+        html.contains("Order #") && html.contains("is paid in full"),
+        "{html}"
+    );
+    let (_, html) = sally.get("/crm/pool");
+    assert!(
+        html.contains("Zhou Xun") && html.contains(&format!("/crm/pool/lead/{second_id}/claim")),
+        "{html}"
+    );
+    let csv = "name,company,phone,email,region\nNew One,Fresh Co,13700000001,new@fresh.example,east\nDup,Donghai Textiles,,,east\nBad,Mars Co,,,mars\n";
+    let (status, html) = sally.post("/crm/import", &[("csv", csv)]);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Imported 1 of 3 row(s)"), "{html}");
+    assert!(
+        html.contains("<td>3</td><td>same company as customer"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>4</td><td>customer.region must be one of"),
+        "{html}"
+    );
+    let max = Session::sign_in(&env, "max");
+    assert_eq!(max.get("/crm").0, 403, "maintenance: no records");
+    assert_eq!(max.get("/crm/pool").0, 403);
+
+    // 15. Sam claims the pooled lead from the pool page; a second claim is refused.
+    let sam = Session::sign_in(&env, "sam");
+    let (status, location) = sam.post(&format!("/crm/pool/lead/{second_id}/claim"), &[]);
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/crm/pool?claimed=Zhou+Xun")
+    );
+    let claimed = env.get("sam", &format!("/api/crm/records/lead/{second_id}"))["record"].clone();
     assert_eq!(claimed["owner"], "sam");
     let (status, v) = env.call(
         "sally",

@@ -45,6 +45,14 @@ impl Plugin for CrmPlugin {
         routes(self.smtp.clone())
     }
 
+    fn pages(&self) -> Router<AppState> {
+        crate::pages::routes()
+    }
+
+    fn nav(&self) -> Vec<ordo_server::pages::NavEntry> {
+        crate::pages::NAV.to_vec()
+    }
+
     fn background(&self, state: AppState, mut stop: watch::Receiver<bool>) -> Option<Background> {
         let smtp = self.smtp.clone();
         Some(Box::pin(async move {
@@ -86,7 +94,7 @@ fn open(state: &AppState) -> rusqlite::Result<Connection> {
 }
 
 /// Runs `f` on a connection of its own, off the async threads.
-async fn db<T: Send + 'static>(
+pub(crate) async fn db<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -99,7 +107,7 @@ async fn db<T: Send + 'static>(
     .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
@@ -186,11 +194,21 @@ async fn export(
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
     let name = k.strip_suffix(".csv").unwrap_or(&k).to_owned();
-    let kind = kind(&name)?;
     let filter: Filter = query(q)?;
+    export_csv(&st, caller.0, &name, filter).await
+}
+
+/// The export both the API and the customers page serve.
+pub(crate) async fn export_csv(
+    st: &AppState,
+    who: ordo_server::auth::Identity,
+    name: &str,
+    filter: Filter,
+) -> Result<Response> {
+    let kind = kind(name)?;
     let now = st.engine.now();
-    let body = db(&st, move |c| {
-        let scope = Scope::of(c, &caller.0).map_err(internal)?;
+    let body = db(st, move |c| {
+        let scope = Scope::of(c, &who).map_err(internal)?;
         let page =
             visibility::list(c, &scope, kind, &filter, now, false).map_err(ApiError::BadRequest)?;
         let mut w = csv::Writer::from_writer(Vec::new());
@@ -254,13 +272,22 @@ async fn import_customers(
     caller: Caller,
     body: String,
 ) -> Result<Json<ImportReport>> {
+    import_for(&st, caller, body).await.map(Json)
+}
+
+/// The import both the API and the import page run.
+pub(crate) async fn import_for(
+    st: &AppState,
+    caller: Caller,
+    body: String,
+) -> Result<ImportReport> {
     caller.require(SALES)?;
     let now = st.engine.now();
-    db(&st, move |c| {
+    db(st, move |c| {
         let tx = c.transaction().map_err(internal)?;
         let report = import(&tx, &caller, &body, now)?;
         tx.commit().map_err(internal)?;
-        Ok(Json(report))
+        Ok(report)
     })
     .await
 }
@@ -377,9 +404,20 @@ async fn claim(
     caller: Caller,
     Path((k, id)): Path<(String, i64)>,
 ) -> Result<Json<Map<String, Value>>> {
+    claim_for(&st, &caller, k, id).await.map(Json)
+}
+
+/// A claim from the pool, for the API and the pool page.
+pub(crate) async fn claim_for(
+    st: &AppState,
+    caller: &Caller,
+    k: String,
+    id: i64,
+) -> Result<Map<String, Value>> {
     caller.require(&[Role::Salesperson, Role::Supervisor])?;
     let now = st.engine.now();
-    db(&st, move |c| {
+    let caller = caller.clone();
+    db(st, move |c| {
         let tx = c.transaction().map_err(internal)?;
         let why = Why {
             actor: Some(caller.0.user.clone()),
@@ -392,7 +430,7 @@ async fn claim(
             other => ApiError::Unprocessable(other.to_string()),
         })?;
         tx.commit().map_err(internal)?;
-        Ok(Json(record))
+        Ok(record)
     })
     .await
 }

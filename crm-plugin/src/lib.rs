@@ -13,6 +13,7 @@ mod demo;
 pub mod http;
 pub mod notify;
 pub mod org;
+pub mod pages;
 pub mod pool;
 pub mod records;
 pub mod schema;

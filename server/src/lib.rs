@@ -91,6 +91,9 @@ pub fn router_with(state: AppState, plugins: &[Arc<dyn Plugin>]) -> Router {
     let mut api = api::routes();
     let mut pages = pages::routes();
     for p in plugins {
+        for entry in p.nav() {
+            pages::add_nav(entry);
+        }
         api = api.merge(p.api());
         pages = pages.merge(pages::guarded(p.pages()));
     }
@@ -122,6 +125,10 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     /// Pages, behind the same sign-in, origin check and headers as the server's.
     fn pages(&self) -> Router<AppState> {
         Router::new()
+    }
+    /// Sections its pages add to the navigation bar.
+    fn nav(&self) -> Vec<pages::NavEntry> {
+        Vec::new()
     }
     /// Work to run until `stop` turns true.
     fn background(&self, _state: AppState, _stop: watch::Receiver<bool>) -> Option<Background> {

@@ -135,7 +135,8 @@ fn same_origin(headers: &HeaderMap) -> bool {
 pub struct Viewer(pub Caller);
 
 impl Viewer {
-    fn who(&self) -> &Identity {
+    /// Who is signed in.
+    pub fn who(&self) -> &Identity {
         &self.0.0
     }
 }
@@ -218,7 +219,8 @@ impl IntoResponse for PageError {
     }
 }
 
-type PageResult = Result<Response, PageError>;
+/// What a page handler returns.
+pub type PageResult = Result<Response, PageError>;
 
 /// An HTML body.
 struct Html(String);
@@ -268,8 +270,11 @@ fn render(name: &str, data: &Value) -> Result<String, ApiError> {
 fn layout(viewer: Option<&Viewer>, title: &str, body: &str) -> Result<String, ApiError> {
     let nav = viewer.map(|v| {
         let who = v.who();
+        let extra = PLUGIN_NAV.read().map(|n| n.clone()).unwrap_or_default();
         let links: Vec<Value> = NAV
             .iter()
+            .copied()
+            .chain(extra)
             .filter(|(_, _, roles)| who.has_any(roles))
             .map(|(href, label, _)| json!({ "href": href, "label": label }))
             .collect();
@@ -288,6 +293,32 @@ const NAV: &[(&str, &str, &[Role])] = &[
     ("/designer", "Designer", DESIGNERS),
     ("/backup", "Backup", BACKUP),
 ];
+
+/// Navigation entries plugins add (after the server's own), by `add_nav`.
+static PLUGIN_NAV: std::sync::RwLock<Vec<NavEntry>> = std::sync::RwLock::new(Vec::new());
+
+/// A navigation link: where, its label, and the roles that see it.
+pub type NavEntry = (&'static str, &'static str, &'static [Role]);
+
+/// Adds a plugin's section to the navigation bar (once per `href`).
+pub fn add_nav(entry: NavEntry) {
+    if let Ok(mut nav) = PLUGIN_NAV.write()
+        && !nav.iter().any(|e| e.0 == entry.0)
+    {
+        nav.push(entry);
+    }
+}
+
+/// A plugin's page: its body (HTML the plugin rendered, values escaped) inside
+/// the server's layout, navigation and headers.
+pub fn plugin_page(viewer: &Viewer, title: &str, body: &str) -> PageResult {
+    Ok(Html(layout(Some(viewer), title, body)?).into_response())
+}
+
+/// A redirect after a form post.
+pub fn redirect(to: &str) -> PageResult {
+    see_other(to)
+}
 
 /// Who may see and deploy definitions in the designer.
 const DESIGNERS: &[Role] = &[Role::Designer, Role::Admin];

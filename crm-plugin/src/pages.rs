@@ -1,0 +1,352 @@
+//! The CRM's pages, in the server's layout and behind its sign-in: customers
+//! with the daily queries and CSV export, the public pool with claims, the
+//! pipeline with receivables, notifications, and the CSV import. They call the
+//! same visibility layer and rules as the API.
+
+use crate::http::{self, ImportReport};
+use crate::visibility::{self, Filter, Scope};
+use crate::{notify, pool, records};
+use axum::Router;
+use axum::extract::{Form, Path, RawQuery, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use handlebars::Handlebars;
+use ordo_server::auth::Role;
+use ordo_server::pages::{NavEntry, PageError, PageResult, Viewer, plugin_page, redirect};
+use ordo_server::{ApiError, AppState};
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+
+/// The CRM's sections in the navigation bar.
+pub const NAV: &[NavEntry] = &[
+    ("/crm", "Customers", SEES),
+    ("/crm/pool", "Pool", SEES),
+    ("/crm/pipeline", "Pipeline", SEES),
+    (
+        "/crm/inbox",
+        "Notifications",
+        &[
+            Role::Salesperson,
+            Role::Supervisor,
+            Role::Admin,
+            Role::Designer,
+        ],
+    ),
+];
+
+const SEES: &[Role] = &[Role::Salesperson, Role::Supervisor, Role::Admin];
+
+/// The page routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/crm", get(customers))
+        .route("/crm/customers.csv", get(export))
+        .route("/crm/pool", get(pool_page))
+        .route("/crm/pool/{kind}/{id}/claim", post(claim))
+        .route("/crm/pipeline", get(pipeline))
+        .route("/crm/inbox", get(inbox))
+        .route("/crm/inbox/{id}/read", post(read))
+        .route("/crm/import", get(import_page).post(import))
+}
+
+fn templates() -> Result<&'static Handlebars<'static>, ApiError> {
+    static T: OnceLock<Result<Handlebars<'static>, String>> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        for (name, text) in [
+            (
+                "customers",
+                include_str!("../templates/pages/customers.hbs"),
+            ),
+            ("pool", include_str!("../templates/pages/pool.hbs")),
+            ("pipeline", include_str!("../templates/pages/pipeline.hbs")),
+            ("inbox", include_str!("../templates/pages/inbox.hbs")),
+            ("import", include_str!("../templates/pages/import.hbs")),
+        ] {
+            hb.register_template_string(name, text)
+                .map_err(|e| format!("template {name}: {e}"))?;
+        }
+        Ok(hb)
+    })
+    .as_ref()
+    .map_err(|e| ApiError::Internal(e.clone()))
+}
+
+fn page(viewer: &Viewer, title: &str, template: &str, data: &Value) -> PageResult {
+    let body = templates()?
+        .render(template, data)
+        .map_err(|e| ApiError::Internal(format!("rendering {template}: {e}")))?;
+    plugin_page(viewer, title, &body)
+}
+
+fn require(viewer: &Viewer, roles: &[Role]) -> Result<(), PageError> {
+    viewer.0.require(roles).map_err(PageError)
+}
+
+/// The query without empty fields (an unselected filter is sent as `x=`).
+fn clean(raw: Option<String>) -> Result<(Filter, String), ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let kept: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    let text = serde_urlencoded::to_string(&kept).unwrap_or_default();
+    let filter = serde_urlencoded::from_str(&text)
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    Ok((filter, text))
+}
+
+fn with_page(query: &str, page: u32) -> String {
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs.retain(|(k, _)| k != "page");
+    pairs.push(("page".into(), page.to_string()));
+    serde_urlencoded::to_string(&pairs).unwrap_or_default()
+}
+
+async fn customers(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    RawQuery(q): RawQuery,
+) -> PageResult {
+    require(&viewer, SEES)?;
+    let (filter, query) = clean(q)?;
+    let now = st.engine.now();
+    let who = viewer.who().clone();
+    let f = filter.clone();
+    let page_data = http::db(&st, move |c| {
+        let scope = Scope::of(c, &who).map_err(http::internal)?;
+        visibility::list(
+            c,
+            &scope,
+            records::kind("customer").map_err(http::internal)?,
+            &f,
+            now,
+            true,
+        )
+        .map_err(ApiError::BadRequest)
+    })
+    .await?;
+    let pages = u32::try_from(
+        (page_data.total + i64::from(page_data.per_page) - 1)
+            / i64::from(page_data.per_page.max(1)),
+    )
+    .unwrap_or(1);
+    let items: Vec<Value> = page_data
+        .items
+        .iter()
+        .map(|r| {
+            let t = |k: &str| r.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(json!(""));
+            json!({
+                "number": t("number"), "name": t("name"), "company": t("company"), "phone": t("phone"),
+                "type": t("type"), "grade": t("grade"), "region": t("region"), "owner": t("owner"),
+                "last_contact_at": t("last_contact_at"), "next_contact_at": t("next_contact_at"),
+            })
+        })
+        .collect();
+    let window = |w: Option<visibility::Window>| {
+        w.map(|w| format!("{w:?}").to_lowercase())
+            .unwrap_or_default()
+    };
+    let data = json!({
+        "filter": {
+            "q": filter.q.clone().unwrap_or_default(), "owner": filter.owner.clone().unwrap_or_default(),
+            "type": filter.kind.clone().unwrap_or_default(), "grade": filter.grade.clone().unwrap_or_default(),
+            "region": filter.region.clone().unwrap_or_default(),
+            "contacted": window(filter.contacted), "to_visit": window(filter.to_visit), "added": window(filter.added),
+        },
+        "windows": [{"value": "today", "label": "today"}, {"value": "week", "label": "this week"}, {"value": "month", "label": "this month"}],
+        "types": ["prospect", "intention", "paused"],
+        "grades": ["ordinary", "vip"],
+        "regions": ["east", "north", "north_east", "north_west", "south"],
+        "total": page_data.total,
+        "items": items,
+        "page": page_data.page,
+        "query": query,
+        "prev": if page_data.page > 1 { Value::String(with_page(&query, page_data.page - 1)) } else { Value::Null },
+        "next": if page_data.page < pages { Value::String(with_page(&query, page_data.page + 1)) } else { Value::Null },
+    });
+    page(&viewer, "Customers", "customers", &data)
+}
+
+async fn export(State(st): State<AppState>, viewer: Viewer, RawQuery(q): RawQuery) -> PageResult {
+    require(&viewer, SEES)?;
+    let (filter, _) = clean(q)?;
+    Ok(
+        http::export_csv(&st, viewer.who().clone(), "customer", filter)
+            .await?
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Notice {
+    claimed: Option<String>,
+    error: Option<String>,
+}
+
+async fn pool_page(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    RawQuery(q): RawQuery,
+) -> PageResult {
+    require(&viewer, SEES)?;
+    let notice: Notice = serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
+    let who = viewer.who().clone();
+    let (customers, leads, rules) = http::db(&st, move |c| {
+        let scope = Scope::of(c, &who).map_err(http::internal)?;
+        let f = Filter::default();
+        let k = |n| records::kind(n).map_err(http::internal);
+        Ok((
+            visibility::pool(c, &scope, k("customer")?, &f).map_err(http::internal)?,
+            visibility::pool(c, &scope, k("lead")?, &f).map_err(http::internal)?,
+            pool::rules(c).map_err(http::internal)?,
+        ))
+    })
+    .await?;
+    let blank = |p: visibility::Page| {
+        let items: Vec<Value> = p
+            .items
+            .iter()
+            .map(|r| {
+                let t = |k: &str| r.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(json!(""));
+                json!({"id": t("id"), "name": t("name"), "company": t("company"), "region": t("region"), "pool_since": t("pool_since"), "previous_owner": t("previous_owner")})
+            })
+            .collect();
+        json!({"total": p.total, "items": items})
+    };
+    let data = json!({
+        "notice": notice.claimed.map(|c| format!("Claimed {c}: it is yours now.")),
+        "error": notice.error,
+        "rules": rules,
+        "can_claim": viewer.who().has_any(&[Role::Salesperson, Role::Supervisor]),
+        "sections": [
+            {"title": "Customers", "kind": "customer", "page": blank(customers)},
+            {"title": "Leads", "kind": "lead", "page": blank(leads)},
+        ],
+    });
+    page(&viewer, "Pool", "pool", &data)
+}
+
+async fn claim(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path((kind, id)): Path<(String, i64)>,
+) -> PageResult {
+    match http::claim_for(&st, &viewer.0, kind.clone(), id).await {
+        Ok(record) => {
+            let name = record
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("it")
+                .to_owned();
+            redirect(&format!(
+                "/crm/pool?{}",
+                serde_urlencoded::to_string([("claimed", name)]).unwrap_or_default()
+            ))
+        }
+        Err(
+            ApiError::Forbidden(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unprocessable(m)
+            | ApiError::NotFound(m),
+        ) => redirect(&format!(
+            "/crm/pool?{}",
+            serde_urlencoded::to_string([("error", m)]).unwrap_or_default()
+        )),
+        Err(e) => Err(PageError(e)),
+    }
+}
+
+async fn pipeline(State(st): State<AppState>, viewer: Viewer) -> PageResult {
+    require(&viewer, SEES)?;
+    let who = viewer.who().clone();
+    let now = st.engine.now();
+    let (stages, plans) = http::db(&st, move |c| {
+        let scope = Scope::of(c, &who).map_err(http::internal)?;
+        let stages = visibility::pipeline(c, &scope).map_err(http::internal)?;
+        let plans = visibility::list(c, &scope, records::kind("receivable_plan").map_err(http::internal)?, &Filter::default(), now, true)
+            .map_err(ApiError::BadRequest)?;
+        let mut rows = Vec::new();
+        for p in plans.items {
+            let id = p.get("id").and_then(Value::as_i64).unwrap_or_default();
+            let state = crate::actions::payment_state(c, id).map_err(http::internal)?;
+            rows.push(json!({"id": id, "owner": p.get("owner").cloned().unwrap_or(json!("")), "total": p.get("total"), "payment": state}));
+        }
+        Ok((stages, rows))
+    })
+    .await?;
+    page(
+        &viewer,
+        "Pipeline",
+        "pipeline",
+        &json!({"stages": stages, "plans": plans}),
+    )
+}
+
+async fn inbox(State(st): State<AppState>, viewer: Viewer) -> PageResult {
+    let who = viewer.who().user.clone();
+    let items = http::db(&st, move |c| {
+        notify::inbox(c, &who, false, 100).map_err(http::internal)
+    })
+    .await?;
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|n| json!({"id": n.id, "subject": n.subject, "body": n.body, "created_at": n.created_at, "read_at": n.read_at.unwrap_or_default()}))
+        .collect();
+    page(&viewer, "Notifications", "inbox", &json!({"items": items}))
+}
+
+async fn read(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -> PageResult {
+    let who = viewer.who().user.clone();
+    let now = st.engine.now();
+    http::db(&st, move |c| {
+        notify::mark_read(c, &who, id, now).map_err(http::internal)
+    })
+    .await?;
+    redirect("/crm/inbox")
+}
+
+fn fields() -> String {
+    records::kind("customer")
+        .map(|k| {
+            k.fields
+                .iter()
+                .map(|f| f.name)
+                .filter(|n| !["in_pool", "pool_since", "previous_owner", "locked"].contains(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+async fn import_page(viewer: Viewer) -> PageResult {
+    require(&viewer, SEES)?;
+    page(
+        &viewer,
+        "Import customers",
+        "import",
+        &json!({"fields": fields(), "csv": "name,company,phone,email,region\n", "created": 0, "report": null}),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ImportForm {
+    csv: String,
+}
+
+async fn import(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Form(f): Form<ImportForm>,
+) -> PageResult {
+    require(&viewer, SEES)?;
+    let report: ImportReport = http::import_for(&st, viewer.0.clone(), f.csv.clone()).await?;
+    page(
+        &viewer,
+        "Import customers",
+        "import",
+        &json!({"fields": fields(), "csv": f.csv, "created": report.created.len(), "report": report}),
+    )
+}
