@@ -80,20 +80,25 @@ pub fn deliver_due(
     let rows: Vec<Row> = {
         let mut st = conn.prepare_cached(
             "SELECT id, event, channel, address, subject, body, attempts FROM crm_outbox
-             WHERE (status = 'pending' AND next_at <= ?1) OR (status = 'sending' AND next_at <= ?2)
+             WHERE ((status = 'pending' AND next_at <= ?1) OR (status = 'sending' AND next_at <= ?2))
+             AND (channel <> 'email' OR ?4)
              ORDER BY id LIMIT ?3",
         )?;
-        st.query_map(rusqlite::params![now.to_rfc3339(), stale, limit], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                event: r.get(1)?,
-                channel: r.get(2)?,
-                address: r.get(3)?,
-                subject: r.get(4)?,
-                body: r.get(5)?,
-                attempts: r.get(6)?,
-            })
-        })?
+        // Without a relay, e-mails wait (no attempt is spent) until one is configured.
+        st.query_map(
+            rusqlite::params![now.to_rfc3339(), stale, limit, smtp.is_some()],
+            |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    event: r.get(1)?,
+                    channel: r.get(2)?,
+                    address: r.get(3)?,
+                    subject: r.get(4)?,
+                    body: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            },
+        )?
         .collect::<rusqlite::Result<_>>()?
     };
     let mut report = Report::default();

@@ -427,11 +427,31 @@ fn one_event_reaches_a_person_once_and_failed_deliveries_back_off_then_fail() {
         "the same event twice: nobody told twice"
     );
 
-    // Nothing listens on the SMTP port or the webhook's: each try fails and waits longer.
+    // Without a relay, e-mails wait without spending an attempt; the webhook is
+    // tried (nothing listens on its port) and waits a minute.
+    let r = ordo_crm::deliver::deliver_due(&d.conn, None, now(), 10).unwrap();
+    assert_eq!((r.sent, r.retrying, r.failed), (0, 1, 0));
+    let waiting = ordo_crm::deliver::outbox(&d.conn, Some("pending"), 10).unwrap();
+    let email = waiting.iter().find(|r| r.channel == "email").unwrap();
+    assert_eq!(email.attempts, 0);
+    let hook = waiting.iter().find(|r| r.channel == "webhook").unwrap();
+    assert!(
+        hook.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("127.0.0.1:9"),
+        "{hook:?}"
+    );
+
+    // Nothing listens on the SMTP port either: each try fails and waits longer.
     let smtp = ordo_crm::deliver::Smtp::parse("127.0.0.1:9", "crm@x.example").unwrap();
     let mut at = now();
     let r = ordo_crm::deliver::deliver_due(&d.conn, Some(&smtp), at, 10).unwrap();
-    assert_eq!((r.sent, r.retrying, r.failed), (0, 2, 0));
+    assert_eq!(
+        (r.sent, r.retrying, r.failed),
+        (0, 1, 0),
+        "the e-mail; the webhook is not due"
+    );
     assert_eq!(
         ordo_crm::deliver::deliver_due(&d.conn, Some(&smtp), at, 10)
             .unwrap()
