@@ -391,9 +391,10 @@ async fn pool_list(
         ));
     }
     let filter: Filter = query(q)?;
+    let now = st.engine.now();
     db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
-        visibility::pool(c, &scope, kind, &filter).map_err(internal)
+        visibility::pool(c, &scope, kind, &filter, now).map_err(ApiError::BadRequest)
     })
     .await
     .map(Json)
@@ -452,23 +453,15 @@ async fn payments(
     State(st): State<AppState>,
     caller: Caller,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<visibility::Page>> {
     let filter: Filter = query(q)?;
     let now = st.engine.now();
     db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
-        let plans = records::kind("receivable_plan").map_err(internal)?;
-        let page = visibility::list(c, &scope, plans, &filter, now, true).map_err(ApiError::BadRequest)?;
-        let mut items = Vec::new();
-        for mut plan in page.items {
-            let id = plan.get("id").and_then(Value::as_i64).unwrap_or_default();
-            let state = crate::actions::payment_state(c, id).map_err(internal)?;
-            plan.insert("payment".into(), serde_json::to_value(state).map_err(internal)?);
-            items.push(plan);
-        }
-        Ok(Json(json!({ "total": page.total, "page": page.page, "per_page": page.per_page, "items": items })))
+        visibility::receivables(c, &scope, &filter, now).map_err(ApiError::BadRequest)
     })
     .await
+    .map(Json)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -14,7 +14,7 @@ use handlebars::Handlebars;
 use ordo_server::auth::Role;
 use ordo_server::pages::{NavEntry, PageError, PageResult, Viewer, plugin_page, redirect};
 use ordo_server::{ApiError, AppState};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
 
 /// The CRM's sections in the navigation bar.
@@ -98,6 +98,24 @@ fn clean(raw: Option<String>) -> Result<(Filter, String), ApiError> {
     Ok((filter, text))
 }
 
+/// Records as table rows: these fields, a missing value shown empty (the
+/// templates are strict, so every field they name must be there).
+fn rows(items: &[Map<String, Value>], fields: &[&str]) -> Vec<Value> {
+    items
+        .iter()
+        .map(|r| {
+            fields
+                .iter()
+                .map(|k| {
+                    let v = r.get(*k).cloned().filter(|v| !v.is_null());
+                    ((*k).to_owned(), v.unwrap_or(json!("")))
+                })
+                .collect::<Map<String, Value>>()
+                .into()
+        })
+        .collect()
+}
+
 fn with_page(query: &str, page: u32) -> String {
     let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     pairs.retain(|(k, _)| k != "page");
@@ -133,18 +151,21 @@ async fn customers(
             / i64::from(page_data.per_page.max(1)),
     )
     .unwrap_or(1);
-    let items: Vec<Value> = page_data
-        .items
-        .iter()
-        .map(|r| {
-            let t = |k: &str| r.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(json!(""));
-            json!({
-                "number": t("number"), "name": t("name"), "company": t("company"), "phone": t("phone"),
-                "type": t("type"), "grade": t("grade"), "region": t("region"), "owner": t("owner"),
-                "last_contact_at": t("last_contact_at"), "next_contact_at": t("next_contact_at"),
-            })
-        })
-        .collect();
+    let items = rows(
+        &page_data.items,
+        &[
+            "number",
+            "name",
+            "company",
+            "phone",
+            "type",
+            "grade",
+            "region",
+            "owner",
+            "last_contact_at",
+            "next_contact_at",
+        ],
+    );
     let window = |w: Option<visibility::Window>| {
         w.map(|w| format!("{w:?}").to_lowercase())
             .unwrap_or_default()
@@ -194,27 +215,28 @@ async fn pool_page(
     require(&viewer, SEES)?;
     let notice: Notice = serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
     let who = viewer.who().clone();
+    let now = st.engine.now();
     let (customers, leads, rules) = http::db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         let f = Filter::default();
         let k = |n| records::kind(n).map_err(http::internal);
         Ok((
-            visibility::pool(c, &scope, k("customer")?, &f).map_err(http::internal)?,
-            visibility::pool(c, &scope, k("lead")?, &f).map_err(http::internal)?,
+            visibility::pool(c, &scope, k("customer")?, &f, now).map_err(http::internal)?,
+            visibility::pool(c, &scope, k("lead")?, &f, now).map_err(http::internal)?,
             pool::rules(c).map_err(http::internal)?,
         ))
     })
     .await?;
     let blank = |p: visibility::Page| {
-        let items: Vec<Value> = p
-            .items
-            .iter()
-            .map(|r| {
-                let t = |k: &str| r.get(k).cloned().filter(|v| !v.is_null()).unwrap_or(json!(""));
-                json!({"id": t("id"), "name": t("name"), "company": t("company"), "region": t("region"), "pool_since": t("pool_since"), "previous_owner": t("previous_owner")})
-            })
-            .collect();
-        json!({"total": p.total, "items": items})
+        let fields = [
+            "id",
+            "name",
+            "company",
+            "region",
+            "pool_since",
+            "previous_owner",
+        ];
+        json!({"total": p.total, "items": rows(&p.items, &fields)})
     };
     let data = json!({
         "notice": notice.claimed.map(|c| format!("Claimed {c}: it is yours now.")),
@@ -266,15 +288,12 @@ async fn pipeline(State(st): State<AppState>, viewer: Viewer) -> PageResult {
     let (stages, plans) = http::db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         let stages = visibility::pipeline(c, &scope).map_err(http::internal)?;
-        let plans = visibility::list(c, &scope, records::kind("receivable_plan").map_err(http::internal)?, &Filter::default(), now, true)
+        let plans = visibility::receivables(c, &scope, &Filter::default(), now)
             .map_err(ApiError::BadRequest)?;
-        let mut rows = Vec::new();
-        for p in plans.items {
-            let id = p.get("id").and_then(Value::as_i64).unwrap_or_default();
-            let state = crate::actions::payment_state(c, id).map_err(http::internal)?;
-            rows.push(json!({"id": id, "owner": p.get("owner").cloned().unwrap_or(json!("")), "total": p.get("total"), "payment": state}));
-        }
-        Ok((stages, rows))
+        Ok((
+            stages,
+            rows(&plans.items, &["id", "owner", "total", "payment"]),
+        ))
     })
     .await?;
     page(

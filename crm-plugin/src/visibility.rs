@@ -162,7 +162,8 @@ fn has(kind: &Kind, field: &str) -> bool {
 }
 
 /// Lists the records of `kind` the scope covers that match `filter`, newest
-/// first. `paged: false` returns every row (exports), still scoped.
+/// first; records in the pool are listed by [`pool`]. `paged: false` returns
+/// every row (exports), still scoped.
 pub fn list(
     tx: &Connection,
     scope: &Scope,
@@ -179,6 +180,21 @@ pub fn list(
     }
     let (scope_sql, mut args) = scope.clause("r");
     let mut wheres = vec![scope_sql];
+    conditions(kind, filter, now, &mut wheres, &mut args)?;
+    if has(kind, "in_pool") {
+        wheres.push("r.in_pool = 0".into());
+    }
+    select_page(tx, kind, &wheres, &args, "r.id DESC", filter, paged)
+}
+
+/// The filter's conditions on `r`, for [`list`] and [`pool`].
+fn conditions(
+    kind: &Kind,
+    filter: &Filter,
+    now: DateTime<Utc>,
+    wheres: &mut Vec<String>,
+    args: &mut Vec<Sql>,
+) -> Result<(), String> {
     let mut eq = |field: &str, v: &Option<String>| -> Result<(), String> {
         if let Some(v) = v {
             if !has(kind, field) {
@@ -241,9 +257,20 @@ pub fn list(
         }
         wheres.push(format!("({})", ors.join(" OR ")));
     }
-    if has(kind, "in_pool") {
-        wheres.push("r.in_pool = 0".into());
-    }
+    Ok(())
+}
+
+/// Counts the rows matching `wheres` and reads one page of them (all when not
+/// `paged`), in `order`.
+fn select_page(
+    tx: &Connection,
+    kind: &'static Kind,
+    wheres: &[String],
+    args: &[Sql],
+    order: &str,
+    filter: &Filter,
+    paged: bool,
+) -> Result<Page, String> {
     let where_sql = wheres.join(" AND ");
     let total: i64 = tx
         .query_row(
@@ -262,7 +289,7 @@ pub fn list(
     let ids: Vec<i64> = {
         let mut st = tx
             .prepare(&format!(
-                "SELECT r.id FROM {} r WHERE {where_sql} ORDER BY r.id DESC{limit}",
+                "SELECT r.id FROM {} r WHERE {where_sql} ORDER BY {order}{limit}",
                 kind.table
             ))
             .map_err(|e| e.to_string())?;
@@ -300,13 +327,15 @@ pub fn visible(
     Ok((scope.covers(owner) || (in_pool && scope.sees_records())).then_some(r))
 }
 
-/// The pool: customers and leads nobody owns. Visible to everyone who sees
-/// records (that is what it is for), never to maintenance.
+/// The pool: customers and leads nobody owns, longest waiting first, with the
+/// same filters as [`list`]. Visible to everyone who sees records (that is what
+/// it is for), never to maintenance.
 pub fn pool(
     tx: &Connection,
     scope: &Scope,
     kind: &'static Kind,
     filter: &Filter,
+    now: DateTime<Utc>,
 ) -> Result<Page, String> {
     if !scope.sees_records() {
         return Ok(Page {
@@ -316,38 +345,37 @@ pub fn pool(
             items: Vec::new(),
         });
     }
-    let per_page = filter.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
-    let page = filter.page.unwrap_or(1).max(1);
-    let total: i64 = tx
-        .query_row(
-            &format!("SELECT COUNT(*) FROM {} WHERE in_pool = 1", kind.table),
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| e.to_string())?;
-    let ids: Vec<i64> = {
-        let mut st = tx
-            .prepare(&format!(
-                "SELECT id FROM {} WHERE in_pool = 1 ORDER BY pool_since, id LIMIT ?1 OFFSET ?2",
-                kind.table
-            ))
-            .map_err(|e| e.to_string())?;
-        st.query_map([per_page, (page - 1) * per_page], |r| r.get(0))
-            .and_then(Iterator::collect)
-            .map_err(|e| e.to_string())?
-    };
-    let mut items = Vec::new();
-    for id in ids {
-        if let Some(r) = records::get(tx, kind, id).map_err(|e| e.to_string())? {
-            items.push(r);
-        }
+    let mut wheres = vec!["r.in_pool = 1".to_owned()];
+    let mut args = Vec::new();
+    conditions(kind, filter, now, &mut wheres, &mut args)?;
+    select_page(tx, kind, &wheres, &args, "r.pool_since, r.id", filter, true)
+}
+
+/// Receivable plans in scope, each with its payment state (derived from the
+/// payments, never stored) under `payment`.
+pub fn receivables(
+    tx: &Connection,
+    scope: &Scope,
+    filter: &Filter,
+    now: DateTime<Utc>,
+) -> Result<Page, String> {
+    let mut page = list(
+        tx,
+        scope,
+        records::kind("receivable_plan").map_err(|e| e.to_string())?,
+        filter,
+        now,
+        true,
+    )?;
+    for plan in &mut page.items {
+        let id = plan.get("id").and_then(Value::as_i64).unwrap_or_default();
+        let state = crate::actions::payment_state(tx, id)?;
+        plan.insert(
+            "payment".into(),
+            serde_json::to_value(state).map_err(|e| e.to_string())?,
+        );
     }
-    Ok(Page {
-        total,
-        page,
-        per_page,
-        items,
-    })
+    Ok(page)
 }
 
 /// One stage of the pipeline.

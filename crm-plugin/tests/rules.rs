@@ -698,7 +698,7 @@ fn each_role_sees_only_what_it_may_in_lists_counts_search_and_single_records() {
                 .is_some();
             assert_eq!(seen, expected.contains(&c), "{} → customer {c}", id.user);
         }
-        let in_pool = visibility::pool(&d.conn, &scope, k, &Filter::default())
+        let in_pool = visibility::pool(&d.conn, &scope, k, &Filter::default(), now())
             .unwrap()
             .total;
         assert_eq!(
