@@ -318,6 +318,8 @@ impl Server {
     /// Opens the engine and the directory, deploys the process files, and binds
     /// the address.
     pub async fn open(config: &ServeConfig) -> Result<Self, Error> {
+        // The directory first: plugin actions read its people and groups.
+        let directory = Arc::new(auth::Directory::open(&config.db)?);
         let mut engine_config = Config::new(config.db.clone());
         if let Some(clock) = &config.clock {
             engine_config.clock = Arc::clone(clock);
@@ -330,7 +332,6 @@ impl Server {
                 })?;
         }
         let engine = Arc::new(Engine::open(engine_config)?);
-        let directory = Arc::new(auth::Directory::open(&config.db)?);
         for path in &config.deploy {
             deploy_path(&engine, path).await?;
         }
