@@ -1133,6 +1133,11 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// An inclusive join fires when no other live token of its scope can still reach it.
+    ///
+    /// A token waiting at another join upstream still counts: that join will fire
+    /// later and send its token here. The one exception is a join this one also
+    /// reaches (the two lie on a cycle); counting it would make each wait for the
+    /// other forever, so it is ignored, as BPMN's OR-join semantics prescribe.
     fn fire_inclusive_join(&mut self) -> bool {
         let joining: Vec<(String, u64)> = self
             .inst
@@ -1145,9 +1150,9 @@ impl<'m, 'p> Step<'m, 'p> {
         for (node, scope) in joining {
             let blocked = self.inst.tokens.iter().any(|t| {
                 t.scope == scope
-                    && t.state != TokenState::Joining
                     && t.node != node
                     && self.reaches(&t.node, &node)
+                    && !(t.state == TokenState::Joining && self.reaches(&node, &t.node))
             });
             if !blocked {
                 let ids: Vec<u64> = self

@@ -220,6 +220,29 @@ fn inclusive_join_waits_only_for_tokens_that_can_still_arrive() {
     assert_eq!(completed(&actions), ["go", "split", "c", "join", "done"]);
 }
 
+/// An inclusive join nested inside another: the outer one must wait for the
+/// token still waiting at the inner one (found by the generated-graph test).
+const NESTED_INCLUSIVE: &str = "id: n\nstart: [{id: go, next: split}]\nnodes:\n  split:\n    type: inclusive\n    branches:\n      - {when: a, to: a}\n      - {when: b, to: inner}\n    default: a\n  inner:\n    type: inclusive\n    branches:\n      - {when: c, to: c}\n    default: d\n  c: {type: empty, next: ijoin}\n  d: {type: user, next: ijoin}\n  ijoin: {type: inclusive, next: join}\n  a: {type: empty, next: join}\n  join: {type: inclusive, next: done}\n  done: {type: end}\n";
+
+#[test]
+fn outer_inclusive_join_waits_for_a_token_held_at_an_inner_join() {
+    let p = process(NESTED_INCLUSIVE);
+    // Both outer branches taken; the inner one goes straight to its join.
+    let (inst, actions) = start(&p, json!({"a": true, "b": true, "c": true}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    let done = completed(&actions);
+    assert_eq!(done.iter().filter(|n| *n == "join").count(), 1, "{done:?}");
+    assert_eq!(done.last().map(String::as_str), Some("done"));
+    assert!(inst.tokens.is_empty());
+    // The inner branch waits on a task: the outer join holds the other token.
+    let (inst, actions) = start(&p, json!({"a": true, "b": true, "c": false}));
+    assert_eq!(inst.status, InstanceStatus::Active);
+    assert!(!completed(&actions).contains(&"join".to_owned()));
+    let (inst, actions) = complete_task(&p, &inst, "d", &actions, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(completed(&actions), ["d", "ijoin", "join", "done"]);
+}
+
 const TASK: &str = "id: t\nstart: [{id: go, next: review}]\nnodes:\n  review:\n    type: user\n    name: Review\n    assignee: =owner\n    candidate_groups: [sales, =region]\n    due: P2BD\n    priority: \"=vip ? 90 : 40\"\n    form:\n      approved: {type: boolean, required: true}\n      amount: {type: number, min: 0}\n    next: done\n  done: {type: end}\n";
 
 #[test]
