@@ -397,15 +397,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     deploy
                 },
                 backups: backups.or(file.backups).unwrap_or_else(|| "backups".into()),
-                plugins: vec![Arc::new(ordo_crm::CrmPlugin {
-                    smtp: match smtp.or(file.smtp) {
+                plugins: vec![Arc::new(ordo_crm::CrmPlugin::new(
+                    match smtp.or(file.smtp) {
                         Some(addr) => Some(
                             ordo_crm::deliver::Smtp::parse(&addr, &smtp_from)
                                 .map_err(|e| anyhow::anyhow!("--smtp: {e}"))?,
                         ),
                         None => None,
                     },
-                })],
+                ))],
                 clock: None,
             };
             serve(config, demo)

@@ -79,6 +79,27 @@ impl Env {
         )
     }
 
+    fn post_text(&self, who: &str, path: &str, body: &str) -> (u16, Value, Option<String>) {
+        let url = format!("{}{path}", self.base);
+        let mut r = agent()
+            .post(&url)
+            .header("Authorization", &self.token(who))
+            .header("Content-Type", "text/csv")
+            .send(body)
+            .unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        let status = r.status().as_u16();
+        (
+            status,
+            r.body_mut().read_json().unwrap_or(Value::Null),
+            location,
+        )
+    }
+
     fn put(&self, who: &str, path: &str, body: Value) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let mut r = agent()
@@ -251,9 +272,9 @@ fn start() -> Option<Env> {
     let clock = Arc::new(ManualClock::new(
         chrono::Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
     ));
-    let plugin = ordo_crm::CrmPlugin {
-        smtp: Some(ordo_crm::deliver::Smtp::parse(&smtp, "Ordo CRM <crm@ordo.test>").unwrap()),
-    };
+    let plugin = ordo_crm::CrmPlugin::new(Some(
+        ordo_crm::deliver::Smtp::parse(&smtp, "Ordo CRM <crm@ordo.test>").unwrap(),
+    ));
     let config = ordo_server::ServeConfig {
         db: dir.path().join("ordo.db"),
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -589,9 +610,58 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
         "{html}"
     );
     let csv = "name,company,phone,email,region\nNew One,Fresh Co,13700000001,new@fresh.example,east\nDup,Donghai Textiles,,,east\nBad,Mars Co,,,mars\n";
-    let (status, html) = sally.post("/crm/import", &[("csv", csv)]);
+    let (status, location) = sally.post("/crm/import", &[("csv", csv)]);
+    assert_eq!(status, 303, "the import is queued: {location}");
+    let id: i64 = location
+        .strip_prefix("/crm/import/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the progress page: {location}"));
+    let job = env.get("sally", &format!("/api/crm/imports/{id}?wait=true"));
+    assert_eq!(
+        (&job["status"], &job["processed"], &job["created"]),
+        (&json!("done"), &json!(3), &json!(1)),
+        "{job}"
+    );
+    let (status, html) = sally.get(&location);
     assert_eq!(status, 200, "{html}");
-    assert!(html.contains("Imported 1 of 3 row(s)"), "{html}");
+    assert!(
+        html.contains("Imported <span id=\"created\">1</span> of 3 row(s)"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("data-poll"),
+        "a finished import is not followed: {html}"
+    );
+    // Through the API: a wrong header row is refused before anything is queued;
+    // a good file is accepted at once and the job is where Location says.
+    let (status, v, _) =
+        env.post_text("sally", "/api/crm/import/customers", "name,colour\nA,red\n");
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("`colour`"), "{v}");
+    let (status, v, location) = env.post_text(
+        "sally",
+        "/api/crm/import/customers",
+        "name,company\nLater One,Later Co\n",
+    );
+    assert_eq!(status, 202, "{v}");
+    let location = location.unwrap();
+    let job = env.get("sally", &format!("{location}?wait=true"));
+    assert_eq!(
+        (&job["status"], &job["created"]),
+        (&json!("done"), &json!(1)),
+        "{job}"
+    );
+    let (status, _) = env.call("sam", "GET", &location, None);
+    assert_eq!(
+        status, 404,
+        "another salesperson does not see sally's import"
+    );
+    let all = env.get("ada", "/api/crm/imports");
+    assert_eq!(
+        all.as_array().map(Vec::len),
+        Some(2),
+        "an admin sees every import: {all}"
+    );
     assert!(
         html.contains("<td>3</td><td>same company as customer"),
         "{html}"

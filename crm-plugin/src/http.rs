@@ -6,19 +6,20 @@ use crate::deliver::{self, Smtp};
 use crate::records::{self, Why};
 use crate::visibility::{self, Filter, Scope};
 use crate::{assign, notify, org, pool};
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use ordo_server::api::{Body, Caller};
 use ordo_server::auth::Role;
 use ordo_server::{ApiError, AppState, Background, Plugin};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -26,8 +27,43 @@ type Result<T> = std::result::Result<T, ApiError>;
 #[derive(Debug, Clone, Default)]
 pub struct CrmPlugin {
     /// Where e-mail goes (none: e-mails wait in the outbox, in-app still works).
-    pub smtp: Option<Smtp>,
+    smtp: Option<Smtp>,
+    /// Wakes the import worker and tells waiting requests of its progress.
+    imports: Imports,
 }
+
+impl CrmPlugin {
+    /// The plugin, sending e-mail through `smtp` when given.
+    pub fn new(smtp: Option<Smtp>) -> Self {
+        Self {
+            smtp,
+            imports: Imports::default(),
+        }
+    }
+}
+
+/// The import worker's signals: a submission wakes it; each batch it commits
+/// bumps `progress`, which requests waiting on a job watch.
+#[derive(Debug, Clone)]
+pub(crate) struct Imports {
+    wake: Arc<Notify>,
+    progress: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Imports {
+    fn default() -> Self {
+        Self {
+            wake: Arc::new(Notify::new()),
+            progress: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+/// How long a request waits on an import (`?wait=true`) before answering
+/// with the progress so far.
+const IMPORT_WAIT: Duration = Duration::from_secs(25);
+/// How often the import worker looks for work it was not woken for.
+const IMPORT_RETRY: Duration = Duration::from_secs(30);
 
 /// How often the outbox is looked at.
 pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,48 +78,85 @@ impl Plugin for CrmPlugin {
     }
 
     fn api(&self) -> Router<AppState> {
-        routes(self.smtp.clone())
+        routes(self.smtp.clone()).layer(Extension(self.imports.clone()))
     }
 
     fn pages(&self) -> Router<AppState> {
-        crate::pages::routes()
+        crate::pages::routes().layer(Extension(self.imports.clone()))
     }
 
     fn nav(&self) -> Vec<ordo_server::pages::NavEntry> {
         crate::pages::NAV.to_vec()
     }
 
-    fn background(&self, state: AppState, mut stop: watch::Receiver<bool>) -> Option<Background> {
-        let smtp = self.smtp.clone();
+    fn background(&self, state: AppState, stop: watch::Receiver<bool>) -> Option<Background> {
+        let imports = import_worker(state.clone(), self.imports.clone(), stop.clone());
+        let delivery = delivery_worker(state, self.smtp.clone(), stop);
         Some(Box::pin(async move {
-            loop {
-                let st = state.clone();
-                let smtp = smtp.clone();
-                let pass = tokio::task::spawn_blocking(
-                    move || -> std::result::Result<deliver::Report, String> {
-                        let conn = open(&st).map_err(|e| e.to_string())?;
-                        deliver::deliver_due(&conn, smtp.as_ref(), st.engine.now(), 100)
-                            .map_err(|e| e.to_string())
-                    },
-                )
-                .await;
-                if let Ok(Err(e)) | Err(e) = pass.map_err(|e| e.to_string()) {
-                    #[allow(clippy::print_stderr)]
-                    {
-                        eprintln!("ordo: CRM delivery pass failed, will retry: {e}");
-                    }
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(DELIVERY_INTERVAL) => {}
-                    _ = stop.changed() => return,
-                }
-            }
+            tokio::join!(imports, delivery);
         }))
     }
 
     fn seed_demo(&self, state: &AppState) -> std::result::Result<(), String> {
         let conn = open(state).map_err(|e| e.to_string())?;
         crate::demo::seed(&conn, state.engine.now()).map_err(|e| e.to_string())
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn log(what: &str, e: &str) {
+    eprintln!("ordo: {what} failed, will retry: {e}");
+}
+
+/// Delivers the outbox every [`DELIVERY_INTERVAL`] until `stop`.
+async fn delivery_worker(state: AppState, smtp: Option<Smtp>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let st = state.clone();
+        let smtp = smtp.clone();
+        let pass = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
+            let conn = open(&st).map_err(|e| e.to_string())?;
+            deliver::deliver_due(&conn, smtp.as_ref(), st.engine.now(), 100)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = pass.map_err(|e| e.to_string()) {
+            log("CRM delivery pass", &e);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DELIVERY_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs the queued imports when woken (a submission) and at start (imports a
+/// stopped server left half done), until `stop`. The only import worker of
+/// the server, so a job is never run twice at once.
+async fn import_worker(state: AppState, imports: Imports, mut stop: watch::Receiver<bool>) {
+    loop {
+        let st = state.clone();
+        let progress = imports.progress.clone();
+        let stopping = stop.clone();
+        let pass = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
+            let mut conn = open(&st).map_err(|e| e.to_string())?;
+            crate::import::run_pending(
+                &mut conn,
+                || st.engine.now(),
+                &|| progress.send_modify(|n| *n += 1),
+                &|| !*stopping.borrow(),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = pass.map_err(|e| e.to_string()) {
+            log("CRM import pass", &e);
+        }
+        tokio::select! {
+            () = imports.wake.notified() => {}
+            // A pass that failed is tried again a little later.
+            () = tokio::time::sleep(IMPORT_RETRY) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -135,6 +208,8 @@ fn routes(smtp: Option<Smtp>) -> Router<AppState> {
         .route("/crm/records/{kind}/{id}", get(one_record))
         .route("/crm/export/{kind}", get(export))
         .route("/crm/import/customers", post(import_customers))
+        .route("/crm/imports", get(import_list))
+        .route("/crm/imports/{id}", get(import_status))
         .route("/crm/pool/{kind}", get(pool_list))
         .route("/crm/pool/{kind}/{id}/claim", post(claim))
         .route("/crm/pipeline", get(pipeline))
@@ -243,139 +318,122 @@ pub(crate) async fn export_csv(
         .into_response())
 }
 
-/// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ImportReport {
-    /// Data rows read.
-    pub rows: usize,
-    /// Customers created.
-    pub created: Vec<i64>,
-    /// Rows skipped, with why.
-    pub skipped: Vec<Skipped>,
-}
-
-/// A row not imported.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Skipped {
-    /// Its line in the file (the header is line 1).
-    pub line: u64,
-    /// Why.
-    pub reason: String,
-}
-
-/// CSV import of customers: a header row of customer fields; each row is checked
-/// like any record, deduplicated against existing customers (and earlier rows)
-/// by e-mail, phone and company, and skipped with the reason when it fails.
-/// A salesperson's rows are theirs; supervisors and admins may give `owner`.
+/// Starts a CSV import of customers: a header row of customer fields, then one
+/// customer per row. Answers `202 Accepted` with the job at once (a wrong
+/// header row is refused with 400 before anything is queued); the rows are
+/// imported in the background and `GET /api/crm/imports/{id}` shows the
+/// progress. A salesperson's rows are theirs; supervisors and admins may give
+/// `owner`.
 async fn import_customers(
     State(st): State<AppState>,
+    Extension(imports): Extension<Imports>,
     caller: Caller,
     body: String,
-) -> Result<Json<ImportReport>> {
-    import_for(&st, caller, body).await.map(Json)
+) -> Result<Response> {
+    let job = submit_import(&st, &imports, caller, body).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/crm/imports/{}", job.id))],
+        Json(job),
+    )
+        .into_response())
 }
 
-/// The import both the API and the import page run.
-pub(crate) async fn import_for(
+/// Queues an import and wakes the worker, for the API and the import page.
+pub(crate) async fn submit_import(
     st: &AppState,
+    imports: &Imports,
     caller: Caller,
     body: String,
-) -> Result<ImportReport> {
+) -> Result<crate::import::Job> {
     caller.require(SALES)?;
     let now = st.engine.now();
+    let job = db(st, move |c| {
+        let id = crate::import::submit(c, &caller.0.user, caller.0.has_any(MANAGERS), &body, now)
+            .map_err(|e| match e {
+            e @ (crate::import::Error::Db(_) | crate::import::Error::Duplicates(_)) => internal(e),
+            other => ApiError::BadRequest(other.to_string()),
+        })?;
+        crate::import::job(c, id)
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::Internal("the import just stored is gone".into()))
+    })
+    .await?;
+    imports.wake.notify_one();
+    Ok(job)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    /// Wait (up to 25 s) until the import has finished.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// One import with its progress and skipped rows, for the one who submitted
+/// it and admins. With `?wait=true` the answer waits until it has finished
+/// (or 25 s have passed), so a client need not poll.
+async fn import_status(
+    State(st): State<AppState>,
+    Extension(imports): Extension<Imports>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<crate::import::Job>> {
+    let q: ImportQuery = query(q)?;
+    let deadline = tokio::time::Instant::now() + IMPORT_WAIT;
+    let mut progress = imports.progress.subscribe();
+    loop {
+        progress.mark_unchanged();
+        let job = import_job(&st, &caller, id).await?;
+        if !q.wait || job.finished() {
+            return Ok(Json(job));
+        }
+        tokio::select! {
+            changed = progress.changed() => if changed.is_err() { return Ok(Json(job)) },
+            () = tokio::time::sleep_until(deadline) => return Ok(Json(job)),
+        }
+    }
+}
+
+/// Import `id` if `caller` may see it (its submitter, or an admin).
+pub(crate) async fn import_job(
+    st: &AppState,
+    caller: &Caller,
+    id: i64,
+) -> Result<crate::import::Job> {
+    caller.require(SALES)?;
+    let caller = caller.clone();
     db(st, move |c| {
-        let tx = c.transaction().map_err(internal)?;
-        let report = import(&tx, &caller, &body, now)?;
-        tx.commit().map_err(internal)?;
-        Ok(report)
+        crate::import::job(c, id)
+            .map_err(internal)?
+            .filter(|j| j.submitted_by == caller.0.user || caller.0.has_any(&[Role::Admin]))
+            .ok_or_else(|| ApiError::NotFound(format!("no import {id} of yours")))
     })
     .await
 }
 
-fn import(
-    tx: &Connection,
-    caller: &Caller,
-    body: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<ImportReport> {
-    let customer = records::kind("customer").map_err(internal)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(false)
-        .from_reader(body.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| ApiError::BadRequest(format!("the CSV's header row: {e}")))?
-        .clone();
-    let may_set_owner = caller.0.has_any(MANAGERS);
-    let why = Why {
-        actor: Some(caller.0.user.clone()),
-        reason: "CSV import".into(),
-        at: now,
-    };
-    let mut report = ImportReport::default();
-    for row in reader.records() {
-        report.rows += 1;
-        let row = match row {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line);
-                report.skipped.push(Skipped {
-                    line,
-                    reason: format!("not readable as CSV: {e}"),
-                });
-                continue;
-            }
-        };
-        let line = row.position().map_or(0, csv::Position::line);
-        let mut fields = Map::new();
-        for (h, v) in headers.iter().zip(row.iter()) {
-            if v.is_empty() {
-                continue;
-            }
-            let value = match customer.fields.iter().find(|f| f.name == h).map(|f| f.ty) {
-                Some(records::Ty::Bool) => json!(matches!(v, "true" | "yes" | "1")),
-                Some(records::Ty::Int) => v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n)),
-                _ => json!(v),
-            };
-            fields.insert(h.to_owned(), value);
-        }
-        if !may_set_owner || !fields.contains_key("owner") {
-            fields.insert("owner".into(), json!(caller.0.user));
-        }
-        fields.remove("in_pool");
-        let dup =
-            crate::actions::find_duplicate(tx, &Value::Object(fields.clone())).map_err(internal)?;
-        if let Some(d) = dup {
-            report.skipped.push(Skipped {
-                line,
-                reason: format!(
-                    "same {} as {} {} (owner {})",
-                    d["matched_on"].as_str().unwrap_or("key"),
-                    d["record"].as_str().unwrap_or("record"),
-                    d["id"],
-                    d["owner"].as_str().unwrap_or("none: in the pool")
-                ),
-            });
-            continue;
-        }
-        tx.execute_batch("SAVEPOINT row").map_err(internal)?;
-        match records::create(tx, customer, &fields, &why) {
-            Ok(id) => {
-                tx.execute_batch("RELEASE row").map_err(internal)?;
-                report.created.push(id);
-            }
-            Err(e) => {
-                tx.execute_batch("ROLLBACK TO row; RELEASE row")
-                    .map_err(internal)?;
-                report.skipped.push(Skipped {
-                    line,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(report)
+/// The caller's imports, newest first (an admin's: everyone's).
+async fn import_list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<crate::import::Job>>> {
+    imports_of(&st, caller, 50).await.map(Json)
+}
+
+/// The last `limit` imports `caller` may see, for the API and the import page.
+pub(crate) async fn imports_of(
+    st: &AppState,
+    caller: Caller,
+    limit: u32,
+) -> Result<Vec<crate::import::Job>> {
+    caller.require(SALES)?;
+    db(st, move |c| {
+        let by = (!caller.0.has_any(&[Role::Admin])).then_some(caller.0.user.as_str());
+        crate::import::jobs(c, by, limit).map_err(internal)
+    })
+    .await
 }
 
 async fn pool_list(

@@ -11,6 +11,7 @@ pub mod assign;
 pub mod deliver;
 mod demo;
 pub mod http;
+pub mod import;
 pub mod notify;
 pub mod org;
 pub mod pages;

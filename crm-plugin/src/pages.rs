@@ -3,11 +3,11 @@
 //! pipeline with receivables, notifications, and the CSV import. They call the
 //! same visibility layer and rules as the API.
 
-use crate::http::{self, ImportReport};
+use crate::http::{self, Imports};
 use crate::visibility::{self, Filter, Scope};
-use crate::{notify, pool, records};
+use crate::{import, notify, pool, records};
 use axum::Router;
-use axum::extract::{Form, Path, RawQuery, State};
+use axum::extract::{Extension, Form, Path, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use handlebars::Handlebars;
@@ -47,6 +47,8 @@ pub fn routes() -> Router<AppState> {
         .route("/crm/inbox", get(inbox))
         .route("/crm/inbox/{id}/read", post(read))
         .route("/crm/import", get(import_page).post(import))
+        .route("/crm/import/{id}", get(import_progress))
+        .route("/crm/import/{id}/version", get(import_version))
 }
 
 fn templates() -> Result<&'static Handlebars<'static>, ApiError> {
@@ -63,6 +65,10 @@ fn templates() -> Result<&'static Handlebars<'static>, ApiError> {
             ("pipeline", include_str!("../templates/pages/pipeline.hbs")),
             ("inbox", include_str!("../templates/pages/inbox.hbs")),
             ("import", include_str!("../templates/pages/import.hbs")),
+            (
+                "import_job",
+                include_str!("../templates/pages/import_job.hbs"),
+            ),
         ] {
             hb.register_template_string(name, text)
                 .map_err(|e| format!("template {name}: {e}"))?;
@@ -327,27 +333,48 @@ async fn read(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -
     redirect("/crm/inbox")
 }
 
-fn fields() -> String {
-    records::kind("customer")
-        .map(|k| {
-            k.fields
-                .iter()
-                .map(|f| f.name)
-                .filter(|n| !["in_pool", "pool_since", "previous_owner", "locked"].contains(n))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+async fn import_page(State(st): State<AppState>, viewer: Viewer) -> PageResult {
+    import_form(&st, &viewer, "name,company,phone,email,region\n", None).await
 }
 
-async fn import_page(viewer: Viewer) -> PageResult {
-    require(&viewer, SEES)?;
+/// The import form with the viewer's recent imports, and `error` when a file
+/// was refused (the text is kept so it can be corrected).
+async fn import_form(
+    st: &AppState,
+    viewer: &Viewer,
+    csv: &str,
+    error: Option<String>,
+) -> PageResult {
+    require(viewer, SEES)?;
+    let jobs = http::imports_of(st, viewer.0.clone(), 20).await?;
+    let jobs: Vec<Value> = jobs.iter().map(job_row).collect();
     page(
-        &viewer,
+        viewer,
         "Import customers",
         "import",
-        &json!({"fields": fields(), "csv": "name,company,phone,email,region\n", "created": 0, "report": null}),
+        &json!({
+            "fields": import::importable_fields().join(", "),
+            "csv": csv,
+            "error": error.unwrap_or_default(),
+            "jobs": jobs,
+        }),
     )
+}
+
+fn job_row(j: &import::Job) -> Value {
+    json!({
+        "id": j.id,
+        "status": j.status,
+        "total": j.total,
+        "processed": j.processed,
+        "percent": j.percent(),
+        "created": j.created,
+        "skipped": j.skipped.len(),
+        "submitted_by": j.submitted_by,
+        "submitted_at": j.submitted_at,
+        "error": j.error.clone().unwrap_or_default(),
+        "finished": j.finished(),
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -355,17 +382,52 @@ struct ImportForm {
     csv: String,
 }
 
+/// Queues the import and shows its progress page.
 async fn import(
     State(st): State<AppState>,
+    Extension(imports): Extension<Imports>,
     viewer: Viewer,
     Form(f): Form<ImportForm>,
 ) -> PageResult {
     require(&viewer, SEES)?;
-    let report: ImportReport = http::import_for(&st, viewer.0.clone(), f.csv.clone()).await?;
+    match http::submit_import(&st, &imports, viewer.0.clone(), f.csv.clone()).await {
+        Ok(job) => redirect(&format!("/crm/import/{}", job.id)),
+        Err(ApiError::BadRequest(why)) => import_form(&st, &viewer, &f.csv, Some(why)).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One import: a progress bar while it runs (the page follows it), then what
+/// was created and every skipped row with why.
+async fn import_progress(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let job = http::import_job(&st, &viewer.0, id).await?;
+    let skipped: Vec<Value> = job
+        .skipped
+        .iter()
+        .map(|s| json!({"line": s.line, "reason": s.reason}))
+        .collect();
     page(
         &viewer,
-        "Import customers",
-        "import",
-        &json!({"fields": fields(), "csv": f.csv, "created": report.created.len(), "report": report}),
+        &format!("Import {id}"),
+        "import_job",
+        &json!({"job": job_row(&job), "rows": skipped, "revision": revision(&job)}),
     )
+}
+
+fn revision(job: &import::Job) -> String {
+    format!("{}-{}", job.status, job.processed)
+}
+
+/// What the progress page polls: it reloads when this changes.
+async fn import_version(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Value>, PageError> {
+    let job = http::import_job(&st, &viewer.0, id).await?;
+    Ok(axum::Json(json!({"revision": revision(&job)})))
 }

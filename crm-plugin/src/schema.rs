@@ -309,6 +309,32 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL
     );
     CREATE INDEX crm_pool_claims_person ON crm_pool_claims (person, at);",
+    // 3: CSV imports run as background jobs with their progress.
+    "CREATE TABLE crm_imports (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        submitted_by TEXT NOT NULL,
+        may_set_owner INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        processed INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        headers TEXT NOT NULL,
+        body TEXT,
+        next_byte INTEGER NOT NULL,
+        next_line INTEGER NOT NULL,
+        error TEXT,
+        submitted_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX crm_imports_pending ON crm_imports (status, id);
+    CREATE TABLE crm_import_skipped (
+        id INTEGER PRIMARY KEY,
+        import_id INTEGER NOT NULL REFERENCES crm_imports (id),
+        line INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX crm_import_skipped_import ON crm_import_skipped (import_id, line);",
 ];
 
 /// Creates or upgrades the CRM tables. Safe to call at every start; a database

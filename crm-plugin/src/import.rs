@@ -1,0 +1,565 @@
+//! CSV import of customers as a background job with progress.
+//!
+//! [`submit`] checks the header row, counts the rows and stores the job with its
+//! file (`crm_imports`); the request returns at once. The server's CRM worker
+//! then calls [`advance`], which imports the next [`BATCH`] rows in one
+//! transaction together with the job's progress, so the progress people see is
+//! exactly what is committed. A server stopped mid-import resumes where it left
+//! off: the job keeps the byte offset of its next row. Each row is checked like
+//! any customer and deduplicated (e-mail, phone, company) against the existing
+//! customers, the pool and the rows imported before it; a row that fails is
+//! skipped and recorded with its line and why.
+
+use crate::records::{self, Why};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value, json};
+
+/// Rows imported per transaction (and per progress step).
+pub const BATCH: usize = 200;
+
+/// Fields people do not import: the pool's bookkeeping and the lock.
+const NOT_IMPORTED: &[&str] = &["in_pool", "pool_since", "previous_owner", "locked"];
+
+/// Import errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file has no header row or it is not CSV.
+    #[error("the CSV's header row: {0}")]
+    Header(String),
+    /// Columns that are not customer fields.
+    #[error("column(s) {unknown} are not customer fields; use a header row of: {known}")]
+    UnknownColumns {
+        /// The columns not known.
+        unknown: String,
+        /// The fields a file may have.
+        known: String,
+    },
+    /// The file has a header row but no data rows.
+    #[error("the file has a header row but no rows to import")]
+    Empty,
+    /// Looking for duplicates failed.
+    #[error("checking for duplicates: {0}")]
+    Duplicates(String),
+    /// The database refused.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// The fields an import file may have, in table order.
+pub fn importable_fields() -> Vec<&'static str> {
+    records::kind("customer")
+        .map(|k| {
+            k.fields
+                .iter()
+                .map(|f| f.name)
+                .filter(|n| !NOT_IMPORTED.contains(n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An import job as people see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Job {
+    /// Its number.
+    pub id: i64,
+    /// Who submitted it.
+    pub submitted_by: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub status: String,
+    /// Data rows in the file.
+    pub total: i64,
+    /// Rows looked at so far.
+    pub processed: i64,
+    /// Customers created so far.
+    pub created: i64,
+    /// Rows skipped so far, with why (in line order).
+    pub skipped: Vec<Skipped>,
+    /// Why a failed job stopped.
+    pub error: Option<String>,
+    /// When it was submitted and finished (RFC 3339).
+    pub submitted_at: String,
+    /// When it finished.
+    pub finished_at: Option<String>,
+}
+
+impl Job {
+    /// Whether it will not change any more.
+    pub fn finished(&self) -> bool {
+        matches!(self.status.as_str(), "done" | "failed")
+    }
+
+    /// Percent of the rows looked at.
+    pub fn percent(&self) -> i64 {
+        if self.total == 0 {
+            100
+        } else {
+            self.processed * 100 / self.total
+        }
+    }
+}
+
+/// A row not imported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Its line in the file (the header is line 1).
+    pub line: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Stores an import of `body` for `by` and returns its number. The header row
+/// is checked now, so a wrong file is refused before anything is queued.
+/// `may_set_owner`: whether the file's `owner` column is kept (supervisors and
+/// admins); otherwise every row is the submitter's.
+pub fn submit(
+    conn: &Connection,
+    by: &str,
+    may_set_owner: bool,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, Error> {
+    // Spreadsheets often save CSV with a byte-order mark.
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| Error::Header(e.to_string()))?
+        .clone();
+    let known = importable_fields();
+    let unknown: Vec<String> = headers
+        .iter()
+        .filter(|h| !known.contains(h))
+        .map(|h| format!("`{h}`"))
+        .collect();
+    if headers.is_empty() || !unknown.is_empty() {
+        return Err(Error::UnknownColumns {
+            unknown: if unknown.is_empty() {
+                "(none)".into()
+            } else {
+                unknown.join(", ")
+            },
+            known: known.join(", "),
+        });
+    }
+    let header_end = reader.position().byte();
+    let total = reader.records().count();
+    if total == 0 {
+        return Err(Error::Empty);
+    }
+    let headers: Vec<&str> = headers.iter().collect();
+    conn.execute(
+        "INSERT INTO crm_imports (kind, submitted_by, may_set_owner, status, total, headers, body,
+                                  next_byte, next_line, submitted_at)
+         VALUES ('customer', ?1, ?2, 'queued', ?3, ?4, ?5, ?6, 2, ?7)",
+        params![
+            by,
+            may_set_owner,
+            i64::try_from(total).unwrap_or(i64::MAX),
+            json!(headers).to_string(),
+            body,
+            i64::try_from(header_end).unwrap_or(i64::MAX),
+            now.to_rfc3339(),
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The jobs still to run, oldest first.
+pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn
+        .prepare("SELECT id FROM crm_imports WHERE status IN ('queued', 'running') ORDER BY id")?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
+
+/// Imports the next batch of job `id`'s rows, at most `batch`, in one
+/// transaction with the job's progress. Returns the job afterwards (`None`
+/// when there is no such job). A finished job is left as it is.
+pub fn advance(
+    conn: &mut Connection,
+    id: i64,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> Result<Option<Job>, Error> {
+    let tx = conn.transaction()?;
+    let row = tx
+        .query_row(
+            "SELECT submitted_by, may_set_owner, status, headers, body, next_byte, next_line,
+                    processed, total
+             FROM crm_imports WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)? + usize_i64(batch) >= r.get::<_, i64>(8)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((by, may_set_owner, status, headers, body, next_byte, next_line, last)) = row else {
+        return Ok(None);
+    };
+    if matches!(status.as_str(), "done" | "failed") {
+        drop(tx);
+        return job(conn, id).map_err(Error::from);
+    }
+    let headers: Vec<String> = serde_json::from_str(&headers).unwrap_or_default();
+    let body = body.unwrap_or_default();
+    let start = usize::try_from(next_byte).unwrap_or(0).min(body.len());
+    let rest = body.get(start..).unwrap_or_default();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(rest.as_bytes());
+    let why = Why {
+        actor: Some(by.clone()),
+        reason: format!("CSV import {id}"),
+        at: now,
+    };
+    let mut rows = Vec::new();
+    let mut record = csv::StringRecord::new();
+    let mut exhausted = false;
+    let at = |p: Option<&csv::Position>| next_line + p.map_or(1, |p| usize_i64(p.line())) - 1;
+    while rows.len() < batch {
+        match reader.read_record(&mut record) {
+            Ok(true) => rows.push((at(record.position()), Ok(record.clone()))),
+            Ok(false) => {
+                exhausted = true;
+                break;
+            }
+            Err(e) => rows.push((at(e.position()), Err(format!("not readable as CSV: {e}")))),
+        }
+    }
+    let consumed = usize_i64(reader.position().byte());
+    let lines = usize_i64(reader.position().line()) - 1;
+    // The batch that reads the last row finishes the job.
+    exhausted |= last;
+    let (mut created, mut skipped) = (0_i64, Vec::new());
+    for (line, row) in &rows {
+        match row.as_ref() {
+            Err(reason) => skipped.push((*line, reason.clone())),
+            Ok(r) => match import_row(&tx, &headers, r, &by, may_set_owner, &why)? {
+                Ok(_) => created += 1,
+                Err(reason) => skipped.push((*line, reason)),
+            },
+        }
+    }
+    for (line, reason) in &skipped {
+        tx.execute(
+            "INSERT INTO crm_import_skipped (import_id, line, reason) VALUES (?1, ?2, ?3)",
+            params![id, line, reason],
+        )?;
+    }
+    let processed = usize_i64(rows.len());
+    tx.execute(
+        "UPDATE crm_imports SET
+            status = CASE WHEN ?2 THEN 'done' ELSE 'running' END,
+            processed = processed + ?3, created = created + ?4,
+            next_byte = next_byte + ?5, next_line = next_line + ?6,
+            body = CASE WHEN ?2 THEN NULL ELSE body END,
+            finished_at = CASE WHEN ?2 THEN ?7 ELSE NULL END
+         WHERE id = ?1",
+        params![
+            id,
+            exhausted,
+            processed,
+            created,
+            consumed,
+            lines,
+            now.to_rfc3339()
+        ],
+    )?;
+    tx.commit()?;
+    job(conn, id).map_err(Error::from)
+}
+
+fn usize_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// Marks job `id` failed with `why` (its imported rows stay; importing the
+/// same file again skips them as duplicates).
+pub fn fail(conn: &Connection, id: i64, why: &str, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE crm_imports SET status = 'failed', error = ?2, body = NULL, finished_at = ?3
+         WHERE id = ?1 AND status IN ('queued', 'running')",
+        params![id, why, now.to_rfc3339()],
+    )?;
+    Ok(())
+}
+
+/// Imports one row: `Ok(Ok(id))` created, `Ok(Err(why))` skipped.
+fn import_row(
+    tx: &Connection,
+    headers: &[String],
+    row: &csv::StringRecord,
+    by: &str,
+    may_set_owner: bool,
+    why: &Why,
+) -> Result<Result<i64, String>, Error> {
+    let customer = match records::kind("customer") {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if row.len() != headers.len() {
+        return Ok(Err(format!(
+            "{} field(s) where the header row has {}",
+            row.len(),
+            headers.len()
+        )));
+    }
+    let mut fields = Map::new();
+    for (h, v) in headers.iter().zip(row.iter()) {
+        if v.is_empty() {
+            continue;
+        }
+        let value = match customer.fields.iter().find(|f| f.name == h).map(|f| f.ty) {
+            Some(records::Ty::Bool) => json!(matches!(v, "true" | "yes" | "1")),
+            Some(records::Ty::Int) => v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n)),
+            _ => json!(v),
+        };
+        fields.insert(h.clone(), value);
+    }
+    if !may_set_owner || !fields.contains_key("owner") {
+        fields.insert("owner".into(), json!(by));
+    }
+    let dup = crate::actions::find_duplicate(tx, &Value::Object(fields.clone()))
+        .map_err(Error::Duplicates)?;
+    if let Some(d) = dup {
+        return Ok(Err(format!(
+            "same {} as {} {} (owner {})",
+            d["matched_on"].as_str().unwrap_or("key"),
+            d["record"].as_str().unwrap_or("record"),
+            d["id"],
+            d["owner"].as_str().unwrap_or("none: in the pool")
+        )));
+    }
+    tx.execute_batch("SAVEPOINT row")?;
+    match records::create(tx, customer, &fields, why) {
+        Ok(id) => {
+            tx.execute_batch("RELEASE row")?;
+            Ok(Ok(id))
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO row; RELEASE row")?;
+            Ok(Err(e.to_string()))
+        }
+    }
+}
+
+/// Job `id` with its skipped rows.
+pub fn job(conn: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
+    let Some(mut job) = conn
+        .query_row(
+            "SELECT id, submitted_by, status, total, processed, created, error, submitted_at,
+                    finished_at
+             FROM crm_imports WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(Job {
+                    id: r.get(0)?,
+                    submitted_by: r.get(1)?,
+                    status: r.get(2)?,
+                    total: r.get(3)?,
+                    processed: r.get(4)?,
+                    created: r.get(5)?,
+                    skipped: Vec::new(),
+                    error: r.get(6)?,
+                    submitted_at: r.get(7)?,
+                    finished_at: r.get(8)?,
+                })
+            },
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare(
+        "SELECT line, reason FROM crm_import_skipped WHERE import_id = ?1 ORDER BY line, id",
+    )?;
+    job.skipped = stmt
+        .query_map([id], |r| {
+            Ok(Skipped {
+                line: r.get(0)?,
+                reason: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(job))
+}
+
+/// The jobs `by` submitted (everyone's when `None`), newest first.
+pub fn jobs(conn: &Connection, by: Option<&str>, limit: u32) -> rusqlite::Result<Vec<Job>> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM crm_imports WHERE ?1 IS NULL OR submitted_by = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let ids: Vec<i64> = stmt
+        .query_map(params![by, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(job(conn, id)?);
+    }
+    Ok(out)
+}
+
+/// Runs every pending job to its end, one batch at a time; `progress` is
+/// called after each batch (the server wakes people waiting on a job).
+/// A job whose batch fails is marked failed with the error, so one bad job
+/// never blocks the others.
+pub fn run_pending(
+    conn: &mut Connection,
+    now: impl Fn() -> DateTime<Utc>,
+    progress: &dyn Fn(),
+    keep_going: &dyn Fn() -> bool,
+) -> rusqlite::Result<usize> {
+    let mut batches = 0;
+    for id in pending(conn)? {
+        loop {
+            if !keep_going() {
+                return Ok(batches);
+            }
+            batches += 1;
+            let done = match advance(conn, id, BATCH, now()) {
+                Ok(Some(job)) => job.finished(),
+                Ok(None) => true,
+                Err(e) => {
+                    fail(conn, id, &e.to_string(), now())?;
+                    true
+                }
+            };
+            progress();
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
+        crate::schema::migrate(&mut c).unwrap_or_else(|e| unreachable!("{e}"));
+        c
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0)
+            .single()
+            .unwrap_or_else(|| unreachable!())
+    }
+
+    #[test]
+    fn a_wrong_header_is_refused_before_anything_is_queued() {
+        let c = db();
+        let e = submit(&c, "sally", false, "name,colour\nA,red\n", now());
+        let msg = e.map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            matches!(&msg, Err(m) if m.contains("`colour`") && m.contains("name, company")),
+            "{msg:?}"
+        );
+        assert!(matches!(
+            submit(&c, "sally", false, "name\n", now()),
+            Err(Error::Empty)
+        ));
+        assert_eq!(pending(&c).ok(), Some(vec![]));
+    }
+
+    #[test]
+    fn batches_resume_where_the_last_one_stopped_with_true_line_numbers() {
+        let mut c = db();
+        // A byte-order mark, a quoted field over two lines, a short row, a bad
+        // grade, and a field broken over two lines without quotes.
+        let csv = "\u{feff}name,company,grade\nA,\"Two\nLines Co\",ordinary\nB,Bee Co\nC,Cee Co,gold\nD,Dee Co,vip\nE,Two\nLines Co,vip\n";
+        let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
+        let first = advance(&mut c, id, 2, now())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            (
+                first.status.as_str(),
+                first.total,
+                first.processed,
+                first.created
+            ),
+            ("running", 6, 2, 1)
+        );
+        let rest = advance(&mut c, id, 10, now())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            (rest.status.as_str(), rest.processed, rest.created),
+            ("done", 6, 2)
+        );
+        let lines: Vec<i64> = rest.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [4, 5, 7, 8], "{:?}", rest.skipped);
+        assert!(
+            rest.skipped[0].reason.contains("2 field(s)"),
+            "{:?}",
+            rest.skipped
+        );
+        assert!(
+            rest.skipped[1].reason.contains("grade"),
+            "{:?}",
+            rest.skipped
+        );
+        assert!(
+            rest.skipped[2].reason.contains("field(s)"),
+            "{:?}",
+            rest.skipped
+        );
+        let owners: Vec<String> = c
+            .prepare("SELECT owner FROM crm_customers ORDER BY id")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_default();
+        assert_eq!(owners, ["sally", "sally"]);
+        // Finished: nothing more happens, and the file is no longer kept.
+        let again = advance(&mut c, id, 10, now()).ok().flatten();
+        assert_eq!(again.map(|j| j.processed), Some(6));
+        let body: Option<String> = c
+            .query_row("SELECT body FROM crm_imports WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(body, None);
+    }
+
+    #[test]
+    fn a_batch_ending_on_the_last_row_finishes_the_job_and_duplicates_are_skipped() {
+        let mut c = db();
+        let csv = "name,email\nA,a@x.example\nB,A@X.example\n";
+        let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
+        let calls = std::cell::Cell::new(0);
+        let batches = run_pending(&mut c, now, &|| calls.set(calls.get() + 1), &|| true)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((batches, calls.get()), (1, 1));
+        let j = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
+        assert_eq!((j.status.as_str(), j.created), ("done", 1));
+        assert_eq!(j.skipped.len(), 1);
+        assert!(
+            j.skipped[0].reason.starts_with("same email as customer"),
+            "{:?}",
+            j.skipped
+        );
+        assert_eq!(jobs(&c, Some("max"), 10).map(|v| v.len()).ok(), Some(0));
+        assert_eq!(jobs(&c, None, 10).map(|v| v.len()).ok(), Some(1));
+    }
+}
