@@ -682,6 +682,10 @@ pub struct User {
     /// The form the person completes: field name → field.
     #[serde(default)]
     pub form: IndexMap<String, FormField>,
+    /// The variable that receives who completed the task (their user name), for
+    /// later steps such as "the previous approver's supervisor".
+    #[serde(default)]
+    pub completed_by: Option<String>,
     /// When the task is due: a duration from its creation (`P2BD`) or a date.
     #[serde(default)]
     pub due: Option<TimerDef>,

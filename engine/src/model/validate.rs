@@ -834,6 +834,17 @@ impl<'a> Validator<'a> {
     }
 
     fn user(&mut self, n: &User, path: &Path) {
+        if let Some(v) = &n.completed_by {
+            self.var(v, &path.join("completed_by"));
+            if n.form.contains_key(v) {
+                self.err_val(
+                    "invalid-name",
+                    &path.join("completed_by"),
+                    format!("`{v}` is also a field of the form; the two would overwrite each other"),
+                    Some("name a variable the form does not have, such as `approver`".to_owned()),
+                );
+            }
+        }
         if let Some(a) = &n.assignee {
             match a {
                 Value::String(_) => self.value(a, &path.join("assignee")),

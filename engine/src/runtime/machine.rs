@@ -355,10 +355,14 @@ impl<'p> Machine<'p> {
             } => {
                 let i = step.waiting(activity, "user task")?;
                 let node = step.inst.tokens[i].node.clone();
+                let mut variables = variables;
                 if let Some(Node::User(u)) = self.node(&node) {
                     let errors = form::validate(&u.form, &variables);
                     if !errors.is_empty() {
                         return Err(Error::Form(errors));
+                    }
+                    if let Some(var) = &u.completed_by {
+                        variables.insert(var.clone(), actor.clone().map_or(Value::Null, Value::String));
                     }
                 }
                 step.set_vars_or_refuse(i, variables)?;

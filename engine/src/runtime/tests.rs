@@ -259,6 +259,28 @@ fn user_task_is_a_wait_state_with_evaluated_assignment_and_due_date() {
 }
 
 #[test]
+fn completed_by_records_who_completed_the_task() {
+    let p = process(
+        "id: c\nstart: [{id: go, next: approve}]\nnodes:\n  approve:\n    type: user\n    completed_by: approver\n    form: {ok: {type: boolean, required: true}}\n    next: done\n  done: {type: end}\n",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let t = &tasks(&actions)[0];
+    let (done, _) = apply(
+        &p,
+        &inst,
+        Command::CompleteTask {
+            activity: t.activity,
+            variables: vars(json!({"ok": true})),
+            actor: Some("ann".into()),
+        },
+    )
+    .expect("completes");
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(done.scopes[&0].vars.get("approver"), Some(&json!("ann")));
+    assert_eq!(done.scopes[&0].vars.get("ok"), Some(&json!(true)));
+}
+
+#[test]
 fn form_errors_refuse_the_completion_and_change_nothing() {
     let p = process(TASK);
     let (inst, actions) = start(&p, json!({"owner": "ann", "region": "east", "vip": false}));
