@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// Every action of the plugin, by the name processes call it.
 pub fn all() -> Vec<(String, Arc<dyn InlineAction>)> {
-    let list: [(&str, Arc<dyn InlineAction>); 12] = [
+    let list: [(&str, Arc<dyn InlineAction>); 13] = [
         ("crm.create_record", Arc::new(CreateRecord)),
         ("crm.update_record", Arc::new(UpdateRecord)),
         ("crm.find_duplicate", Arc::new(FindDuplicate)),
@@ -20,6 +20,7 @@ pub fn all() -> Vec<(String, Arc<dyn InlineAction>)> {
         ("crm.record_payment", Arc::new(RecordPayment)),
         ("crm.assign", Arc::new(Assign)),
         ("crm.notify", Arc::new(Notify)),
+        ("crm.approvers", Arc::new(Approvers)),
         ("crm.move_to_pool", Arc::new(MoveToPool)),
         ("crm.claim_from_pool", Arc::new(ClaimFromPool)),
         ("crm.reclaim_stale", Arc::new(ReclaimStale)),
@@ -426,6 +427,50 @@ impl InlineAction for Assign {
     }
 }
 
+/// The people `input` names, in order and once each: `to` (names), `to_group`
+/// (its active members), `supervisor_of` (each one's nearest supervisor who
+/// has not left), then `otherwise_group` when none of those resolved anyone.
+/// People who left are dropped. Notifications and approvals resolve their
+/// people by these same rules.
+fn people(tx: &Connection, input: &Value) -> Result<Vec<String>, String> {
+    let db = |e: rusqlite::Error| e.to_string();
+    let mut found = names(&input["to"], "to")?;
+    if let Some(group) = input["to_group"].as_str() {
+        found.extend(crate::org::active_members(tx, group).map_err(db)?);
+    }
+    for person in names(&input["supervisor_of"], "supervisor_of")? {
+        found.extend(crate::org::nearest_supervisor(tx, &person).map_err(db)?);
+    }
+    let mut out: Vec<String> = Vec::with_capacity(found.len());
+    for person in found {
+        if !out.contains(&person) && !crate::org::has_left(tx, &person).map_err(db)? {
+            out.push(person);
+        }
+    }
+    if out.is_empty()
+        && let Some(group) = input["otherwise_group"].as_str()
+    {
+        out.extend(crate::org::active_members(tx, group).map_err(db)?);
+    }
+    Ok(out)
+}
+
+/// `crm.approvers {to?, to_group?, supervisor_of?, otherwise_group?}` →
+/// `{people, first}`: who approves a step — named people, a group (a role),
+/// someone's supervisor (the owner's, or the previous approver's from a task's
+/// `completed_by`) — resolved like notification recipients. `people` is the
+/// list for a countersign (`multi` over it); `first` the one approver of a
+/// single step (`null` when nobody resolved).
+#[derive(Debug)]
+pub struct Approvers;
+
+impl InlineAction for Approvers {
+    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+        let people = people(tx, call.input)?;
+        Ok(json!({"first": people.first(), "people": people}))
+    }
+}
+
 /// `crm.notify {template, to?, to_group?, supervisor_of?, otherwise_group?,
 /// record?, id?, event?, …}`: tells each recipient (names; `null`s skipped;
 /// `otherwise_group` when nobody else resolves) in the app, by e-mail when
@@ -437,18 +482,7 @@ pub struct Notify;
 impl InlineAction for Notify {
     fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
         let template = text(call.input, "template")?;
-        let mut to = names(&call.input["to"], "to")?;
-        if let Some(group) = call.input["to_group"].as_str() {
-            to.extend(crate::org::active_members(tx, group).map_err(|e| e.to_string())?);
-        }
-        for person in names(&call.input["supervisor_of"], "supervisor_of")? {
-            to.extend(crate::org::supervisor_of(tx, &person).map_err(|e| e.to_string())?);
-        }
-        if to.is_empty()
-            && let Some(group) = call.input["otherwise_group"].as_str()
-        {
-            to.extend(crate::org::active_members(tx, group).map_err(|e| e.to_string())?);
-        }
+        let to = people(tx, call.input)?;
         let about = match (&call.input["record"], &call.input["id"]) {
             (Value::String(k), Value::Number(n)) => {
                 let id = n.as_i64().ok_or("`id` must be a record id")?;

@@ -41,6 +41,30 @@ pub fn supervisor_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<S
         .flatten())
 }
 
+/// Whether the CRM marked a person as gone (`active = 0`: left the company).
+pub fn has_left(tx: &Connection, person: &str) -> rusqlite::Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT active FROM crm_staff WHERE person = ?1")?
+        .query_row([person], |r| r.get::<_, bool>(0))
+        .optional()?
+        .is_some_and(|active| !active))
+}
+
+/// The nearest supervisor up the tree who has not left (a supervisor who left
+/// is passed over for theirs).
+pub fn nearest_supervisor(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
+    let mut at = person.to_owned();
+    // The tree is at most a few levels deep; the bound stops a cycle.
+    for _ in 0..32 {
+        match supervisor_of(tx, &at)? {
+            Some(s) if s == person => return Ok(None),
+            Some(s) if has_left(tx, &s)? => at = s,
+            found => return Ok(found),
+        }
+    }
+    Ok(None)
+}
+
 /// The people a supervisor supervises, by name.
 pub fn team_of(tx: &Connection, supervisor: &str) -> rusqlite::Result<Vec<String>> {
     let mut st =

@@ -23,10 +23,23 @@ async fn crm() -> Crm {
     let path = dir.path().join("ordo.db");
     let people = Directory::open(&path).unwrap();
     for (name, roles, groups, supervisor) in [
+        ("dora", vec![Role::Supervisor], vec!["directors"], None),
         (
             "sue",
             vec![Role::Supervisor],
             vec!["sales_supervisors"],
+            Some("dora"),
+        ),
+        (
+            "fiona",
+            vec![Role::Salesperson],
+            vec!["finance", "contract_board"],
+            None,
+        ),
+        (
+            "carl",
+            vec![Role::Salesperson],
+            vec!["contract_board"],
             None,
         ),
         ("sam", vec![Role::Salesperson], vec!["sales"], Some("sue")),
@@ -241,4 +254,175 @@ async fn a_complaint_is_handled_escalated_when_late_and_followed_by_a_return_vis
         )
         .unwrap();
     assert_eq!((sat, complaint.is_some()), (4, true));
+}
+
+/// Completes `who`'s open task at `node` of instance `id` with `v`.
+async fn complete(
+    c: &Crm,
+    id: &str,
+    who: &str,
+    node: &str,
+    v: Value,
+) -> ordo_engine::runtime::Instance {
+    let task = c
+        .engine
+        .tasks_of(who, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.node == node && t.instance_id == id)
+        .unwrap_or_else(|| panic!("{who} has no `{node}` task"));
+    c.engine
+        .complete_task(id, task.activity, vars(v), Some(who.into()), None)
+        .await
+        .unwrap()
+}
+
+async fn contract_approval(c: &Crm, amount: i64) -> String {
+    let cust = customer(c, "Zhang", "sam", 1);
+    let now = c.clock.now().to_rfc3339();
+    c.db.execute(
+        "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
+         VALUES (?1, 'in_approval', ?2, 'sam', ?3, ?3)",
+        rusqlite::params![cust, amount * 100, now],
+    )
+    .unwrap();
+    let contract = c.db.last_insert_rowid();
+    c.engine
+        .start(
+            "contract-approval",
+            None,
+            None,
+            vars(json!({"contract": {"id": contract, "amount": amount}, "requester": "sam", "supervisor": "sue"})),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn a_large_contract_goes_up_the_chain_then_the_whole_board_countersigns() {
+    let c = crm().await;
+    let id = contract_approval(&c, 250_000).await;
+    // The supervisor approves; the next step goes to *her* supervisor.
+    let i = complete(
+        &c,
+        &id,
+        "sue",
+        "approve_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    assert_eq!(i.active_nodes(), ["approve_large_contract"]);
+    let task = c.engine.tasks_of("dora", 10).await.unwrap();
+    assert_eq!(
+        task[0].assignee.as_deref(),
+        Some("dora"),
+        "the previous approver's supervisor"
+    );
+    let i = complete(
+        &c,
+        &id,
+        "dora",
+        "approve_large_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    // Every board member has a countersign task of their own.
+    assert!(i.active_nodes().iter().all(|n| *n == "countersign"));
+    for member in ["fiona", "carl"] {
+        let mine = c.engine.tasks_of(member, 10).await.unwrap();
+        assert_eq!(mine.len(), 1, "{member}: {mine:?}");
+        assert_eq!(mine[0].assignee.as_deref(), Some(member));
+    }
+    let i = complete(
+        &c,
+        &id,
+        "fiona",
+        "countersign",
+        json!({"countersigned": true}),
+    )
+    .await;
+    assert_eq!(
+        i.status,
+        InstanceStatus::Active,
+        "one signature is not enough"
+    );
+    let i = complete(
+        &c,
+        &id,
+        "carl",
+        "countersign",
+        json!({"countersigned": true, "note": "fine"}),
+    )
+    .await;
+    assert_eq!(i.status, InstanceStatus::Completed);
+    assert_eq!(i.scopes[&0].vars["approved"], json!(true));
+    assert_eq!(
+        i.scopes[&0].vars["votes"],
+        json!([{"by": "carl", "approved": true, "comment": "fine"}, {"by": "fiona", "approved": true, "comment": ""}])
+    );
+    assert!(inbox_templates(&c, "sam").contains(&"contract_decided".to_owned()));
+}
+
+#[tokio::test]
+async fn one_board_rejection_ends_the_countersign_and_withdraws_the_other_tasks() {
+    let c = crm().await;
+    let id = contract_approval(&c, 250_000).await;
+    complete(
+        &c,
+        &id,
+        "sue",
+        "approve_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    complete(
+        &c,
+        &id,
+        "dora",
+        "approve_large_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    let i = complete(
+        &c,
+        &id,
+        "carl",
+        "countersign",
+        json!({"countersigned": false, "note": "margin too thin"}),
+    )
+    .await;
+    let incidents = c.engine.instance_incidents(&id).await.unwrap();
+    assert_eq!(
+        i.status,
+        InstanceStatus::Completed,
+        "{:?} {incidents:?}",
+        i.active_nodes()
+    );
+    assert_eq!(i.scopes[&0].vars["approved"], json!(false));
+    assert_eq!(i.scopes[&0].vars["comment"], json!("carl: margin too thin"));
+    let open = c.engine.tasks_of("fiona", 10).await.unwrap();
+    assert!(
+        open.is_empty(),
+        "fiona's countersign was withdrawn: {open:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_contract_within_the_limit_needs_only_the_supervisor() {
+    let c = crm().await;
+    let id = contract_approval(&c, 20_000).await;
+    let i = complete(
+        &c,
+        &id,
+        "sue",
+        "approve_contract",
+        json!({"approved": false, "comment": "wrong terms"}),
+    )
+    .await;
+    assert_eq!(i.status, InstanceStatus::Completed);
+    assert_eq!(i.scopes[&0].vars["first_approver"], json!("sue"));
+    assert_eq!(i.scopes[&0].vars["comment"], json!("wrong terms"));
+    assert!(c.engine.tasks_of("dora", 10).await.unwrap().is_empty());
 }

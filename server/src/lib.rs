@@ -237,16 +237,23 @@ pub type DemoPerson = (
     Option<&'static str>,
 );
 
-/// The demo organisation `ordo serve --demo` seeds: a sales team with its
-/// supervisor, a market manager, finance, an order reviewer, an admin who also
-/// designs, maintenance, and an integrating system. Names: (person, roles,
-/// groups, supervisor).
+/// The demo organisation `ordo serve --demo` seeds: a sales director over a
+/// sales team's supervisor, a market manager, finance, an order reviewer, the
+/// contract board (the director and finance), an admin who also designs,
+/// maintenance, and an integrating system. Names: (person, roles, groups,
+/// supervisor).
 pub const DEMO_PEOPLE: &[DemoPerson] = &[
+    (
+        "dora",
+        &[auth::Role::Supervisor],
+        &["directors", "contract_board"],
+        None,
+    ),
     (
         "sue",
         &[auth::Role::Supervisor],
         &["sales", "sales_supervisors"],
-        None,
+        Some("dora"),
     ),
     ("sam", &[auth::Role::Salesperson], &["sales"], Some("sue")),
     ("sally", &[auth::Role::Salesperson], &["sales"], Some("sue")),
@@ -256,7 +263,12 @@ pub const DEMO_PEOPLE: &[DemoPerson] = &[
         &["market_managers"],
         None,
     ),
-    ("fiona", &[auth::Role::Salesperson], &["finance"], None),
+    (
+        "fiona",
+        &[auth::Role::Salesperson],
+        &["finance", "contract_board"],
+        None,
+    ),
     (
         "oscar",
         &[auth::Role::Salesperson],

@@ -840,7 +840,9 @@ impl<'a> Validator<'a> {
                 self.err_val(
                     "invalid-name",
                     &path.join("completed_by"),
-                    format!("`{v}` is also a field of the form; the two would overwrite each other"),
+                    format!(
+                        "`{v}` is also a field of the form; the two would overwrite each other"
+                    ),
                     Some("name a variable the form does not have, such as `approver`".to_owned()),
                 );
             }

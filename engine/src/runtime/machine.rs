@@ -361,8 +361,24 @@ impl<'p> Machine<'p> {
                     if !errors.is_empty() {
                         return Err(Error::Form(errors));
                     }
+                    // A field left out takes its default (an `=expression` is
+                    // evaluated now), so later steps can rely on the variable.
+                    let scope = step.inst.tokens[i].scope;
+                    let visible = step.inst.visible_vars(scope);
+                    let ev = Evaluator::new(self.process, &visible);
+                    for (name, field) in &u.form {
+                        if let Some(d) = &field.default
+                            && !variables.contains_key(name)
+                            && let Ok(v) = ev.value(d)
+                        {
+                            variables.insert(name.clone(), v);
+                        }
+                    }
                     if let Some(var) = &u.completed_by {
-                        variables.insert(var.clone(), actor.clone().map_or(Value::Null, Value::String));
+                        variables.insert(
+                            var.clone(),
+                            actor.clone().map_or(Value::Null, Value::String),
+                        );
                     }
                 }
                 step.set_vars_or_refuse(i, variables)?;

@@ -259,9 +259,9 @@ fn user_task_is_a_wait_state_with_evaluated_assignment_and_due_date() {
 }
 
 #[test]
-fn completed_by_records_who_completed_the_task() {
+fn completed_by_records_who_completed_the_task_and_left_out_fields_take_their_default() {
     let p = process(
-        "id: c\nstart: [{id: go, next: approve}]\nnodes:\n  approve:\n    type: user\n    completed_by: approver\n    form: {ok: {type: boolean, required: true}}\n    next: done\n  done: {type: end}\n",
+        "id: c\nstart: [{id: go, next: approve}]\nnodes:\n  approve:\n    type: user\n    completed_by: approver\n    form: {ok: {type: boolean, required: true}, note: {type: text, default: none}, tag: {type: text, default: \"='x' + 'y'\"}}\n    next: done\n  done: {type: end}\n",
     );
     let (inst, actions) = start(&p, json!({}));
     let t = &tasks(&actions)[0];
@@ -278,6 +278,12 @@ fn completed_by_records_who_completed_the_task() {
     assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(done.scopes[&0].vars.get("approver"), Some(&json!("ann")));
     assert_eq!(done.scopes[&0].vars.get("ok"), Some(&json!(true)));
+    assert_eq!(
+        done.scopes[&0].vars.get("note"),
+        Some(&json!("none")),
+        "a field left out takes its default"
+    );
+    assert_eq!(done.scopes[&0].vars.get("tag"), Some(&json!("xy")));
 }
 
 #[test]
