@@ -615,7 +615,7 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     let id: i64 = location
         .strip_prefix("/crm/import/")
         .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("the progress page: {location}"));
+        .expect("the import redirects to /crm/import/{id}");
     let job = env.get("sally", &format!("/api/crm/imports/{id}?wait=true"));
     assert_eq!(
         (&job["status"], &job["processed"], &job["created"]),

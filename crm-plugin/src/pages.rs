@@ -35,12 +35,15 @@ pub const NAV: &[NavEntry] = &[
 ];
 
 const SEES: &[Role] = &[Role::Salesperson, Role::Supervisor, Role::Admin];
+/// Who may claim from the pool (an admin hands records out instead).
+const CLAIMS: &[Role] = &[Role::Salesperson, Role::Supervisor];
 
 /// The page routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/crm", get(customers))
         .route("/crm/customers.csv", get(export))
+        .route("/crm/customers/{id}", get(customer))
         .route("/crm/pool", get(pool_page))
         .route("/crm/pool/{kind}/{id}/claim", post(claim))
         .route("/crm/pipeline", get(pipeline))
@@ -62,6 +65,7 @@ fn templates() -> Result<&'static Handlebars<'static>, ApiError> {
                 include_str!("../templates/pages/customers.hbs"),
             ),
             ("pool", include_str!("../templates/pages/pool.hbs")),
+            ("customer", include_str!("../templates/pages/customer.hbs")),
             ("pipeline", include_str!("../templates/pages/pipeline.hbs")),
             ("inbox", include_str!("../templates/pages/inbox.hbs")),
             ("import", include_str!("../templates/pages/import.hbs")),
@@ -160,6 +164,7 @@ async fn customers(
     let items = rows(
         &page_data.items,
         &[
+            "id",
             "number",
             "name",
             "company",
@@ -262,6 +267,7 @@ async fn claim(
     viewer: Viewer,
     Path((kind, id)): Path<(String, i64)>,
 ) -> PageResult {
+    require(&viewer, CLAIMS)?;
     match http::claim_for(&st, &viewer.0, kind.clone(), id).await {
         Ok(record) => {
             let name = record
@@ -331,6 +337,107 @@ async fn read(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -
     })
     .await?;
     redirect("/crm/inbox")
+}
+
+/// What a customer page lists of the records linked to the customer: the
+/// kind, its heading, and the columns shown.
+const LINKED: &[(&str, &str, &[&str])] = &[
+    ("contact", "Contacts", &["name", "title", "phone", "email"]),
+    (
+        "opportunity",
+        "Opportunities",
+        &["name", "stage", "probability", "amount", "status", "owner"],
+    ),
+    (
+        "quote",
+        "Quotes",
+        &["amount", "discount", "valid_until", "approval_status"],
+    ),
+    (
+        "order",
+        "Orders",
+        &["kind", "amount", "status", "review_status"],
+    ),
+    ("contract", "Contracts", &["amount", "status", "signed_at"]),
+    (
+        "followup",
+        "Follow-ups",
+        &["at", "subject", "content", "owner"],
+    ),
+    (
+        "complaint",
+        "Complaints",
+        &["subject", "status", "created_at"],
+    ),
+    (
+        "return_visit",
+        "Return visits",
+        &["at", "satisfaction", "content"],
+    ),
+];
+
+/// One customer the viewer may see: its fields, the records linked to it
+/// (each through the same visibility layer) and its audit trail.
+async fn customer(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -> PageResult {
+    require(&viewer, SEES)?;
+    let who = viewer.who().clone();
+    let now = st.engine.now();
+    let (record, linked, history) = http::db(&st, move |c| {
+        let scope = Scope::of(c, &who).map_err(http::internal)?;
+        let kind = records::kind("customer").map_err(http::internal)?;
+        let record = visibility::visible(c, &scope, kind, id)
+            .map_err(http::internal)?
+            .ok_or_else(|| ApiError::NotFound(format!("there is no customer {id} you may see")))?;
+        let mut linked = Vec::new();
+        for (name, heading, columns) in LINKED {
+            let k = records::kind(name).map_err(http::internal)?;
+            let filter = Filter {
+                customer_id: Some(id),
+                per_page: Some(visibility::MAX_PER_PAGE),
+                ..Filter::default()
+            };
+            let found = visibility::list(c, &scope, k, &filter, now, true)
+                .map_err(http::internal)?;
+            let shown: Vec<&str> = columns.iter().copied().filter(|f| k.fields.iter().any(|x| x.name == *f) || *f == "created_at").collect();
+            linked.push(json!({
+                "kind": name,
+                "heading": heading,
+                "total": found.total,
+                "columns": shown,
+                "rows": found.items.iter().map(|r| shown.iter().map(|f| r.get(*f).cloned().filter(|v| !v.is_null()).unwrap_or(json!(""))).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            }));
+        }
+        let history = records::history(c, kind, id).map_err(http::internal)?;
+        Ok((record, linked, history))
+    })
+    .await?;
+    let fields: Vec<Value> = records::kind("customer")
+        .map(|k| k.fields)
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            let v = record.get(f.name).cloned().filter(|v| !v.is_null());
+            json!({"name": f.name, "value": v.map(|v| match v { Value::String(s) => s, other => other.to_string() }).unwrap_or_default()})
+        })
+        .collect();
+    let history: Vec<Value> = history
+        .into_iter()
+        .map(|h| {
+            let changed = |v: Option<Value>| v.map(|v| v.to_string()).unwrap_or_default();
+            json!({"at": h.at, "actor": h.actor.unwrap_or_default(), "change": h.change, "before": changed(h.before), "after": changed(h.after), "why": h.why})
+        })
+        .collect();
+    let name = record
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("Customer")
+        .to_owned();
+    page(
+        &viewer,
+        &name,
+        "customer",
+        &json!({"id": id, "name": name, "fields": fields, "linked": linked, "history": history}),
+    )
 }
 
 async fn import_page(State(st): State<AppState>, viewer: Viewer) -> PageResult {

@@ -129,6 +129,8 @@ pub struct Filter {
     pub status: Option<String>,
     /// Stage (opportunities).
     pub stage: Option<String>,
+    /// Of this customer (records linked to one: contacts, opportunities, …).
+    pub customer_id: Option<i64>,
     /// Last contact in this window.
     pub contacted: Option<Window>,
     /// Next contact planned in this window.
@@ -214,6 +216,16 @@ fn conditions(
     eq("region", &filter.region)?;
     eq("status", &filter.status)?;
     eq("stage", &filter.stage)?;
+    if let Some(id) = filter.customer_id {
+        if !has(kind, "customer_id") {
+            return Err(format!(
+                "{} records are not linked to a customer",
+                kind.name
+            ));
+        }
+        wheres.push("r.customer_id = ?".into());
+        args.push(Sql::Integer(id));
+    }
     for (column, window) in [
         ("last_contact_at", filter.contacted),
         ("next_contact_at", filter.to_visit),

@@ -271,7 +271,7 @@ async fn complete(
         .unwrap()
         .into_iter()
         .find(|t| t.node == node && t.instance_id == id)
-        .unwrap_or_else(|| panic!("{who} has no `{node}` task"));
+        .expect("the person has a task at that node");
     c.engine
         .complete_task(id, task.activity, vars(v), Some(who.into()), None)
         .await
