@@ -417,7 +417,7 @@ async fn customer(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64
         .iter()
         .map(|f| {
             let v = record.get(f.name).cloned().filter(|v| !v.is_null());
-            json!({"name": f.name, "value": v.map(|v| match v { Value::String(s) => s, other => other.to_string() }).unwrap_or_default()})
+            json!({"label": f.name.replace('_', " "), "value": v.map(|v| match v { Value::String(s) => s, other => other.to_string() }).unwrap_or_default()})
         })
         .collect();
     let history: Vec<Value> = history

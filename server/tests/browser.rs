@@ -16,12 +16,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use ordo_server::auth::Role;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 mod common;
 use common::FLOW;
@@ -36,165 +33,15 @@ nodes:
 ";
 
 const PASSWORD: &str = "browser password";
-/// How long a page may take to show what the step waits for.
-const PATIENCE: Duration = Duration::from_secs(20);
 
-/// chromedriver, killed when the test ends (even by a failed assertion).
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tool(var: &str, default: &str) -> Option<PathBuf> {
-    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
-    path.exists().then_some(path)
-}
-
-async fn start_driver(chromedriver: &Path) -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    // Wait until it accepts connections (an external process starting up).
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return driver;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    unreachable!("chromedriver did not listen on port {port} within 10 s");
-}
-
-async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session")
-}
-
-fn artifacts() -> PathBuf {
-    let dir = std::env::var_os("ORDO_ARTIFACTS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts"),
-        PathBuf::from,
-    );
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn sign_in(c: &Client, base: &str, name: &str, then: &str) {
-    c.goto(&format!("{base}{then}")).await.unwrap();
-    // Not signed in: the page sends the browser to sign in, and back after.
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("#sign-in"))
-        .await
-        .unwrap();
-    c.find(Locator::Css("#name"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    click(c, "#sign-in").await;
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("#who"))
-        .await
-        .unwrap();
-    let url = c.current_url().await.unwrap();
-    assert_eq!(
-        url.path(),
-        then.split('?').next().unwrap(),
-        "back where it started"
-    );
-}
-
-async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| unreachable!("no `{css}` on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| unreachable!("no `{css}` to click: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-async fn fill(c: &Client, css: &str, value: &str) {
-    let field = c.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(value).await.unwrap();
-}
+#[path = "support/browser.rs"]
+mod web;
+use web::{PATIENCE, browser, click, fill, shot, start_driver, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_admins_and_designers_work_in_a_real_browser() {
-    if std::env::var_os("ORDO_SKIP_BROWSER").is_some_and(|v| v == "1") {
+    let Some((chromedriver, chromium)) = web::tools() else {
         return;
-    }
-    let (Some(chromedriver), Some(chromium)) = (
-        tool("CHROMEDRIVER", "/usr/bin/chromedriver"),
-        tool("CHROMIUM", "/usr/bin/chromium"),
-    ) else {
-        unreachable!(
-            "the browser test needs Chromium and ChromeDriver: `apt-get install chromium chromium-driver` \
-             (or set CHROMIUM and CHROMEDRIVER to their paths; ORDO_SKIP_BROWSER=1 skips this test)"
-        );
     };
 
     // The server, as `ordo serve` runs it, on a free loopback port.
@@ -244,13 +91,13 @@ async fn staff_admins_and_designers_work_in_a_real_browser() {
     let admin = browser(&driver, &chromium, &dir.path().join("admin-profile")).await;
 
     // 1. Ann signs in and sees the task assigned to her.
-    sign_in(&ann, &base, "ann", "/tasks").await;
+    web::sign_in(&ann, &base, "ann", PASSWORD, "/tasks").await;
     let inbox = text(&ann, "#tasks").await;
     assert!(inbox.contains("Review the claim"), "{inbox}");
     shot(&ann, "01-inbox").await;
 
     // 2. The admin opens the instance on the monitor: it waits in the review.
-    sign_in(&admin, &base, "root", &format!("/monitor/{id}")).await;
+    web::sign_in(&admin, &base, "root", PASSWORD, &format!("/monitor/{id}")).await;
     assert_eq!(text(&admin, "#active").await, "Review the claim");
     assert!(text(&admin, "#status").await.contains("active"));
     let diagram = admin
@@ -333,7 +180,7 @@ async fn staff_admins_and_designers_work_in_a_real_browser() {
         .for_element(Locator::Css("#sign-in"))
         .await
         .expect("signed out, on the sign-in page");
-    sign_in(&designer, &base, "dee", "/designer/new").await;
+    web::sign_in(&designer, &base, "dee", PASSWORD, "/designer/new").await;
     let source = designer.find(Locator::Css("#source")).await.unwrap();
     // Pasted, as a clipboard would put it: the whole text at once.
     designer
