@@ -686,27 +686,43 @@ pub fn update(
 /// A record as processes see it: named fields, money in currency units, flags as
 /// booleans, plus `id`, `created_at` and `updated_at`.
 pub fn get(tx: &Connection, kind: &Kind, id: i64) -> Result<Option<Map<String, Value>>> {
-    let columns: Vec<&str> = kind.fields.iter().map(|f| f.column).collect();
+    Ok(select(tx, kind, "WHERE r.id = ?", &[Sql::Integer(id)])?
+        .into_iter()
+        .next())
+}
+
+/// The records of `kind` that `tail` selects: SQL after `FROM <table> r`
+/// (`WHERE …`, `ORDER BY …`, `LIMIT …`) with `?` for each of `args`. One query
+/// for the whole list.
+pub fn select(
+    tx: &Connection,
+    kind: &Kind,
+    tail: &str,
+    args: &[Sql],
+) -> Result<Vec<Map<String, Value>>> {
+    let columns: Vec<String> = kind
+        .fields
+        .iter()
+        .map(|f| format!("r.{}", f.column))
+        .collect();
     let sql = format!(
-        "SELECT id, created_at, updated_at, {} FROM {} WHERE id = ?1",
+        "SELECT r.id, r.created_at, r.updated_at, {} FROM {} r {tail}",
         columns.join(", "),
         kind.table
     );
-    let row = tx
-        .prepare_cached(&sql)?
-        .query_row([id], |r| {
-            let mut m = Map::new();
-            m.insert("id".into(), json!(r.get::<_, i64>(0)?));
-            m.insert("created_at".into(), json!(r.get::<_, String>(1)?));
-            m.insert("updated_at".into(), json!(r.get::<_, String>(2)?));
-            for (i, field) in kind.fields.iter().enumerate() {
-                let raw: Sql = r.get(i + 3)?;
-                m.insert(field.name.into(), from_sql(field.ty, raw));
-            }
-            Ok(m)
-        })
-        .optional()?;
-    Ok(row)
+    let mut st = tx.prepare_cached(&sql)?;
+    let rows = st.query_map(params_from_iter(args.iter()), |r| {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(r.get::<_, i64>(0)?));
+        m.insert("created_at".into(), json!(r.get::<_, String>(1)?));
+        m.insert("updated_at".into(), json!(r.get::<_, String>(2)?));
+        for (i, field) in kind.fields.iter().enumerate() {
+            let raw: Sql = r.get(i + 3)?;
+            m.insert(field.name.into(), from_sql(field.ty, raw));
+        }
+        Ok(m)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn from_sql(ty: Ty, raw: Sql) -> Value {

@@ -298,23 +298,13 @@ fn select_page(
     } else {
         String::new()
     };
-    let ids: Vec<i64> = {
-        let mut st = tx
-            .prepare(&format!(
-                "SELECT r.id FROM {} r WHERE {where_sql} ORDER BY {order}{limit}",
-                kind.table
-            ))
-            .map_err(|e| e.to_string())?;
-        st.query_map(params_from_iter(args.iter()), |r| r.get(0))
-            .and_then(Iterator::collect)
-            .map_err(|e| e.to_string())?
-    };
-    let mut items = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(r) = records::get(tx, kind, id).map_err(|e| e.to_string())? {
-            items.push(r);
-        }
-    }
+    let items = records::select(
+        tx,
+        kind,
+        &format!("WHERE {where_sql} ORDER BY {order}{limit}"),
+        args,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(Page {
         total,
         page,
