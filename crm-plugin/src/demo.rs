@@ -17,6 +17,8 @@ pub fn seed(conn: &Connection, now: DateTime<Utc>) -> Result<(), String> {
         return Ok(());
     }
     let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    // The demo office is in China, like the stale-customer pass's Beijing time.
+    crate::visibility::set_office_zone(&tx, "Asia/Shanghai")?;
     for (person, weight, capacity) in [
         ("sam", 2, Some(20)),
         ("sally", 1, Some(10)),

@@ -224,6 +224,7 @@ fn routes(smtp: Option<Smtp>) -> Router<AppState> {
         .route("/crm/staff/{person}", put(set_staff))
         .route("/crm/assignment-rules", get(get_rules).put(put_rules))
         .route("/crm/pool-rules", get(get_pool_rules).put(put_pool_rules))
+        .route("/crm/office", get(get_office).put(put_office))
         .route("/crm/webhooks", post(add_webhook))
 }
 
@@ -655,6 +656,41 @@ async fn put_pool_rules(
     db(&st, move |c| {
         pool::set_rules(c, &rules).map_err(internal)?;
         Ok(Json(rules))
+    })
+    .await
+}
+
+/// The office's settings.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Office {
+    /// Its time zone (IANA name): the days of "today", "this week", "this month".
+    time_zone: String,
+}
+
+async fn get_office(State(st): State<AppState>, caller: Caller) -> Result<Json<Office>> {
+    caller.require(SALES)?;
+    db(&st, move |c| {
+        let tz = visibility::office_zone(c).map_err(internal)?;
+        Ok(Json(Office {
+            time_zone: tz.name().to_owned(),
+        }))
+    })
+    .await
+}
+
+async fn put_office(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(office): Body<Office>,
+) -> Result<Json<Office>> {
+    caller.require(&[Role::Admin])?;
+    db(&st, move |c| {
+        let tz =
+            visibility::set_office_zone(c, &office.time_zone).map_err(ApiError::Unprocessable)?;
+        Ok(Json(Office {
+            time_zone: tz.name().to_owned(),
+        }))
     })
     .await
 }

@@ -468,13 +468,16 @@ fn to_sql(tx: &Connection, kind: &Kind, field: &'static Field, v: &Value) -> Res
             v.as_bool().ok_or_else(|| bad("true or false".into()))?,
         )),
         Ty::Time => {
+            // Times are kept in UTC, in one format, so they compare as text
+            // (the daily queries' windows); dates stay dates.
             let s = v.as_str().unwrap_or_default();
-            let ok = DateTime::parse_from_rfc3339(s).is_ok()
-                || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
-            if !ok {
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                Sql::Text(t.with_timezone(&Utc).to_rfc3339())
+            } else if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() {
+                Sql::Text(s.to_owned())
+            } else {
                 return Err(bad("a date (2026-11-23) or a time (RFC 3339)".into()));
             }
-            Sql::Text(s.to_owned())
         }
         Ty::Enum(options) => match v.as_str() {
             Some(s) if options.contains(&s) => Sql::Text(s.to_owned()),

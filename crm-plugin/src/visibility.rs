@@ -5,10 +5,11 @@
 //! own), an admin everyone's, maintenance nobody's (they may only back up).
 
 use crate::records::{self, Kind};
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use ordo_server::auth::{Identity, Role};
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::{Map, Value};
 
 /// The records a caller may see.
@@ -84,10 +85,56 @@ pub enum Window {
     Month,
 }
 
+/// The office's time zone: "today" and "this week" are the office's days. Kept
+/// in `crm_settings` (`time_zone`); UTC until an admin sets it.
+pub fn office_zone(tx: &Connection) -> rusqlite::Result<Tz> {
+    let name: Option<String> = tx
+        .query_row(
+            "SELECT value FROM crm_settings WHERE key = 'time_zone'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(name.and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC))
+}
+
+/// Sets the office's time zone (an IANA name such as `Asia/Shanghai`).
+pub fn set_office_zone(tx: &Connection, name: &str) -> Result<Tz, String> {
+    let tz: Tz = name.parse().map_err(|_| {
+        format!(
+            "`{name}` is not a time zone; use an IANA name such as Asia/Shanghai or Europe/Paris"
+        )
+    })?;
+    tx.execute(
+        "INSERT INTO crm_settings (key, value) VALUES ('time_zone', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [tz.name()],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(tz)
+}
+
+/// The office's local midnight of `day`, in UTC (the first valid instant of the
+/// day when a clock change skips midnight).
+fn midnight(tz: Tz, day: NaiveDate) -> String {
+    let start = (0..24)
+        .find_map(|h| {
+            tz.from_local_datetime(&day.and_hms_opt(h, 0, 0)?)
+                .earliest()
+        })
+        .map_or_else(
+            || day.and_time(NaiveTime::MIN).and_utc(),
+            |t| t.with_timezone(&Utc),
+        );
+    start.to_rfc3339()
+}
+
 impl Window {
-    /// `[from, to)` around `now`.
-    pub fn range(self, now: DateTime<Utc>) -> (String, String) {
-        let day = now.date_naive();
+    /// The window around `now` in the office's zone: `(from_day, to_day,
+    /// from_instant, to_instant)`, each `[from, to)`. Days compare with values
+    /// stored as dates, instants (UTC, RFC 3339) with values stored as times.
+    pub fn range(self, now: DateTime<Utc>, tz: Tz) -> (String, String, String, String) {
+        let day = now.with_timezone(&tz).date_naive();
         let (from, to) = match self {
             Window::Today => (day, day + Duration::days(1)),
             Window::Week => {
@@ -106,7 +153,12 @@ impl Window {
                 (first, next.unwrap_or(first + Duration::days(31)))
             }
         };
-        (from.to_string(), to.to_string())
+        (
+            from.to_string(),
+            to.to_string(),
+            midnight(tz, from),
+            midnight(tz, to),
+        )
     }
 }
 
@@ -182,7 +234,14 @@ pub fn list(
     }
     let (scope_sql, mut args) = scope.clause("r");
     let mut wheres = vec![scope_sql];
-    conditions(kind, filter, now, &mut wheres, &mut args)?;
+    conditions(
+        kind,
+        filter,
+        now,
+        office_zone(tx).map_err(|e| e.to_string())?,
+        &mut wheres,
+        &mut args,
+    )?;
     if has(kind, "in_pool") {
         wheres.push("r.in_pool = 0".into());
     }
@@ -194,6 +253,7 @@ fn conditions(
     kind: &Kind,
     filter: &Filter,
     now: DateTime<Utc>,
+    tz: Tz,
     wheres: &mut Vec<String>,
     args: &mut Vec<Sql>,
 ) -> Result<(), String> {
@@ -235,12 +295,12 @@ fn conditions(
         if column != "created_at" && !has(kind, column) {
             return Err(format!("{} records have no `{column}`", kind.name));
         }
-        let (from, to) = w.range(now);
+        let (from_day, to_day, from, to) = w.range(now, tz);
         wheres.push(format!(
-            "substr(r.{column}, 1, 10) >= ? AND substr(r.{column}, 1, 10) < ?"
+            "(CASE WHEN length(r.{column}) = 10 THEN r.{column} >= ? AND r.{column} < ? \
+              ELSE r.{column} >= ? AND r.{column} < ? END)"
         ));
-        args.push(Sql::Text(from));
-        args.push(Sql::Text(to));
+        args.extend([from_day, to_day, from, to].map(Sql::Text));
     }
     if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         let searchable: Vec<&str> = ["name", "company", "phone", "email"]
@@ -349,7 +409,14 @@ pub fn pool(
     }
     let mut wheres = vec!["r.in_pool = 1".to_owned()];
     let mut args = Vec::new();
-    conditions(kind, filter, now, &mut wheres, &mut args)?;
+    conditions(
+        kind,
+        filter,
+        now,
+        office_zone(tx).map_err(|e| e.to_string())?,
+        &mut wheres,
+        &mut args,
+    )?;
     select_page(tx, kind, &wheres, &args, "r.pool_since, r.id", filter, true)
 }
 
@@ -435,4 +502,96 @@ pub fn pipeline(tx: &Connection, scope: &Scope) -> Result<Vec<Stage>, String> {
         .collect();
     stages.retain(|s| s.stage != "closed" || s.count > 0);
     Ok(stages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn today_is_the_offices_day() {
+        let shanghai: Tz = "Asia/Shanghai".parse().unwrap_or(Tz::UTC);
+        // 04:00 on the 24th in Shanghai is still the 23rd in UTC.
+        let now = at("2026-11-23T20:00:00Z");
+        let (from_day, to_day, from, to) = Window::Today.range(now, shanghai);
+        assert_eq!(
+            (from_day.as_str(), to_day.as_str()),
+            ("2026-11-24", "2026-11-25")
+        );
+        assert_eq!(from, "2026-11-23T16:00:00+00:00");
+        assert_eq!(to, "2026-11-24T16:00:00+00:00");
+        // The week starts on the office's Monday.
+        let (from_day, _, from, _) = Window::Week.range(now, shanghai);
+        assert_eq!(from_day, "2026-11-23");
+        assert_eq!(from, "2026-11-22T16:00:00+00:00");
+        let (.., utc_from, _) = Window::Today.range(now, Tz::UTC);
+        assert_eq!(utc_from, "2026-11-23T00:00:00+00:00");
+    }
+
+    #[test]
+    fn the_daily_queries_count_by_the_offices_clock() {
+        let mut c = Connection::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
+        crate::schema::migrate(&mut c).unwrap_or_else(|e| unreachable!("{e}"));
+        let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
+        let why = records::Why {
+            actor: None,
+            reason: "test".into(),
+            at: at("2026-11-23T20:00:00Z"),
+        };
+        // Contacted at 01:00 and 23:00 Shanghai time, and on a date.
+        for (name, contacted) in [
+            ("early", "2026-11-24T01:00:00+08:00"),
+            ("late", "2026-11-23T23:00:00+08:00"),
+            ("dated", "2026-11-24"),
+        ] {
+            let fields =
+                serde_json::json!({"name": name, "owner": "sam", "last_contact_at": contacted});
+            let fields = fields.as_object().cloned().unwrap_or_default();
+            records::create(&c, customer, &fields, &why).unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let stored: String = c
+            .query_row(
+                "SELECT last_contact_at FROM crm_customers WHERE name = 'early'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_default();
+        assert_eq!(stored, "2026-11-23T17:00:00+00:00", "times are kept in UTC");
+        let today = |c: &Connection| {
+            let filter = Filter {
+                contacted: Some(Window::Today),
+                ..Filter::default()
+            };
+            let page = list(
+                c,
+                &Scope::All,
+                customer,
+                &filter,
+                at("2026-11-23T20:00:00Z"),
+                true,
+            )
+            .unwrap_or_else(|e| unreachable!("{e}"));
+            let mut names: Vec<String> = page
+                .items
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            today(&c),
+            ["early", "late"],
+            "UTC: both times fall on the 23rd"
+        );
+        set_office_zone(&c, "Asia/Shanghai").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(today(&c), ["dated", "early"], "Shanghai: it is the 24th");
+        assert!(set_office_zone(&c, "Mars/Olympus").is_err_and(|e| e.contains("IANA")));
+    }
 }
