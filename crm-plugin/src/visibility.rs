@@ -234,14 +234,7 @@ pub fn list(
     }
     let (scope_sql, mut args) = scope.clause("r");
     let mut wheres = vec![scope_sql];
-    conditions(
-        kind,
-        filter,
-        now,
-        office_zone(tx).map_err(|e| e.to_string())?,
-        &mut wheres,
-        &mut args,
-    )?;
+    conditions(tx, kind, filter, now, &mut wheres, &mut args)?;
     if has(kind, "in_pool") {
         wheres.push("r.in_pool = 0".into());
     }
@@ -250,13 +243,14 @@ pub fn list(
 
 /// The filter's conditions on `r`, for [`list`] and [`pool`].
 fn conditions(
+    tx: &Connection,
     kind: &Kind,
     filter: &Filter,
     now: DateTime<Utc>,
-    tz: Tz,
     wheres: &mut Vec<String>,
     args: &mut Vec<Sql>,
 ) -> Result<(), String> {
+    let tz = office_zone(tx).map_err(|e| e.to_string())?;
     let mut eq = |field: &str, v: &Option<String>| -> Result<(), String> {
         if let Some(v) = v {
             if !has(kind, field) {
@@ -409,14 +403,7 @@ pub fn pool(
     }
     let mut wheres = vec!["r.in_pool = 1".to_owned()];
     let mut args = Vec::new();
-    conditions(
-        kind,
-        filter,
-        now,
-        office_zone(tx).map_err(|e| e.to_string())?,
-        &mut wheres,
-        &mut args,
-    )?;
+    conditions(tx, kind, filter, now, &mut wheres, &mut args)?;
     select_page(tx, kind, &wheres, &args, "r.pool_since, r.id", filter, true)
 }
 
