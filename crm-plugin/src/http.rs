@@ -253,13 +253,25 @@ async fn one_record(
     let kind = kind(&k)?;
     db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
-        let record = visibility::visible(c, &scope, kind, id)
-            .map_err(internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("there is no {k} {id} you may see")))?;
-        let history = records::history(c, kind, id).map_err(internal)?;
+        let (record, history) = with_history(c, &scope, kind, id)?;
         Ok(Json(json!({ "record": record, "history": history })))
     })
     .await
+}
+
+/// Record `id` if `scope` may see it (404 otherwise), with its audit trail:
+/// the API's record and the customer page.
+pub(crate) fn with_history(
+    c: &Connection,
+    scope: &Scope,
+    kind: &'static records::Kind,
+    id: i64,
+) -> Result<(Map<String, Value>, Vec<records::AuditEntry>)> {
+    let record = visibility::visible(c, scope, kind, id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no {} {id} you may see", kind.name)))?;
+    let history = records::history(c, kind, id).map_err(internal)?;
+    Ok((record, history))
 }
 
 /// CSV of the records the caller may see, with the list's filters.
@@ -385,30 +397,40 @@ async fn import_status(
     let q: ImportQuery = query(q)?;
     let deadline = tokio::time::Instant::now() + IMPORT_WAIT;
     let mut progress = imports.progress.subscribe();
-    loop {
-        progress.mark_unchanged();
-        let job = import_job(&st, &caller, id).await?;
-        if !q.wait || job.finished() {
-            return Ok(Json(job));
-        }
-        tokio::select! {
-            changed = progress.changed() => if changed.is_err() { return Ok(Json(job)) },
-            () = tokio::time::sleep_until(deadline) => return Ok(Json(job)),
+    // While waiting, only the summary is read after each batch; the skipped
+    // rows once, for the answer.
+    if q.wait {
+        loop {
+            progress.mark_unchanged();
+            if import_job(&st, &caller, id, false).await?.finished() {
+                break;
+            }
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
         }
     }
+    import_job(&st, &caller, id, true).await.map(Json)
 }
 
-/// Import `id` if `caller` may see it (its submitter, or an admin).
+/// Import `id` if `caller` may see it (its submitter, or an admin), with its
+/// skipped rows or only their count.
 pub(crate) async fn import_job(
     st: &AppState,
     caller: &Caller,
     id: i64,
+    with_skipped: bool,
 ) -> Result<crate::import::Job> {
     caller.require(SALES)?;
     let caller = caller.clone();
     db(st, move |c| {
-        crate::import::job(c, id)
-            .map_err(internal)?
+        let job = if with_skipped {
+            crate::import::job(c, id)
+        } else {
+            crate::import::summary(c, id)
+        };
+        job.map_err(internal)?
             .filter(|j| j.submitted_by == caller.0.user || caller.0.has_any(&[Role::Admin]))
             .ok_or_else(|| ApiError::NotFound(format!("no import {id} of yours")))
     })

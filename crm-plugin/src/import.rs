@@ -74,7 +74,9 @@ pub struct Job {
     pub processed: i64,
     /// Customers created so far.
     pub created: i64,
-    /// Rows skipped so far, with why (in line order).
+    /// How many rows were skipped so far.
+    pub skipped_rows: i64,
+    /// Rows skipped so far, with why (in line order); empty in summaries.
     pub skipped: Vec<Skipped>,
     /// Why a failed job stopped.
     pub error: Option<String>,
@@ -177,8 +179,8 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
 }
 
 /// Imports the next batch of job `id`'s rows, at most `batch`, in one
-/// transaction with the job's progress. Returns the job afterwards (`None`
-/// when there is no such job). A finished job is left as it is.
+/// transaction with the job's progress. Returns the job's summary afterwards
+/// (`None` when there is no such job). A finished job is left as it is.
 pub fn advance(
     conn: &mut Connection,
     id: i64,
@@ -211,7 +213,7 @@ pub fn advance(
     };
     if matches!(status.as_str(), "done" | "failed") {
         drop(tx);
-        return job(conn, id).map_err(Error::from);
+        return summary(conn, id).map_err(Error::from);
     }
     let headers: Vec<String> = serde_json::from_str(&headers).unwrap_or_default();
     let body = body.unwrap_or_default();
@@ -281,7 +283,7 @@ pub fn advance(
         ],
     )?;
     tx.commit()?;
-    job(conn, id).map_err(Error::from)
+    summary(conn, id).map_err(Error::from)
 }
 
 fn usize_i64(n: impl TryInto<i64>) -> i64 {
@@ -358,34 +360,49 @@ fn import_row(
     }
 }
 
+/// The columns of [`summaries`], in the order it reads them.
+const SUMMARY: &str = "SELECT i.id, i.submitted_by, i.status, i.total, i.processed, i.created,
+            (SELECT COUNT(*) FROM crm_import_skipped s WHERE s.import_id = i.id),
+            i.error, i.submitted_at, i.finished_at
+     FROM crm_imports i";
+
+/// Jobs without their skipped rows (`skipped_rows` counts them): what progress
+/// and lists need, in one query.
+fn summaries(
+    conn: &Connection,
+    tail: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Job>> {
+    let mut stmt = conn.prepare_cached(&format!("{SUMMARY} {tail}"))?;
+    stmt.query_map(args, |r| {
+        Ok(Job {
+            id: r.get(0)?,
+            submitted_by: r.get(1)?,
+            status: r.get(2)?,
+            total: r.get(3)?,
+            processed: r.get(4)?,
+            created: r.get(5)?,
+            skipped_rows: r.get(6)?,
+            skipped: Vec::new(),
+            error: r.get(7)?,
+            submitted_at: r.get(8)?,
+            finished_at: r.get(9)?,
+        })
+    })?
+    .collect()
+}
+
+/// Job `id` without its skipped rows (they are counted in `skipped_rows`).
+pub fn summary(conn: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
+    Ok(summaries(conn, "WHERE i.id = ?1", [id])?.into_iter().next())
+}
+
 /// Job `id` with its skipped rows.
 pub fn job(conn: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
-    let Some(mut job) = conn
-        .query_row(
-            "SELECT id, submitted_by, status, total, processed, created, error, submitted_at,
-                    finished_at
-             FROM crm_imports WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(Job {
-                    id: r.get(0)?,
-                    submitted_by: r.get(1)?,
-                    status: r.get(2)?,
-                    total: r.get(3)?,
-                    processed: r.get(4)?,
-                    created: r.get(5)?,
-                    skipped: Vec::new(),
-                    error: r.get(6)?,
-                    submitted_at: r.get(7)?,
-                    finished_at: r.get(8)?,
-                })
-            },
-        )
-        .optional()?
-    else {
+    let Some(mut job) = summary(conn, id)? else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT line, reason FROM crm_import_skipped WHERE import_id = ?1 ORDER BY line, id",
     )?;
     job.skipped = stmt
@@ -399,19 +416,14 @@ pub fn job(conn: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
     Ok(Some(job))
 }
 
-/// The jobs `by` submitted (everyone's when `None`), newest first.
+/// The jobs `by` submitted (everyone's when `None`), newest first, without
+/// their skipped rows.
 pub fn jobs(conn: &Connection, by: Option<&str>, limit: u32) -> rusqlite::Result<Vec<Job>> {
-    let mut stmt = conn.prepare(
-        "SELECT id FROM crm_imports WHERE ?1 IS NULL OR submitted_by = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let ids: Vec<i64> = stmt
-        .query_map(params![by, limit], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.extend(job(conn, id)?);
-    }
-    Ok(out)
+    summaries(
+        conn,
+        "WHERE ?1 IS NULL OR i.submitted_by = ?1 ORDER BY i.id DESC LIMIT ?2",
+        params![by, limit],
+    )
 }
 
 /// Runs every pending job to its end, one batch at a time; `progress` is
@@ -509,6 +521,8 @@ mod tests {
             (rest.status.as_str(), rest.processed, rest.created),
             ("done", 6, 2)
         );
+        assert_eq!(rest.skipped_rows, 4, "the summary counts the skipped rows");
+        let rest = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
         let lines: Vec<i64> = rest.skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, [4, 5, 7, 8], "{:?}", rest.skipped);
         assert!(

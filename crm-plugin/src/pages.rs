@@ -385,9 +385,7 @@ async fn customer(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64
     let (record, linked, history) = http::db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         let kind = records::kind("customer").map_err(http::internal)?;
-        let record = visibility::visible(c, &scope, kind, id)
-            .map_err(http::internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("there is no customer {id} you may see")))?;
+        let (record, history) = http::with_history(c, &scope, kind, id)?;
         let mut linked = Vec::new();
         for (name, heading, columns) in LINKED {
             let k = records::kind(name).map_err(http::internal)?;
@@ -407,7 +405,6 @@ async fn customer(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64
                 "rows": found.items.iter().map(|r| shown.iter().map(|f| r.get(*f).cloned().filter(|v| !v.is_null()).unwrap_or(json!(""))).collect::<Vec<_>>()).collect::<Vec<_>>(),
             }));
         }
-        let history = records::history(c, kind, id).map_err(http::internal)?;
         Ok((record, linked, history))
     })
     .await?;
@@ -476,7 +473,7 @@ fn job_row(j: &import::Job) -> Value {
         "processed": j.processed,
         "percent": j.percent(),
         "created": j.created,
-        "skipped": j.skipped.len(),
+        "skipped": j.skipped_rows,
         "submitted_by": j.submitted_by,
         "submitted_at": j.submitted_at,
         "error": j.error.clone().unwrap_or_default(),
@@ -511,7 +508,7 @@ async fn import_progress(
     viewer: Viewer,
     Path(id): Path<i64>,
 ) -> PageResult {
-    let job = http::import_job(&st, &viewer.0, id).await?;
+    let job = http::import_job(&st, &viewer.0, id, true).await?;
     let skipped: Vec<Value> = job
         .skipped
         .iter()
@@ -535,6 +532,6 @@ async fn import_version(
     viewer: Viewer,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Value>, PageError> {
-    let job = http::import_job(&st, &viewer.0, id).await?;
+    let job = http::import_job(&st, &viewer.0, id, false).await?;
     Ok(axum::Json(json!({"revision": revision(&job)})))
 }
