@@ -53,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
     println!("instance {} waits at {:?}", inst.id, inst.active_nodes());
 
     // The finance group's inbox; Ann claims the task, then completes its form.
-    let inbox = engine.group_tasks(vec!["finance".into()], 20).await?;
+    let inbox = engine
+        .group_tasks("fiona", vec!["finance".into()], 20)
+        .await?;
     let task = inbox.first().ok_or_else(|| anyhow::anyhow!("no task"))?;
     engine
         .change_task(

@@ -47,6 +47,7 @@ nodes:
 
 /// P3: start into a user task, then complete it.
 const P3: &str = "id: bench-p3
+starters: {roles: [integrator]}
 start: [{id: s, next: t}]
 nodes:
   t: {type: user, assignee: =who, next: e}

@@ -495,7 +495,10 @@ fn validate(
             }),
         }
     }
-    let mut opts = Options::default();
+    let mut opts = Options {
+        roles: Some(ordo_server::auth::Role::names()),
+        ..Options::default()
+    };
     opts.calendars.extend(calendars);
     if let Some(dir) = calendar_dir {
         let mut known = ordo_engine::calendar::Calendars::default();

@@ -219,7 +219,7 @@ async fn a_failing_command_rolls_back_only_itself() {
         .unwrap();
     assert_eq!(listed.len(), 160);
     assert_eq!(
-        e.group_tasks(vec!["managers".into()], 1000)
+        e.group_tasks("nobody", vec!["managers".into()], 1000)
             .await
             .unwrap()
             .len(),
@@ -325,7 +325,10 @@ async fn claim_unclaim_delegate_and_overdue() {
         .await
         .unwrap();
     let inst = e.start("q", None, None, Vars::new()).await.unwrap();
-    let queue = e.group_tasks(vec!["sales".into()], 10).await.unwrap();
+    let queue = e
+        .group_tasks("nobody", vec!["sales".into()], 10)
+        .await
+        .unwrap();
     assert_eq!(queue.len(), 1);
     let a = queue[0].activity;
     let claimed = e
@@ -334,7 +337,7 @@ async fn claim_unclaim_delegate_and_overdue() {
         .unwrap();
     assert_eq!(claimed.assignee.as_deref(), Some("ann"));
     assert!(
-        e.group_tasks(vec!["sales".into()], 10)
+        e.group_tasks("nobody", vec!["sales".into()], 10)
             .await
             .unwrap()
             .is_empty(),
@@ -363,7 +366,10 @@ async fn claim_unclaim_delegate_and_overdue() {
         .await
         .unwrap();
     assert_eq!(
-        e.group_tasks(vec!["sales".into()], 10).await.unwrap().len(),
+        e.group_tasks("nobody", vec!["sales".into()], 10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert!(e.overdue_tasks(10).await.unwrap().is_empty());

@@ -430,45 +430,137 @@ impl InlineAction for Assign {
 /// The people `input` names, in order and once each: `to` (names), `to_group`
 /// (its active members), `supervisor_of` (each one's nearest supervisor who
 /// has not left), then `otherwise_group` when none of those resolved anyone.
-/// People who left are dropped. Notifications and approvals resolve their
-/// people by these same rules.
+/// People who left, and those in `exclude`, are dropped. Notifications and
+/// approvals resolve their people by this same function ([`resolve`]).
 fn people(tx: &Connection, input: &Value) -> Result<Vec<String>, String> {
-    let db = |e: rusqlite::Error| e.to_string();
-    let mut found = names(&input["to"], "to")?;
-    if let Some(group) = input["to_group"].as_str() {
-        found.extend(crate::org::active_members(tx, group).map_err(db)?);
-    }
-    for person in names(&input["supervisor_of"], "supervisor_of")? {
-        found.extend(crate::org::nearest_supervisor(tx, &person).map_err(db)?);
-    }
-    let mut out: Vec<String> = Vec::with_capacity(found.len());
-    for person in found {
-        if !out.contains(&person) && !crate::org::has_left(tx, &person).map_err(db)? {
-            out.push(person);
-        }
-    }
-    if out.is_empty()
-        && let Some(group) = input["otherwise_group"].as_str()
-    {
-        out.extend(crate::org::active_members(tx, group).map_err(db)?);
-    }
-    Ok(out)
+    Ok(resolve(tx, input, false)?.people)
 }
 
-/// `crm.approvers {to?, to_group?, supervisor_of?, otherwise_group?}` →
-/// `{people, first}`: who approves a step — named people, a group (a role),
-/// someone's supervisor (the owner's, or the previous approver's from a task's
-/// `completed_by`) — resolved like notification recipients. `people` is the
-/// list for a countersign (`multi` over it); `first` the one approver of a
-/// single step (`null` when nobody resolved).
+/// `crm.approvers {to?, to_group?, supervisor_of?, otherwise_group?, exclude?}`
+/// → `{first, people, excluded, skipped, reason}`: who approves a step — named
+/// people, a group (a role), someone's supervisor (the owner's, or the previous
+/// approver's from a task's `completed_by`) — resolved like notification
+/// recipients, under the four-eyes rule: nobody in `exclude` (the owner or
+/// requester of what is approved, and whoever already approved it in the same
+/// chain) is ever chosen. An excluded supervisor is passed over for the next
+/// one up, an excluded member for the other members; when nobody is left, the
+/// people with the admin role decide. `skipped` says who was passed over and
+/// why, `reason` how the approvers were found; `excluded` is what the approval
+/// task's `exclude` takes, so its candidate groups obey the same rule. `people`
+/// is the list for a countersign (`multi` over it); `first` the one approver of
+/// a single step. Nobody at all (every admin excluded) is an incident.
 #[derive(Debug)]
 pub struct Approvers;
 
 impl InlineAction for Approvers {
     fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
-        let people = people(tx, call.input)?;
-        Ok(json!({"first": people.first(), "people": people}))
+        let found = resolve(tx, call.input, true)?;
+        if found.people.is_empty() {
+            return Err(format!(
+                "nobody may approve this: {}; give the step an approver who is not {}",
+                found.reason,
+                found.excluded.join(", ")
+            ));
+        }
+        Ok(json!({
+            "first": found.people.first(),
+            "people": found.people,
+            "excluded": found.excluded,
+            "skipped": found.skipped,
+            "reason": found.reason,
+        }))
     }
+}
+
+/// Who approves, and how they were found.
+#[derive(Debug, Default)]
+struct Found {
+    people: Vec<String>,
+    excluded: Vec<String>,
+    skipped: Vec<Value>,
+    reason: String,
+}
+
+/// Resolves the people `input` names (see [`people`]); with `admins_decide`,
+/// the admins when nobody else is left.
+fn resolve(tx: &Connection, input: &Value, admins_decide: bool) -> Result<Found, String> {
+    let db = |e: rusqlite::Error| e.to_string();
+    let mut f = Found {
+        excluded: names(&input["exclude"], "exclude")?,
+        ..Found::default()
+    };
+    let mut out: Vec<String> = Vec::new();
+    /// Takes `person` unless excluded or gone (then says why they were skipped).
+    fn take(
+        tx: &Connection,
+        f: &mut Found,
+        out: &mut Vec<String>,
+        person: String,
+    ) -> Result<bool, String> {
+        let why = if f.excluded.contains(&person) {
+            Some("requested or already approved this (four-eyes rule)")
+        } else if crate::org::has_left(tx, &person).map_err(|e| e.to_string())? {
+            Some("has left")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if !f.skipped.iter().any(|s| s["person"] == person.as_str()) {
+                f.skipped.push(json!({"person": person, "why": why}));
+            }
+            return Ok(false);
+        }
+        if !out.contains(&person) {
+            out.push(person);
+        }
+        Ok(true)
+    }
+    let mut how = Vec::new();
+    for person in names(&input["to"], "to")? {
+        take(tx, &mut f, &mut out, person)?;
+        how.push("named");
+    }
+    if let Some(group) = input["to_group"].as_str() {
+        for person in crate::org::active_members(tx, group).map_err(db)? {
+            take(tx, &mut f, &mut out, person)?;
+        }
+        how.push("the group");
+    }
+    for person in names(&input["supervisor_of"], "supervisor_of")? {
+        // Up the reporting line until someone may approve.
+        let mut at = person.clone();
+        for _ in 0..32 {
+            match crate::org::nearest_supervisor(tx, &at).map_err(db)? {
+                Some(s) if s != person => {
+                    if take(tx, &mut f, &mut out, s.clone())? {
+                        break;
+                    }
+                    at = s;
+                }
+                _ => break,
+            }
+        }
+        how.push("the reporting line");
+    }
+    if out.is_empty()
+        && let Some(group) = input["otherwise_group"].as_str()
+    {
+        for person in crate::org::active_members(tx, group).map_err(db)? {
+            take(tx, &mut f, &mut out, person)?;
+        }
+        how.push("the fallback group");
+    }
+    if out.is_empty() && admins_decide {
+        for person in crate::org::with_role(tx, "admin").map_err(db)? {
+            take(tx, &mut f, &mut out, person)?;
+        }
+        f.reason = "nobody else in line may approve it, so the admins decide".into();
+    } else if !how.is_empty() {
+        how.dedup();
+        f.reason = format!("from {}", how.join(", then "));
+    }
+    f.people = out;
+    Ok(f)
 }
 
 /// `crm.notify {template, to?, to_group?, supervisor_of?, otherwise_group?,

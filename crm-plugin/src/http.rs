@@ -89,6 +89,10 @@ impl Plugin for CrmPlugin {
         crate::pages::NAV.to_vec()
     }
 
+    fn access(&self) -> Vec<ordo_server::access::Rule> {
+        crate::access::RULES.to_vec()
+    }
+
     fn background(&self, state: AppState, stop: watch::Receiver<bool>) -> Option<Background> {
         let imports = import_worker(state.clone(), self.imports.clone(), stop.clone());
         let delivery = delivery_worker(state, self.smtp.clone(), stop);
@@ -197,10 +201,7 @@ fn kind(name: &str) -> Result<&'static records::Kind> {
     records::kind(name).map_err(|e| ApiError::NotFound(e.to_string()))
 }
 
-/// Those who work with records (the pool, claims).
-const SALES: &[Role] = &[Role::Salesperson, Role::Supervisor, Role::Admin];
-/// Those who set the CRM's rules.
-const MANAGERS: &[Role] = &[Role::Supervisor, Role::Admin];
+use crate::access::{MANAGERS, SALES};
 
 fn routes(smtp: Option<Smtp>) -> Router<AppState> {
     Router::new()
@@ -309,8 +310,8 @@ pub(crate) async fn export_csv(
                 .iter()
                 .map(|col| match row.get(*col) {
                     None | Some(Value::Null) => String::new(),
-                    Some(Value::String(s)) => s.clone(),
-                    Some(v) => v.to_string(),
+                    Some(Value::String(s)) => crate::csv_safe::cell(s).into_owned(),
+                    Some(v) => crate::csv_safe::cell(&v.to_string()).into_owned(),
                 })
                 .collect();
             w.write_record(&cells).map_err(internal)?;
@@ -625,16 +626,32 @@ async fn deliver_now(
     .map(Json)
 }
 
+/// Changes a salesperson's CRM facts: the fields sent change, the others keep
+/// their values (so `{"active": false}` does not clear the e-mail address).
 async fn set_staff(
     State(st): State<AppState>,
     caller: Caller,
     Path(person): Path<String>,
-    Body(mut staff): Body<org::Staff>,
+    Body(change): Body<org::StaffChange>,
 ) -> Result<Json<org::Staff>> {
     caller.require(&[Role::Admin])?;
-    staff.person = person;
     db(&st, move |c| {
-        org::set_staff(c, &staff).map_err(internal)?;
+        let tx = c.transaction().map_err(internal)?;
+        let known: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM people WHERE name = ?1)",
+                [&person],
+                |r| r.get(0),
+            )
+            .map_err(internal)?;
+        if !known {
+            return Err(ApiError::NotFound(format!(
+                "there is no person `{person}`; add them with `ordo user add {person} --role salesperson`"
+            )));
+        }
+        let staff = org::staff(&tx, &person).map_err(internal)?.with(change);
+        org::set_staff(&tx, &staff).map_err(internal)?;
+        tx.commit().map_err(internal)?;
         Ok(Json(staff))
     })
     .await

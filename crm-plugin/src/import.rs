@@ -125,7 +125,6 @@ pub fn submit(
     // Spreadsheets often save CSV with a byte-order mark.
     let body = body.strip_prefix('\u{feff}').unwrap_or(body);
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(body.as_bytes());
     let headers = reader
@@ -135,6 +134,7 @@ pub fn submit(
     let known = importable_fields();
     let unknown: Vec<String> = headers
         .iter()
+        .map(str::trim)
         .filter(|h| !known.contains(h))
         .map(|h| format!("`{h}`"))
         .collect();
@@ -153,7 +153,7 @@ pub fn submit(
     if total == 0 {
         return Err(Error::Empty);
     }
-    let headers: Vec<&str> = headers.iter().collect();
+    let headers: Vec<&str> = headers.iter().map(str::trim).collect();
     conn.execute(
         "INSERT INTO crm_imports (kind, submitted_by, may_set_owner, status, total, headers, body,
                                   next_byte, next_line, submitted_at)
@@ -220,7 +220,6 @@ pub fn advance(
     let start = usize::try_from(next_byte).unwrap_or(0).min(body.len());
     let rest = body.get(start..).unwrap_or_default();
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
         .flexible(true)
         .has_headers(false)
         .from_reader(rest.as_bytes());
@@ -326,6 +325,8 @@ fn import_row(
         if v.is_empty() {
             continue;
         }
+        // Exactly what the export added to keep a formula from running.
+        let v = crate::csv_safe::uncell(v);
         let value = match customer.fields.iter().find(|f| f.name == h).map(|f| f.ty) {
             Some(records::Ty::Bool) => json!(matches!(v, "true" | "yes" | "1")),
             Some(records::Ty::Int) => v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n)),

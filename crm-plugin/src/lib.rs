@@ -6,8 +6,10 @@
 //! run inline, in the transaction of the step that calls them. To use it, call
 //! [`install`] on the engine's configuration before opening the engine.
 
+pub mod access;
 pub mod actions;
 pub mod assign;
+pub mod csv_safe;
 pub mod deliver;
 mod demo;
 pub mod http;

@@ -21,6 +21,17 @@ pub fn active_members(tx: &Connection, group: &str) -> rusqlite::Result<Vec<Stri
     rows.collect()
 }
 
+/// The active people who hold a role (`admin`), by name.
+pub fn with_role(tx: &Connection, role: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = tx.prepare_cached(
+        "SELECT p.name FROM people p LEFT JOIN crm_staff s ON s.person = p.name
+         WHERE (',' || p.roles || ',') LIKE '%,' || ?1 || ',%' AND COALESCE(s.active, 1) = 1
+         ORDER BY p.name",
+    )?;
+    let rows = st.query_map([role], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// Whether a person is known to the directory and still active.
 pub fn is_active(tx: &Connection, person: &str) -> rusqlite::Result<bool> {
     tx.prepare_cached(
@@ -65,10 +76,19 @@ pub fn nearest_supervisor(tx: &Connection, person: &str) -> rusqlite::Result<Opt
     Ok(None)
 }
 
-/// The people a supervisor supervises, by name.
+/// Everyone below a supervisor in the reporting line, at any depth (the people
+/// they lead, the people those lead, …), by name. A director sees her whole
+/// organisation, not only her direct reports.
 pub fn team_of(tx: &Connection, supervisor: &str) -> rusqlite::Result<Vec<String>> {
-    let mut st =
-        tx.prepare_cached("SELECT name FROM people WHERE supervisor = ?1 ORDER BY name")?;
+    let mut st = tx.prepare_cached(
+        "WITH RECURSIVE team(name, depth) AS (
+             SELECT name, 1 FROM people WHERE supervisor = ?1
+             UNION
+             SELECT p.name, t.depth + 1 FROM people p JOIN team t ON p.supervisor = t.name
+             WHERE t.depth < 64
+         )
+         SELECT DISTINCT name FROM team WHERE name != ?1 ORDER BY name",
+    )?;
     let rows = st.query_map([supervisor], |r| r.get(0))?;
     rows.collect()
 }
@@ -108,6 +128,79 @@ const fn one() -> i64 {
 
 const fn yes() -> bool {
     true
+}
+
+/// A change to a salesperson's CRM facts: only the fields sent change; `null`
+/// clears the e-mail address or the daily capacity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffChange {
+    /// Where e-mail notifications go (`null`: nowhere).
+    #[serde(default, deserialize_with = "present")]
+    pub email: Option<Option<String>>,
+    /// Relative share under weighted-random assignment.
+    #[serde(default)]
+    pub weight: Option<i64>,
+    /// Most assignments per day (`null`: no limit).
+    #[serde(default, deserialize_with = "present")]
+    pub daily_capacity: Option<Option<i64>>,
+    /// Still working here.
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// A field that was sent, even as `null` (`Some(None)`), apart from one left out
+/// (`None`, by `#[serde(default)]`).
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A salesperson's CRM facts as stored (the defaults without a row).
+pub fn staff(tx: &Connection, person: &str) -> rusqlite::Result<Staff> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT email, weight, daily_capacity, active FROM crm_staff WHERE person = ?1",
+        )?
+        .query_row([person], |r| {
+            Ok(Staff {
+                person: person.to_owned(),
+                email: r.get(0)?,
+                weight: r.get::<_, Option<i64>>(1)?.unwrap_or(1),
+                daily_capacity: r.get(2)?,
+                active: r.get::<_, Option<bool>>(3)?.unwrap_or(true),
+            })
+        })
+        .optional()?
+        .unwrap_or(Staff {
+            person: person.to_owned(),
+            email: None,
+            weight: 1,
+            daily_capacity: None,
+            active: true,
+        }))
+}
+
+impl Staff {
+    /// These facts with `change` applied: what was not sent keeps its value.
+    pub fn with(mut self, change: StaffChange) -> Staff {
+        if let Some(email) = change.email {
+            self.email = email;
+        }
+        if let Some(weight) = change.weight {
+            self.weight = weight;
+        }
+        if let Some(cap) = change.daily_capacity {
+            self.daily_capacity = cap;
+        }
+        if let Some(active) = change.active {
+            self.active = active;
+        }
+        self
+    }
 }
 
 /// Creates or replaces a salesperson's CRM facts.

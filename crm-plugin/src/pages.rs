@@ -17,26 +17,16 @@ use ordo_server::{ApiError, AppState};
 use serde_json::{Map, Value, json};
 use std::sync::OnceLock;
 
-/// The CRM's sections in the navigation bar.
+/// The CRM's sections in the navigation bar (shown to those who may open them:
+/// `crate::access`).
 pub const NAV: &[NavEntry] = &[
-    ("/crm", "Customers", SEES),
-    ("/crm/pool", "Pool", SEES),
-    ("/crm/pipeline", "Pipeline", SEES),
-    (
-        "/crm/inbox",
-        "Notifications",
-        &[
-            Role::Salesperson,
-            Role::Supervisor,
-            Role::Admin,
-            Role::Designer,
-        ],
-    ),
+    ("/crm", "Customers"),
+    ("/crm/pool", "Pool"),
+    ("/crm/pipeline", "Pipeline"),
+    ("/crm/inbox", "Notifications"),
 ];
 
-const SEES: &[Role] = &[Role::Salesperson, Role::Supervisor, Role::Admin];
-/// Who may claim from the pool (an admin hands records out instead).
-const CLAIMS: &[Role] = &[Role::Salesperson, Role::Supervisor];
+use crate::access::{CLAIMS, SALES as SEES};
 
 /// The page routes.
 pub fn routes() -> Router<AppState> {

@@ -71,6 +71,18 @@ pub enum Error {
     /// No such instance.
     #[error("instance `{0}` does not exist")]
     UnknownInstance(String),
+    /// The person may not do this to the task (the task excludes them: the
+    /// four-eyes rule of an approval).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// A message does not fit the payload its receivers declare; nothing happened.
+    #[error("message `{name}` is refused: {}", .problems.join("; "))]
+    InvalidMessage {
+        /// The message name.
+        name: String,
+        /// Every problem, each naming its field path.
+        problems: Vec<String>,
+    },
     /// Someone else changed the instance first; read it again and retry.
     #[error("conflict on instance `{instance}`: {reason}")]
     Conflict {
@@ -144,6 +156,9 @@ pub struct Config {
     pub calendars: Calendars,
     /// How long a message that finds no subscriber is kept, unless it says.
     pub message_ttl: chrono::Duration,
+    /// The role names a process's `starters` may use (the server's roles); `None`
+    /// accepts any.
+    pub roles: Option<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -169,6 +184,7 @@ impl Config {
             actions: HashMap::new(),
             calendars: Calendars::default(),
             message_ttl: chrono::Duration::hours(1),
+            roles: None,
         }
     }
 }
@@ -392,6 +408,7 @@ impl Engine {
         let definitions = Arc::new(Definitions::default());
         let options = Options {
             calendars: config.calendars.names(),
+            roles: config.roles.clone(),
             ..Options::default()
         };
         let mut writer = Writer {
@@ -408,6 +425,7 @@ impl Engine {
                 next_id: u64::try_from(next_id).unwrap_or(1),
                 calendars: Arc::new(config.calendars),
                 message_ttl: config.message_ttl,
+                roles: config.roles,
                 outbox: VecDeque::new(),
             },
         };
@@ -520,8 +538,52 @@ impl Engine {
     /// message start events, else into the buffer for its TTL. A repeated
     /// `message_id` within the TTL is a [`Correlation::Duplicate`]. Whatever the
     /// number of concurrent callers, the one writer sees each message id once.
+    ///
+    /// First, the message is checked against the payload every latest process
+    /// version declares for its name (`messages:`); one that does not fit is an
+    /// [`Error::InvalidMessage`] and changes nothing: it is not buffered, not
+    /// correlated, starts nothing, and its id is not remembered. The check runs on
+    /// a reader, not the writer.
     pub async fn correlate(&self, message: Message) -> Result<Correlation> {
+        self.check_message(&message.name, &message.variables)
+            .await?;
         self.send(move |st, tx| st.correlate(tx, message)).await
+    }
+
+    /// Checks a message's variables against every declaration of its name among
+    /// the deployed processes' latest versions. A name nobody declares passes.
+    pub async fn check_message(&self, name: &str, variables: &Vars) -> Result<()> {
+        let n = name.to_owned();
+        let declarers = self.read(move |c| c.message_declarers(&n)).await?;
+        let mut problems = Vec::new();
+        for (process, version) in declarers {
+            let p = self.process(&process, Some(version)).await?;
+            let Some(decl) = p.def.messages.get(name) else {
+                continue;
+            };
+            for (var, d) in &decl.variables {
+                match variables.get(var) {
+                    None | Some(Value::Null) if d.required => {
+                        problems.push(format!("{var} is required"));
+                    }
+                    None => {}
+                    Some(v) => {
+                        if let Err(p) = d.check(var, v) {
+                            problems.extend(p);
+                        }
+                    }
+                }
+            }
+        }
+        problems.dedup();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidMessage {
+                name: name.to_owned(),
+                problems,
+            })
+        }
     }
 
     /// Broadcasts a signal to every instance waiting for it and to signal start events.
@@ -746,21 +808,30 @@ impl Engine {
         found.ok_or_else(|| Error::UnknownProcess(process.to_owned()))
     }
 
-    /// An open task, with its candidate users and groups.
+    /// An open task, with who may and may not hold it.
     pub async fn task(
         &self,
         instance: &str,
         activity: u64,
-    ) -> Result<Option<(TaskRow, Vec<String>, Vec<String>)>> {
+    ) -> Result<Option<(TaskRow, store::Candidates)>> {
         let i = instance.to_owned();
         self.read(move |c| -> store::Result<_> {
             let Some(t) = c.open_task(&i, activity)? else {
                 return Ok(None);
             };
-            let (users, groups) = c.task_candidates(&i, activity)?;
-            Ok(Some((t, users, groups)))
+            Ok(Some((t, c.task_candidates(&i, activity)?)))
         })
         .await
+    }
+
+    /// A task that exists but is no longer open: how, by whom and when it ended.
+    pub async fn closed_task(
+        &self,
+        instance: &str,
+        activity: u64,
+    ) -> Result<Option<store::ClosedTask>> {
+        let i = instance.to_owned();
+        self.read(move |c| c.closed_task(&i, activity)).await
     }
 
     /// Open tasks past their due date.
@@ -813,9 +884,17 @@ impl Engine {
         self.read(move |c| c.tasks_of(&user, limit)).await
     }
 
-    /// Open unclaimed tasks of these groups.
-    pub async fn group_tasks(&self, groups: Vec<String>, limit: u32) -> Result<Vec<TaskRow>> {
-        self.read(move |c| c.group_tasks(&groups, limit)).await
+    /// Open unclaimed tasks offered to `user` by name or to these groups, that do
+    /// not exclude `user`.
+    pub async fn group_tasks(
+        &self,
+        user: &str,
+        groups: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>> {
+        let user = user.to_owned();
+        self.read(move |c| c.group_tasks(&user, &groups, limit))
+            .await
     }
 
     /// Instances by process and status, paged.
@@ -976,6 +1055,7 @@ struct State {
     next_id: u64,
     calendars: Arc<Calendars>,
     message_ttl: chrono::Duration,
+    roles: Option<std::collections::HashSet<String>>,
     /// Instances started and completed by the request running now (counted once
     /// its batch commits).
     started: u64,
@@ -1172,7 +1252,22 @@ impl State {
         let calendars = Arc::clone(&self.calendars);
         let machine = self.machine(&p, &calendars)?;
         let task = match &cmd {
-            Command::CompleteTask { activity, .. } => Some(*activity),
+            Command::CompleteTask {
+                activity, actor, ..
+            } => {
+                if let Some(who) = actor
+                    && tx
+                        .task_candidates(&instance, *activity)?
+                        .excluded
+                        .contains(who)
+                {
+                    return Err(Error::NotAllowed(format!(
+                        "task {activity} of instance {instance} excludes {who} (the four-eyes \
+                         rule: whoever requested or already approved it may not complete it)"
+                    )));
+                }
+                Some(*activity)
+            }
             _ => None,
         };
         let (next, actions) = match machine.apply(&inst, cmd, self.clock.as_ref()) {
@@ -1790,6 +1885,8 @@ impl State {
             }
         }
         tx.set_start_events(&p.def.id, version, &rows)?;
+        let declared: Vec<&str> = p.def.messages.keys().map(String::as_str).collect();
+        tx.set_message_decls(&p.def.id, version, &declared)?;
         Ok(())
     }
 
@@ -1841,8 +1938,18 @@ impl State {
                 None => Error::Runtime(runtime::Error::UnknownActivity(activity)),
             });
         };
+        let excluded = tx.task_candidates(instance, activity)?.excluded;
+        let refuse = |who: &str| {
+            Error::NotAllowed(format!(
+                "task {activity} of instance {instance} excludes {who} (the four-eyes rule: \
+                 whoever requested or already approved it may not hold it)"
+            ))
+        };
         let (assignee, event, actor) = match &change {
             TaskChange::Claim { user } => {
+                if excluded.contains(user) {
+                    return Err(refuse(user));
+                }
                 if let Some(a) = &task.assignee {
                     return Err(conflict(format!(
                         "task {activity} is already claimed by {a}"
@@ -1856,7 +1963,12 @@ impl State {
                 }
                 (None, "unclaimed", user.as_str())
             }
-            TaskChange::Delegate { by, to } => (Some(to.as_str()), "delegated", by.as_str()),
+            TaskChange::Delegate { by, to } => {
+                if excluded.contains(to) {
+                    return Err(refuse(to));
+                }
+                (Some(to.as_str()), "delegated", by.as_str())
+            }
         };
         let now = self.clock.now().to_rfc3339();
         tx.assign_task(
@@ -1876,10 +1988,11 @@ impl State {
         })
     }
 
-    /// Validation knows the engine's calendars.
+    /// Validation knows the engine's calendars and roles.
     fn options(&self) -> Options {
         Options {
             calendars: self.calendars.names(),
+            roles: self.roles.clone(),
             ..Options::default()
         }
     }

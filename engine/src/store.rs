@@ -192,6 +192,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN root_id TEXT;
     CREATE INDEX instances_by_parent ON instances (parent_id, parent_activity) WHERE parent_id IS NOT NULL;
     CREATE INDEX task_candidates_by_task ON task_candidates (instance_id, activity);",
+    // 4: people a task excludes (kept on the task, so a closed task still knows),
+    // and which latest process versions declare the payload of which message.
+    "ALTER TABLE tasks ADD COLUMN excluded TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE message_decls (
+        name TEXT NOT NULL,
+        process_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (name, process_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX message_decls_by_process ON message_decls (process_id);",
 ];
 
 /// The `definitions` table: deployed process versions.
@@ -269,14 +279,44 @@ pub trait ReadTasks {
     fn open_task(&self, instance: &str, activity: u64) -> Result<Option<TaskRow>>;
     /// Open tasks assigned to `user`.
     fn tasks_of(&self, user: &str, limit: u32) -> Result<Vec<TaskRow>>;
-    /// Open unassigned tasks of these groups.
-    fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>>;
+    /// Open unassigned tasks offered to `user` by name or to these groups, that
+    /// do not exclude `user`; highest priority first.
+    fn group_tasks(&self, user: &str, groups: &[String], limit: u32) -> Result<Vec<TaskRow>>;
     /// Open tasks due before `now`.
     fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>>;
     /// Active instances, open tasks and open incidents.
     fn gauges(&self) -> Result<Gauges>;
-    /// The candidate users and groups of an open task.
-    fn task_candidates(&self, instance: &str, activity: u64) -> Result<(Vec<String>, Vec<String>)>;
+    /// Who may hold an open task, and who may not.
+    fn task_candidates(&self, instance: &str, activity: u64) -> Result<Candidates>;
+    /// A task that exists but is no longer open: how it ended, by whom and when,
+    /// and who it concerned (so the caller can decide who may know).
+    fn closed_task(&self, instance: &str, activity: u64) -> Result<Option<ClosedTask>>;
+}
+
+/// Who may hold a task, and who may not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidates {
+    /// People who may claim it.
+    pub users: Vec<String>,
+    /// Groups whose members may claim it.
+    pub groups: Vec<String>,
+    /// People who may never hold or complete it.
+    pub excluded: Vec<String>,
+}
+
+/// A task that is no longer open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedTask {
+    /// The task as it was when it closed (its last assignee).
+    pub task: TaskRow,
+    /// `completed` or `aborted`.
+    pub state: String,
+    /// Who it was offered to, and who it excluded.
+    pub candidates: Candidates,
+    /// Who closed it (for a completion: who completed it), when a person did.
+    pub closed_by: Option<String>,
+    /// When (RFC 3339), from the history.
+    pub closed_at: Option<String>,
 }
 
 /// Writes to `tasks`.
@@ -545,23 +585,65 @@ impl ReadTasks for Connection {
             open_incidents: count("SELECT COUNT(*) FROM incidents WHERE state = 'open'")?,
         })
     }
-    fn task_candidates(&self, instance: &str, activity: u64) -> Result<(Vec<String>, Vec<String>)> {
+    fn task_candidates(&self, instance: &str, activity: u64) -> Result<Candidates> {
         let mut st = self.prepare_cached(
             "SELECT kind, name FROM task_candidates WHERE instance_id = ?1 AND activity = ?2 ORDER BY kind, name",
         )?;
-        let (mut users, mut groups) = (Vec::new(), Vec::new());
+        let mut c = Candidates::default();
         let rows = st.query_map(params![instance, activity], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         for row in rows {
             let (kind, name) = row?;
-            if kind == "group" {
-                groups.push(name);
-            } else {
-                users.push(name);
+            match kind.as_str() {
+                "group" => c.groups.push(name),
+                "excluded" => c.excluded.push(name),
+                _ => c.users.push(name),
             }
         }
-        Ok((users, groups))
+        Ok(c)
+    }
+    fn closed_task(&self, instance: &str, activity: u64) -> Result<Option<ClosedTask>> {
+        let row = self
+            .prepare_cached(
+                "SELECT instance_id, activity, node, name, assignee, due, priority,
+                        state, candidate_users, candidate_groups, excluded
+                 FROM tasks WHERE instance_id = ?1 AND activity = ?2 AND state != 'open'",
+            )?
+            .query_row(params![instance, activity], |r| {
+                Ok((
+                    task_row(r)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, String>(10)?,
+                ))
+            })
+            .optional()?;
+        let Some((task, state, users, groups, excluded)) = row else {
+            return Ok(None);
+        };
+        let (closed_by, closed_at) = self
+            .prepare_cached(
+                "SELECT actor, at FROM history WHERE instance_id = ?1 AND activity = ?2
+                 AND (',' || state || ',') LIKE '%,' || ?3 || ',%' ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![instance, activity, state], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, Some(r.get::<_, String>(1)?)))
+            })
+            .optional()?
+            .unwrap_or((None, None));
+        Ok(Some(ClosedTask {
+            task,
+            state,
+            candidates: Candidates {
+                users: serde_json::from_str(&users)?,
+                groups: serde_json::from_str(&groups)?,
+                excluded: serde_json::from_str(&excluded)?,
+            },
+            closed_by,
+            closed_at,
+        }))
     }
     fn task_state(&self, instance: &str, activity: u64) -> Result<Option<String>> {
         Ok(self
@@ -586,20 +668,31 @@ impl ReadTasks for Connection {
         let rows = st.query_map(params![user, limit], task_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
-    fn group_tasks(&self, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
-        let mut out = Vec::new();
+    fn group_tasks(&self, user: &str, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
+        let mut out: Vec<TaskRow> = Vec::new();
         let mut st = self.prepare_cached(
             "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
              FROM task_candidates c JOIN tasks t ON t.instance_id = c.instance_id AND t.activity = c.activity
-             WHERE c.kind = 'group' AND c.name = ?1 AND t.state = 'open' AND t.assignee IS NULL
-             ORDER BY t.priority DESC LIMIT ?2",
+             WHERE c.kind = ?1 AND c.name = ?2 AND t.state = 'open' AND t.assignee IS NULL
+               AND NOT EXISTS (SELECT 1 FROM task_candidates x WHERE x.kind = 'excluded'
+                   AND x.name = ?4 AND x.instance_id = t.instance_id AND x.activity = t.activity)
+             ORDER BY t.priority DESC LIMIT ?3",
         )?;
-        for g in groups {
-            out.extend(
-                st.query_map(params![g, limit], task_row)?
-                    .collect::<std::result::Result<Vec<_>, _>>()?,
-            );
+        let offers =
+            std::iter::once(("user", user)).chain(groups.iter().map(|g| ("group", g.as_str())));
+        for (kind, name) in offers {
+            for row in st.query_map(params![kind, name, limit, user], task_row)? {
+                let row = row?;
+                if !out
+                    .iter()
+                    .any(|t| t.instance_id == row.instance_id && t.activity == row.activity)
+                {
+                    out.push(row);
+                }
+            }
         }
+        out.sort_by_key(|t| std::cmp::Reverse(t.priority));
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(out)
     }
     fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
@@ -750,6 +843,8 @@ pub trait ReadEvents {
     fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>>;
     /// One instance's incidents, open and closed, newest first.
     fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>>;
+    /// The latest process versions that declare the payload of message `name`.
+    fn message_declarers(&self, name: &str) -> Result<Vec<(String, u32)>>;
 }
 
 /// Writes to the event tables.
@@ -761,6 +856,8 @@ pub trait WriteEvents: ReadEvents {
         version: u32,
         events: &[(String, &str, Option<String>, Option<i64>)],
     ) -> Result<()>;
+    /// Replaces the messages a process declares with those of its latest version.
+    fn set_message_decls(&self, process: &str, version: u32, names: &[&str]) -> Result<()>;
     /// Moves a timer start event's next firing (None: it does not fire again).
     fn set_start_due(&self, process: &str, event: &str, due: Option<i64>) -> Result<()>;
     /// Removes an instance timer (it is firing).
@@ -841,6 +938,13 @@ impl ReadEvents for Connection {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    fn message_declarers(&self, name: &str) -> Result<Vec<(String, u32)>> {
+        let mut st = self.prepare_cached(
+            "SELECT process_id, version FROM message_decls WHERE name = ?1 ORDER BY process_id",
+        )?;
+        let rows = st.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
     fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>> {
         let mut st = self.prepare_cached(
             "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
@@ -864,6 +968,17 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
 }
 
 impl WriteEvents for Connection {
+    fn set_message_decls(&self, process: &str, version: u32, names: &[&str]) -> Result<()> {
+        self.prepare_cached("DELETE FROM message_decls WHERE process_id = ?1")?
+            .execute(params![process])?;
+        let mut ins = self.prepare_cached(
+            "INSERT INTO message_decls (name, process_id, version) VALUES (?1, ?2, ?3)",
+        )?;
+        for name in names {
+            ins.execute(params![name, process, version])?;
+        }
+        Ok(())
+    }
     fn set_start_events(
         &self,
         process: &str,
@@ -1199,8 +1314,8 @@ fn lifecycle_text(s: Lifecycle) -> &'static str {
 
 fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO tasks (instance_id, activity, node, name, assignee, candidate_users, candidate_groups, due, priority, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10)",
+        "INSERT INTO tasks (instance_id, activity, node, name, assignee, candidate_users, candidate_groups, due, priority, state, created_at, excluded)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10, ?11)",
     )?
     .execute(params![
             instance,
@@ -1212,7 +1327,8 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
             serde_json::to_string(&t.candidate_groups)?,
             t.due.map(|d| d.to_rfc3339()),
             t.priority,
-            now
+            now,
+            serde_json::to_string(&t.excluded)?,
         ])?;
     let mut cand = tx.prepare_cached(
         "INSERT OR IGNORE INTO task_candidates (kind, name, instance_id, activity) VALUES (?1, ?2, ?3, ?4)",
@@ -1222,6 +1338,9 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
     }
     for g in &t.candidate_groups {
         cand.execute(params!["group", g, instance, t.activity])?;
+    }
+    for x in &t.excluded {
+        cand.execute(params!["excluded", x, instance, t.activity])?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ordo_engine::engine::{Correlation, Message, TaskChange};
 use ordo_engine::runtime::Vars;
-use ordo_engine::store::{InstanceFilter, TaskRow};
+use ordo_engine::store::{Candidates, InstanceFilter, TaskRow};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -44,23 +44,9 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-/// Who may start processes.
-pub(crate) const STARTERS: &[Role] = &[
-    Role::Salesperson,
-    Role::Supervisor,
-    Role::Admin,
-    Role::Designer,
-    Role::Integrator,
-];
-/// Who may watch instances.
-pub(crate) const WATCHERS: &[Role] = &[Role::Supervisor, Role::Admin];
-/// Who works tasks.
-pub(crate) const STAFF: &[Role] = &[
-    Role::Salesperson,
-    Role::Supervisor,
-    Role::Admin,
-    Role::Designer,
-];
+/// Who may start a process that declares no `starters`, by API or page.
+pub(crate) const DEFAULT_STARTERS: &[Role] = &[Role::Admin, Role::Designer];
+pub(crate) use crate::access::{STAFF, WATCHERS};
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -95,6 +81,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -220,6 +209,45 @@ async fn diagram(
 
 // Instances.
 
+/// Refuses the start unless the process (the version to start) admits the
+/// caller: admins always; then its `starters` (roles, groups, people); a process
+/// without `starters` only admins and designers. A process the caller may not
+/// start is refused with 403 whether or not it exists.
+pub(crate) async fn may_start(
+    st: &AppState,
+    caller: &Caller,
+    process: &str,
+    version: Option<u32>,
+) -> Result<()> {
+    let me = &caller.0;
+    if me.has_any(&[Role::Admin]) {
+        return Ok(());
+    }
+    let refused = || {
+        ApiError::Forbidden(format!(
+            "`{}` may not start process `{process}`: its `starters` do not name them, \
+             their roles or their groups",
+            me.user
+        ))
+    };
+    let p = match st.engine.process(process, version).await {
+        Ok(p) => p,
+        // Who may not start anything learns nothing about what is deployed.
+        Err(ordo_engine::engine::Error::UnknownProcess(_)) if !me.has_any(DEFAULT_STARTERS) => {
+            return Err(refused());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let admitted = match &p.def.starters {
+        Some(s) => {
+            let roles: Vec<&str> = me.roles.iter().map(|r| r.name()).collect();
+            s.admits(&me.user, &roles, &me.groups)
+        }
+        None => me.has_any(DEFAULT_STARTERS),
+    };
+    if admitted { Ok(()) } else { Err(refused()) }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartRequest {
@@ -235,7 +263,7 @@ async fn start(
     caller: Caller,
     Body(r): Body<StartRequest>,
 ) -> Result<Response> {
-    caller.require(STARTERS)?;
+    may_start(&st, &caller, &r.process, r.version).await?;
     let inst = st
         .engine
         .start(&r.process, r.version, r.business_key, r.variables)
@@ -398,7 +426,7 @@ pub(crate) async fn task_list(
         "mine" => st.engine.tasks_of(&caller.0.user, limit).await?,
         "groups" => {
             st.engine
-                .group_tasks(caller.0.groups.clone(), limit)
+                .group_tasks(&caller.0.user, caller.0.groups.clone(), limit)
                 .await?
         }
         "overdue" => {
@@ -423,38 +451,83 @@ pub(crate) async fn task_list(
 
 /// An open task the caller may see: theirs, offered to them or their groups; for
 /// a supervisor, also their team's (assigned to or offered to someone they lead);
-/// for an admin, any. Others get 404, as if it did not exist.
+/// for an admin, any. A task that excludes the caller (the four-eyes rule) is
+/// not theirs to see unless they are an admin. Others get 404, as if it did not
+/// exist; a task that exists but is closed answers 409 to those who could have
+/// seen it, saying who closed it and when.
 pub(crate) async fn visible_task(
     st: &AppState,
     caller: &Caller,
     instance: &str,
     activity: u64,
-) -> Result<(TaskRow, Vec<String>, Vec<String>)> {
+) -> Result<(TaskRow, Candidates)> {
     let not_found = || ApiError::NotFound(format!("no open task {instance}/{activity}"));
-    let (task, users, groups) = st
-        .engine
-        .task(instance, activity)
-        .await?
-        .ok_or_else(not_found)?;
+    let Some((task, who)) = st.engine.task(instance, activity).await? else {
+        let Some(closed) = st.engine.closed_task(instance, activity).await? else {
+            return Err(not_found());
+        };
+        if !may_see(st, caller, &closed.task, &closed.candidates).await? {
+            return Err(not_found());
+        }
+        let by = closed
+            .closed_by
+            .as_deref()
+            .map_or_else(String::new, |b| format!(" by {b}"));
+        let at = closed
+            .closed_at
+            .as_deref()
+            .map_or_else(String::new, |a| format!(" at {a}"));
+        return Err(ApiError::Conflict(format!(
+            "task {instance}/{activity} is no longer open: it was {}{by}{at}",
+            closed.state
+        )));
+    };
+    if may_see(st, caller, &task, &who).await? {
+        Ok((task, who))
+    } else {
+        Err(not_found())
+    }
+}
+
+/// Whether the caller may see a task with these holders.
+async fn may_see(st: &AppState, caller: &Caller, task: &TaskRow, who: &Candidates) -> Result<bool> {
     let me = &caller.0;
+    if me.has_any(&[Role::Admin]) {
+        return Ok(true);
+    }
+    if who.excluded.contains(&me.user) {
+        return Ok(false);
+    }
     let mine = task.assignee.as_deref() == Some(me.user.as_str())
-        || users.contains(&me.user)
-        || groups.iter().any(|g| me.groups.contains(g));
-    if mine || me.has_any(&[Role::Admin]) {
-        return Ok((task, users, groups));
+        || who.users.contains(&me.user)
+        || who.groups.iter().any(|g| me.groups.contains(g));
+    if mine {
+        return Ok(true);
     }
     if me.has_any(&[Role::Supervisor]) {
         let team = team(st, &me.user).await?;
-        let led = task
+        return Ok(task
             .assignee
             .iter()
-            .chain(users.iter())
-            .any(|u| team.contains(u));
-        if led {
-            return Ok((task, users, groups));
-        }
+            .chain(who.users.iter())
+            .any(|u| team.contains(u)));
     }
-    Err(not_found())
+    Ok(false)
+}
+
+/// Refuses a name that is nobody in the directory (a typo would orphan a task).
+pub(crate) async fn known_person(st: &AppState, name: &str) -> Result<()> {
+    let dir = std::sync::Arc::clone(&st.directory);
+    let who = name.to_owned();
+    let found = tokio::task::spawn_blocking(move || dir.person(&who))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unprocessable(format!(
+            "there is no person `{name}`; give the name of someone in the directory (`ordo user add`)"
+        ))),
+    }
 }
 
 /// The people `supervisor` leads.
@@ -485,8 +558,7 @@ pub(crate) async fn task_details(
     activity: u64,
 ) -> Result<TaskDetails> {
     caller.require(STAFF)?;
-    let (task, candidate_users, candidate_groups) =
-        visible_task(st, caller, instance, activity).await?;
+    let (task, who) = visible_task(st, caller, instance, activity).await?;
     let inst = st.engine.instance(instance).await?;
     let process = st
         .engine
@@ -498,8 +570,8 @@ pub(crate) async fn task_details(
     };
     Ok(TaskDetails {
         task,
-        candidate_users,
-        candidate_groups,
+        candidate_users: who.users,
+        candidate_groups: who.groups,
         instance: inst,
         form,
     })
@@ -562,6 +634,7 @@ async fn delegate(
     Body(r): Body<DelegateRequest>,
 ) -> Result<Json<TaskRow>> {
     let by = caller.0.user.clone();
+    known_person(&st, &r.to).await?;
     change(&st, &caller, task, TaskChange::Delegate { by, to: r.to }).await
 }
 

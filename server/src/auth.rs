@@ -26,6 +26,16 @@ pub enum Error {
     /// No such person.
     #[error("there is no person named `{0}`; add them with `ordo user add {0} --role ...`")]
     UnknownPerson(String),
+    /// A supervisor who is not in the directory, or who would make a loop.
+    #[error("`{supervisor}` cannot be {person}'s supervisor: {why}")]
+    BadSupervisor {
+        /// The person being added.
+        person: String,
+        /// The supervisor named.
+        supervisor: String,
+        /// Why not.
+        why: String,
+    },
     /// A role name that does not exist.
     #[error(
         "`{0}` is not a role; roles are salesperson, supervisor, admin, maintenance, designer, integrator"
@@ -81,6 +91,11 @@ impl Role {
         Role::Designer,
         Role::Integrator,
     ];
+
+    /// Every role's name: what a process's `starters.roles` may name.
+    pub fn names() -> std::collections::HashSet<String> {
+        Role::ALL.iter().map(|r| r.name().to_owned()).collect()
+    }
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -191,6 +206,33 @@ impl Directory {
     pub fn add(&self, p: &Person) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
+        if let Some(sup) = &p.supervisor {
+            let bad = |why: &str| Error::BadSupervisor {
+                person: p.name.clone(),
+                supervisor: sup.clone(),
+                why: why.to_owned(),
+            };
+            if person(&tx, sup)?.is_none() {
+                return Err(bad(&format!(
+                    "there is no person named `{sup}`; add them first with `ordo user add {sup} --role supervisor`"
+                )));
+            }
+            // Walking up from the supervisor must not reach the person.
+            let above: bool = tx
+                .prepare_cached(
+                    "WITH RECURSIVE up(name, depth) AS (
+                         SELECT ?1, 0
+                         UNION
+                         SELECT p.supervisor, u.depth + 1 FROM people p JOIN up u ON p.name = u.name
+                         WHERE p.supervisor IS NOT NULL AND u.depth < 64
+                     )
+                     SELECT EXISTS (SELECT 1 FROM up WHERE name = ?2)",
+                )?
+                .query_row(params![sup, p.name], |r| r.get(0))?;
+            if above {
+                return Err(bad("that would make a loop in the reporting line"));
+            }
+        }
         let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
         tx.execute(
             "INSERT INTO people (name, roles, supervisor) VALUES (?1, ?2, ?3)
@@ -289,13 +331,16 @@ impl Directory {
             .prepare_cached("SELECT hash FROM passwords WHERE person = ?1")?
             .query_row(params![name], |r| r.get(0))
             .optional()?;
-        let Some(stored) = stored else {
-            return Ok(None);
+        // A name without a password is checked against a dummy hash, so that
+        // both answers take one Argon2 verification and timing tells nothing.
+        let verified = match &stored {
+            Some(hash) => verify(password, hash),
+            None => {
+                verify(password, dummy_hash());
+                false
+            }
         };
-        if Argon2::default()
-            .verify_password(password.as_bytes(), stored.as_str())
-            .is_err()
-        {
+        if !verified {
             return Ok(None);
         }
         let Some(who) = self.person(name)? else {
@@ -334,6 +379,27 @@ impl Directory {
             .execute("DELETE FROM sessions WHERE hash = ?1", params![digest(id)])?;
         Ok(())
     }
+}
+
+/// Whether `password` matches the stored Argon2 `hash` (a malformed hash
+/// matches nothing).
+fn verify(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// An Argon2id hash of a random password with the default parameters, made once:
+/// what a sign-in with an unknown name is verified against.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let secret = random_hex().unwrap_or_else(|_| "ordo-dummy-password".to_owned());
+        Argon2::default()
+            .hash_password(secret.as_bytes())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// 192 random bits, in hex.
@@ -386,6 +452,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.db");
         let d = Directory::open(&path).unwrap();
+        d.add(&Person {
+            name: "sam".into(),
+            roles: vec![Role::Supervisor],
+            ..Person::default()
+        })
+        .unwrap();
         d.add(&Person {
             name: "ann".into(),
             roles: vec![Role::Salesperson],

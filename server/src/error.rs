@@ -35,6 +35,17 @@ pub enum ApiError {
     /// The request is well formed but cannot be done as asked.
     #[error("{0}")]
     Unprocessable(String),
+    /// Values (start variables, a message's payload) do not fit their
+    /// declarations: every problem, each naming its field path.
+    #[error("{message}")]
+    InvalidValues {
+        /// `invalid_variables` or `invalid_message`.
+        code: &'static str,
+        /// A summary.
+        message: String,
+        /// Each problem (`lead.source must be one of …`).
+        problems: Vec<String>,
+    },
     /// Someone else changed it first.
     #[error("{0}")]
     Conflict(String),
@@ -61,6 +72,7 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
             ApiError::Form(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_form"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::InvalidValues { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -74,6 +86,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Invalid(d) => body["diagnostics"] = json!(d),
             ApiError::Form(f) => body["fields"] = json!(f),
+            ApiError::InvalidValues { problems, .. } => body["problems"] = json!(problems),
             ApiError::Internal(detail) => {
                 // Logged for the operator; the client only learns that it failed.
                 #[allow(clippy::print_stderr)]
@@ -99,6 +112,20 @@ impl From<engine::Error> for ApiError {
             E::Runtime(runtime::Error::UnknownActivity(a) | runtime::Error::NoIncident(a)) => {
                 ApiError::NotFound(format!("activity {a} is not waiting in this instance"))
             }
+            E::Runtime(runtime::Error::Variables(problems)) => ApiError::InvalidValues {
+                code: "invalid_variables",
+                message: format!("invalid variables: {}", problems.join("; ")),
+                problems,
+            },
+            E::InvalidMessage { name, problems } => ApiError::InvalidValues {
+                code: "invalid_message",
+                message: format!(
+                    "message `{name}` is refused, nothing was done: {}",
+                    problems.join("; ")
+                ),
+                problems,
+            },
+            E::NotAllowed(m) => ApiError::Forbidden(m),
             E::Runtime(r) => ApiError::Unprocessable(r.to_string()),
             E::Store(_) | E::CommitFailed(_) | E::Closed => ApiError::Internal(e.to_string()),
         }

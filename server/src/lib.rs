@@ -5,6 +5,7 @@
 //! Ctrl-C (or SIGTERM); shutting down stops taking requests, lets those in flight
 //! finish, and closes the engine, which commits what it has been sent.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod diagram;
@@ -90,13 +91,26 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, plugins: &[Arc<dyn Plugin>]) -> Router {
     let mut api = api::routes();
     let mut pages = pages::routes();
+    let mut rules = access::SERVER.to_vec();
     for p in plugins {
         for entry in p.nav() {
             pages::add_nav(entry);
         }
+        rules.extend(p.access());
         api = api.merge(p.api());
         pages = pages.merge(pages::guarded(p.pages()));
     }
+    let table = Arc::new(access::Table::new(rules));
+    pages::set_access(Arc::clone(&table));
+    let gate = (table, state.clone());
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        gate.clone(),
+        access::enforce_api,
+    ));
+    let pages = pages.route_layer(axum::middleware::from_fn_with_state(
+        gate,
+        access::enforce_page,
+    ));
     harden(
         Router::new()
             .route("/health", get(health))
@@ -126,8 +140,14 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn pages(&self) -> Router<AppState> {
         Router::new()
     }
-    /// Sections its pages add to the navigation bar.
+    /// Sections its pages add to the navigation bar (shown to those who may
+    /// open them).
     fn nav(&self) -> Vec<pages::NavEntry> {
+        Vec::new()
+    }
+    /// Who may call each of its API routes (paths with `/api`) and pages: every
+    /// route it adds needs a rule, or nobody may call it.
+    fn access(&self) -> Vec<access::Rule> {
         Vec::new()
     }
     /// Work to run until `stop` turns true.
@@ -333,6 +353,7 @@ impl Server {
         // The directory first: plugin actions read its people and groups.
         let directory = Arc::new(auth::Directory::open(&config.db)?);
         let mut engine_config = Config::new(config.db.clone());
+        engine_config.roles = Some(auth::Role::names());
         if let Some(clock) = &config.clock {
             engine_config.clock = Arc::clone(clock);
         }

@@ -23,6 +23,7 @@ struct Api {
 
 const FLOW: &str = "
 id: expense
+starters: {roles: [salesperson]}
 start: [{id: s, next: review}]
 nodes:
   review:
@@ -174,7 +175,9 @@ async fn a_task_goes_from_start_to_completion_through_the_api() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "completed");
-    let (s, _) = a
+    // Completing it again is a conflict that says who completed it and when,
+    // for those who could see it; a stranger still gets 404.
+    let (s, v) = a
         .call(
             Some("ann"),
             "POST",
@@ -182,11 +185,11 @@ async fn a_task_goes_from_start_to_completion_through_the_api() {
             Some(json!({"variables": {"approved": true}})),
         )
         .await;
-    assert_eq!(
-        s,
-        StatusCode::NOT_FOUND,
-        "a completed task is no longer open"
-    );
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains("completed by ann at 20"), "{message}");
+    let (s, v) = a.call(Some("bob"), "GET", &task, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 
     let (s, v) = a.call(None, "GET", "/metrics", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -395,15 +398,22 @@ async fn bad_requests_get_clear_errors() {
         .unwrap();
     let (s, v) = a.send(malformed).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let (s, v) = a
-        .call(
-            Some("bob"),
-            "POST",
-            "/api/instances",
-            Some(json!({"process": "nowhere"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // A process that is not deployed: 404 for who may start undeclared ones,
+    // 403 for the others, who learn nothing of what is deployed.
+    for (who, status) in [
+        ("root", StatusCode::NOT_FOUND),
+        ("bob", StatusCode::FORBIDDEN),
+    ] {
+        let (s, v) = a
+            .call(
+                Some(who),
+                "POST",
+                "/api/instances",
+                Some(json!({"process": "nowhere"})),
+            )
+            .await;
+        assert_eq!(s, status, "{who}: {v}");
+    }
     let (s, _) = a
         .call(Some("bob"), "GET", "/api/tasks?view=everything", None)
         .await;

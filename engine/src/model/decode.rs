@@ -9,7 +9,7 @@
 //! serde's internally tagged enums: those buffer the node and lose the path inside it.
 
 use super::diagnostic::{Diagnostic, Severity};
-use super::raw::{Node, ProcessDef, StartEvent, VariableDef};
+use super::raw::{MessageDef, Node, ProcessDef, StartEvent, Starters, VariableDef};
 use super::source::{Path, Pos, Seg, SourceMap};
 use super::suggest;
 use indexmap::IndexMap;
@@ -26,7 +26,9 @@ const TOP_FIELDS: &[&str] = &[
     "name",
     "description",
     "calendar",
+    "starters",
     "variables",
+    "messages",
     "start",
     "nodes",
 ];
@@ -160,7 +162,11 @@ impl Decoder<'_> {
         let calendar = self
             .take::<Option<String>>(&mut top, &root, "calendar", false)
             .flatten();
+        let starters = self
+            .take::<Option<Starters>>(&mut top, &root, "starters", false)
+            .flatten();
         let variables = self.variables(top.remove("variables"), &root.join("variables"));
+        let messages = self.messages(top.remove("messages"), &root.join("messages"));
         let start = self.starts(&mut top, &root);
         let nodes = match top.remove("nodes") {
             Some(v) => self.nodes(v, &root.join("nodes")),
@@ -174,7 +180,9 @@ impl Decoder<'_> {
             name,
             description,
             calendar,
+            starters,
             variables: variables?,
+            messages: messages?,
             start: start?,
             nodes: nodes?,
         })
@@ -230,6 +238,34 @@ impl Decoder<'_> {
             match self.decode_at::<VariableDef>(v, &path.join(&name), "variable") {
                 Some(var) => {
                     out.insert(name, var);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn messages(
+        &mut self,
+        value: Option<Value>,
+        path: &Path,
+    ) -> Option<IndexMap<String, MessageDef>> {
+        let mut out = IndexMap::new();
+        let Some(value) = value else { return Some(out) };
+        let entries = self.mapping(
+            value,
+            path,
+            "`messages` must map message names to their payload, such as `{ variables: { amount: { type: number } } }`",
+        )?;
+        let mut ok = true;
+        for (k, v) in entries {
+            let Some(name) = self.key_string(&k, path) else {
+                ok = false;
+                continue;
+            };
+            match self.decode_at::<MessageDef>(v, &path.join(&name), "message") {
+                Some(m) => {
+                    out.insert(name, m);
                 }
                 None => ok = false,
             }

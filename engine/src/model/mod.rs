@@ -29,6 +29,7 @@ pub mod diagnostic;
 pub mod expr;
 pub mod graph;
 pub mod raw;
+pub mod shape;
 pub mod source;
 pub mod timer;
 pub(crate) mod validate;
@@ -48,6 +49,8 @@ pub struct Options {
     /// Ids of the processes in the same deployment, for checking `call` and `spawn`
     /// targets; `None` skips that check.
     pub processes: Option<HashSet<String>>,
+    /// The role names `starters.roles` may use; `None` skips that check.
+    pub roles: Option<HashSet<String>>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
         Options {
             calendars: HashSet::from(["default".to_owned()]),
             processes: None,
+            roles: None,
         }
     }
 }
@@ -169,6 +173,7 @@ pub fn load_deployment(files: &[(String, String)], opts: &Options) -> Vec<Loaded
     let opts = Options {
         calendars: opts.calendars.clone(),
         processes: Some(known),
+        roles: opts.roles.clone(),
     };
     decoded
         .into_iter()

@@ -47,9 +47,21 @@ pub struct ProcessDef {
     /// names none. Defaults to the calendar named `default`.
     #[serde(default)]
     pub calendar: Option<String>,
+    /// Who may start the process by API or from the pages. Admins always may; a
+    /// process without `starters` may be started that way by admins and designers
+    /// only. Message and signal starts are for integrators and admins; timer, call
+    /// and spawn starts are the engine's own.
+    #[serde(default)]
+    pub starters: Option<Starters>,
     /// Process variables with their types and defaults.
     #[serde(default)]
     pub variables: IndexMap<String, VariableDef>,
+    /// The payload of each message the process starts on or waits for, by message
+    /// name: the variables a message of that name carries, with the same shape
+    /// language as `variables`. A message that does not fit is refused before it
+    /// changes anything.
+    #[serde(default)]
+    pub messages: IndexMap<String, MessageDef>,
     /// How instances start: by message, by timer, by signal, or by call (API or a call
     /// activity). At least one.
     pub start: Vec<StartEvent>,
@@ -58,7 +70,80 @@ pub struct ProcessDef {
     pub nodes: IndexMap<String, Node>,
 }
 
-/// A declared variable.
+impl ProcessDef {
+    /// The names of the messages the process starts on or waits for (start events,
+    /// receive tasks, catch events, boundary events, event gateways and event
+    /// subprocesses, nested scopes included), in the order they appear.
+    pub fn received_messages(&self) -> Vec<&str> {
+        fn walk<'a>(nodes: &'a IndexMap<String, Node>, out: &mut Vec<&'a str>) {
+            for n in nodes.values() {
+                let own = match n {
+                    Node::Receive(r) => Some(r.message.as_str()),
+                    Node::Catch(c) => c.message.as_deref(),
+                    Node::EventSubprocess(e) => e.message.as_deref(),
+                    _ => None,
+                };
+                out.extend(own);
+                if let Node::Event(g) = n {
+                    out.extend(g.events.iter().filter_map(|e| e.message.as_deref()));
+                }
+                out.extend(n.boundary().iter().filter_map(|b| b.message.as_deref()));
+                if let Some((_, inner)) = n.scope() {
+                    walk(inner, out);
+                }
+            }
+        }
+        let mut out: Vec<&str> = self
+            .start
+            .iter()
+            .filter_map(|s| s.message.as_deref())
+            .collect();
+        walk(&self.nodes, &mut out);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|m| seen.insert(*m));
+        out
+    }
+}
+
+/// Who may start a process by API or from the pages: anyone with one of `roles`,
+/// a member of one of `groups`, or one of `users`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Starters {
+    /// Roles whose holders may start it (`salesperson`, `supervisor`, `admin`,
+    /// `maintenance`, `designer`, `integrator`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Groups whose members may start it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// People who may start it, by name.
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+impl Starters {
+    /// Whether someone with these roles, groups and name is named here.
+    pub fn admits(&self, user: &str, roles: &[&str], groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == user)
+            || self.roles.iter().any(|r| roles.contains(&r.as_str()))
+            || self.groups.iter().any(|g| groups.contains(g))
+    }
+}
+
+/// The payload a message carries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageDef {
+    /// What the message means and who sends it.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its variables, declared as process variables are (type, `required`, shape).
+    #[serde(default)]
+    pub variables: IndexMap<String, VariableDef>,
+}
+
+/// A declared variable: its type and, optionally, the shape of its values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableDef {
@@ -68,12 +153,36 @@ pub struct VariableDef {
     /// The value it takes when the instance starts without one.
     #[serde(default)]
     pub default: Option<serde_json::Value>,
-    /// An instance cannot start without it.
+    /// An instance cannot start without it; as a property of an object, the object
+    /// must have it.
     #[serde(default)]
     pub required: bool,
     /// What it holds.
     #[serde(default)]
     pub description: Option<String>,
+    /// For an `object`: its properties, each declared like a variable. Properties not
+    /// listed are allowed.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub properties: IndexMap<String, VariableDef>,
+    /// For an `array`: what each item must be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Box<VariableDef>>,
+    /// The only values allowed.
+    #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<serde_json::Value>,
+    /// For a `number` or `integer`: the smallest value allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// For a `number` or `integer`: the largest value allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// For a `string`: a regular expression the whole value must match (`^[0-9]+$`
+    /// style anchors are implied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// For a `string`: the most characters; for an `array`: the most items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
 }
 
 /// Types a variable may declare.
@@ -679,6 +788,12 @@ pub struct User {
     /// Groups whose members may claim the task: a list of group names, or `=expression`.
     #[serde(default)]
     pub candidate_groups: Option<Value>,
+    /// People who may never hold or complete the task, whatever their groups: a list
+    /// of names, or `=expression`. The four-eyes rule of an approval: its requester
+    /// and earlier approvers. They do not see it among their groups' tasks, cannot
+    /// claim it or be given it, and an assignee or candidate among them is dropped.
+    #[serde(default)]
+    pub exclude: Option<Value>,
     /// The form the person completes: field name → field.
     #[serde(default)]
     pub form: IndexMap<String, FormField>,

@@ -11,7 +11,7 @@ use super::expr::{self, Expression};
 use super::graph::{Element, Flow, FlowGraph};
 use super::raw::*;
 use super::source::{Path, Pos, SourceMap, Style};
-use super::{Options, Process, suggest, timer};
+use super::{Options, Process, shape, suggest, timer};
 use petgraph::Direction;
 use petgraph::visit::EdgeRef;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -149,6 +149,10 @@ impl<'a> Validator<'a> {
             self.calendar(cal, &root.join("calendar"));
         }
         self.variables(&def.variables, &root.join("variables"));
+        if let Some(st) = &def.starters {
+            self.starters(st, &root.join("starters"));
+        }
+        self.messages(def, &root.join("messages"));
 
         // Every node, wherever it is nested, by id.
         let mut placed: Vec<(String, Placed)> = Vec::new();
@@ -858,11 +862,11 @@ impl<'a> Validator<'a> {
                 ),
             }
         }
-        for field in ["candidate_users", "candidate_groups"] {
-            let v = if field == "candidate_users" {
-                &n.candidate_users
-            } else {
-                &n.candidate_groups
+        for field in ["candidate_users", "candidate_groups", "exclude"] {
+            let v = match field {
+                "candidate_users" => &n.candidate_users,
+                "candidate_groups" => &n.candidate_groups,
+                _ => &n.exclude,
             };
             let Some(v) = v else { continue };
             let fp = path.join(field);
@@ -1224,6 +1228,55 @@ impl<'a> Validator<'a> {
         }
     }
 
+    fn starters(&mut self, st: &Starters, path: &Path) {
+        if let Some(known) = &self.opts.roles {
+            for (i, role) in st.roles.iter().enumerate() {
+                if !known.contains(role) {
+                    let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
+                    names.sort_unstable();
+                    let hint = match suggest(role, names.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("roles are {}", names.join(", ")),
+                    };
+                    self.err_val(
+                        "unknown-role",
+                        &path.join("roles").join(i),
+                        format!("there is no role `{role}`"),
+                        Some(hint),
+                    );
+                }
+            }
+        }
+        if st.roles.is_empty() && st.groups.is_empty() && st.users.is_empty() {
+            self.warn_key(
+                "empty-starters",
+                path,
+                "`starters` names nobody, so only admins may start the process by API",
+                Some("name `roles`, `groups` or `users`, or remove `starters`".to_owned()),
+            );
+        }
+    }
+
+    fn messages(&mut self, def: &ProcessDef, path: &Path) {
+        let used = def.received_messages();
+        for (name, m) in &def.messages {
+            let mp = path.join(name.as_str());
+            if !used.contains(&name.as_str()) {
+                let hint = match suggest(name, used.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "declare the messages the process starts on or waits for".to_owned(),
+                };
+                self.warn_key(
+                    "unused-message",
+                    &mp,
+                    format!("the process neither starts on nor waits for a message `{name}`"),
+                    Some(hint),
+                );
+            }
+            self.variables(&m.variables, &mp.join("variables"));
+        }
+    }
+
     fn variables(&mut self, vars: &indexmap::IndexMap<String, VariableDef>, path: &Path) {
         for (name, v) in vars {
             let vp = path.join(name);
@@ -1235,19 +1288,19 @@ impl<'a> Validator<'a> {
                     var_hint(),
                 );
             }
-            if let Some(d) = &v.default
-                && !var_accepts(v.ty, d)
-            {
-                let ty = serde_json::to_value(v.ty)
-                    .ok()
-                    .and_then(|t| t.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                self.err_val(
-                    "bad-variable",
-                    &vp.join("default"),
-                    format!("the default of `{name}` is not a {ty}"),
-                    Some(format!("give a {ty} value, or change `type`")),
-                );
+            for (at, message) in shape::declaration_problems(name, v) {
+                let mut fp = vp.clone();
+                for seg in &at {
+                    fp = fp.join(seg.as_str());
+                }
+                let hint = match at.last().map(String::as_str) {
+                    Some("default") => "give a default that fits the declaration, or change it",
+                    Some("pattern") => {
+                        "write a regular expression (Rust `regex` syntax); it must match the whole value"
+                    }
+                    _ => "see `variables` in docs/process-format.md for what each field applies to",
+                };
+                self.err_val("bad-variable", &fp, message, Some(hint.to_owned()));
             }
             if v.required && v.default.is_some() {
                 self.warn_key(
@@ -1770,19 +1823,7 @@ fn describe(
 }
 
 pub(crate) fn var_accepts(ty: VarType, v: &Value) -> bool {
-    match ty {
-        VarType::String => v.is_string(),
-        VarType::Number => v.is_number(),
-        VarType::Integer => v.is_i64() || v.is_u64(),
-        VarType::Boolean => v.is_boolean(),
-        VarType::Date => v.as_str().is_some_and(|s| {
-            chrono::DateTime::parse_from_rfc3339(s).is_ok()
-                || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
-        }),
-        VarType::Object => v.is_object(),
-        VarType::Array => v.is_array(),
-        VarType::Any => true,
-    }
+    shape::type_fits(ty, v)
 }
 
 pub(crate) fn field_accepts(f: &FormField, v: &Value) -> bool {

@@ -1,6 +1,6 @@
 //! Checking what a person submits against a user task's form: one error per field.
 
-use crate::model::raw::{FieldType, FormField, VarType};
+use crate::model::raw::{FieldType, FormField};
 use crate::model::validate;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -13,10 +13,6 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong, for the person who filled it in.
     pub message: String,
-}
-
-pub(crate) fn var_accepts(ty: VarType, v: &Value) -> bool {
-    validate::var_accepts(ty, v)
 }
 
 /// Checks `values` against `form`. A task without a form accepts any variables.

@@ -530,12 +530,12 @@ fn declare(decls: &indexmap::IndexMap<String, raw::VariableDef>, vars: &mut Vars
                 if let Some(def) = &d.default {
                     vars.insert(name.clone(), def.clone());
                 } else if d.required {
-                    problems.push(format!("`{name}` is required"));
+                    problems.push(format!("{name} is required"));
                 }
             }
             Some(v) => {
-                if !form::var_accepts(d.ty, v) {
-                    problems.push(format!("`{name}` must be {:?}, not {v}", d.ty).to_lowercase());
+                if let Err(p) = d.check(name, v) {
+                    problems.extend(p);
                 }
             }
         }
@@ -691,11 +691,9 @@ impl<'m, 'p> Step<'m, 'p> {
                     },
                 };
                 if let Some(d) = decls.and_then(|d| d.get(&name))
-                    && !value.is_null()
-                    && !form::var_accepts(d.ty, &value)
+                    && let Err(problems) = d.check(&name, &value)
                 {
-                    let ty = format!("{:?}", d.ty).to_lowercase();
-                    return Err(format!("`{name}` is declared {ty} and cannot hold {value}"));
+                    return Err(problems.join("; "));
                 }
                 if let Some(sc) = self.inst.scopes.get_mut(&s) {
                     sc.vars.insert(name, value);
@@ -995,13 +993,18 @@ impl<'m, 'p> Step<'m, 'p> {
             None => None,
             Some(t) => Some(self.due(t, &ev)?),
         };
+        let excluded = list(&u.exclude)?;
+        let assignee = text(&u.assignee)?.filter(|a| !excluded.contains(a));
+        let mut candidate_users = list(&u.candidate_users)?;
+        candidate_users.retain(|c| !excluded.contains(c));
         Ok(TaskSpec {
             activity: a,
             node: node.to_owned(),
             name: u.name.clone(),
-            assignee: text(&u.assignee)?,
-            candidate_users: list(&u.candidate_users)?,
+            assignee,
+            candidate_users,
             candidate_groups: list(&u.candidate_groups)?,
+            excluded,
             due,
             priority,
         })

@@ -352,6 +352,9 @@ pub struct TaskSpec {
     pub candidate_users: Vec<String>,
     /// Groups whose members may claim it.
     pub candidate_groups: Vec<String>,
+    /// People who may not hold or complete it (never the assignee nor a candidate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
     /// Due date.
     pub due: Option<DateTime<Utc>>,
     /// 0–100.

@@ -509,7 +509,7 @@ fn start_variables_are_checked_against_declarations() {
     match err {
         Err(Error::Variables(v)) => assert_eq!(
             v,
-            ["`lead` is required", "`n` must be integer, not \"three\""]
+            ["lead is required", "n must be an integer, not \"three\""]
         ),
         other => panic!("{other:?}"),
     }
@@ -537,7 +537,7 @@ fn writes_are_checked_against_declared_types() {
         },
     );
     match refused {
-        Err(Error::Variables(v)) => assert_eq!(v, ["`n` is declared integer and cannot hold 2.5"]),
+        Err(Error::Variables(v)) => assert_eq!(v, ["n must be an integer, not 2.5"]),
         other => panic!("{other:?}"),
     }
     let (after, actions) = apply(
@@ -550,10 +550,7 @@ fn writes_are_checked_against_declared_types() {
         },
     )
     .expect("fits");
-    assert_eq!(
-        incidents(&actions),
-        ["`n` is declared integer and cannot hold \"ten\""]
-    );
+    assert_eq!(incidents(&actions), ["n must be an integer, not \"ten\""]);
     assert_eq!(
         after.variables()["n"],
         json!(2),

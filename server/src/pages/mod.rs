@@ -22,7 +22,7 @@ mod tasks;
 
 use crate::AppState;
 use crate::api::Caller;
-use crate::auth::{Identity, Role};
+use crate::auth::Identity;
 use crate::error::ApiError;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -156,6 +156,9 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        if let Some(v) = parts.extensions.get::<Viewer>() {
+            return Ok(v.clone());
+        }
         let to_sign_in = || {
             let here = parts
                 .uri
@@ -270,13 +273,9 @@ fn render(name: &str, data: &Value) -> Result<String, ApiError> {
 fn layout(viewer: Option<&Viewer>, title: &str, body: &str) -> Result<String, ApiError> {
     let nav = viewer.map(|v| {
         let who = v.who();
-        let extra = PLUGIN_NAV.read().map(|n| n.clone()).unwrap_or_default();
-        let links: Vec<Value> = NAV
-            .iter()
-            .copied()
-            .chain(extra)
-            .filter(|(_, _, roles)| who.has_any(roles))
-            .map(|(href, label, _)| json!({ "href": href, "label": label }))
+        let links: Vec<Value> = sections(who)
+            .into_iter()
+            .map(|(href, label)| json!({ "href": href, "label": label }))
             .collect();
         json!({ "user": who.user, "links": links })
     });
@@ -286,19 +285,42 @@ fn layout(viewer: Option<&Viewer>, title: &str, body: &str) -> Result<String, Ap
     )
 }
 
-/// The sections of the navigation bar and who sees them.
-const NAV: &[(&str, &str, &[Role])] = &[
-    ("/tasks", "Tasks", crate::api::STAFF),
-    ("/monitor", "Monitor", crate::api::WATCHERS),
-    ("/designer", "Designer", DESIGNERS),
-    ("/backup", "Backup", BACKUP),
+/// The sections of the navigation bar the viewer may open, by the access table.
+fn sections(who: &Identity) -> Vec<NavEntry> {
+    let extra = PLUGIN_NAV.read().map(|n| n.clone()).unwrap_or_default();
+    let table = ACCESS.read().ok().and_then(|t| t.clone());
+    NAV.iter()
+        .copied()
+        .chain(extra)
+        .filter(|(href, _)| table.as_ref().is_some_and(|t| t.may_open(who, href)))
+        .collect()
+}
+
+/// The server's sections of the navigation bar; who sees each is who may open
+/// it (`crate::access`).
+const NAV: &[NavEntry] = &[
+    ("/tasks", "Tasks"),
+    ("/monitor", "Monitor"),
+    ("/designer", "Designer"),
+    ("/backup", "Backup"),
 ];
 
 /// Navigation entries plugins add (after the server's own), by `add_nav`.
 static PLUGIN_NAV: std::sync::RwLock<Vec<NavEntry>> = std::sync::RwLock::new(Vec::new());
 
-/// A navigation link: where, its label, and the roles that see it.
-pub type NavEntry = (&'static str, &'static str, &'static [Role]);
+/// The access table the navigation reads (set when the router is built).
+static ACCESS: std::sync::RwLock<Option<std::sync::Arc<crate::access::Table>>> =
+    std::sync::RwLock::new(None);
+
+/// Makes `table` the one the navigation bar follows.
+pub(crate) fn set_access(table: std::sync::Arc<crate::access::Table>) {
+    if let Ok(mut t) = ACCESS.write() {
+        *t = Some(table);
+    }
+}
+
+/// A navigation link: where and its label. Who sees it is who may open it.
+pub type NavEntry = (&'static str, &'static str);
 
 /// Adds a plugin's section to the navigation bar (once per `href`).
 pub fn add_nav(entry: NavEntry) {
@@ -320,10 +342,7 @@ pub fn redirect(to: &str) -> PageResult {
     see_other(to)
 }
 
-/// Who may see and deploy definitions in the designer.
-const DESIGNERS: &[Role] = &[Role::Designer, Role::Admin];
-/// Who may take backups.
-const BACKUP: &[Role] = &[Role::Maintenance, Role::Admin];
+use crate::access::{BACKUP, DESIGNERS};
 
 /// A whole page for a signed-in viewer.
 fn page(viewer: &Viewer, title: &str, template: &str, data: &Value) -> PageResult {
@@ -358,8 +377,8 @@ fn see_other(to: &str) -> PageResult {
 /// section their roles open.
 async fn home(viewer: Viewer) -> PageResult {
     let who = viewer.who();
-    match NAV.iter().find(|(_, _, roles)| who.has_any(roles)) {
-        Some((href, ..)) => see_other(href),
+    match sections(who).first() {
+        Some((href, _)) => see_other(href),
         None => Err(PageError(ApiError::Forbidden(format!(
             "`{}` has no pages to use; integrators work through the API (/api/openapi.json)",
             who.user
@@ -379,12 +398,20 @@ struct SignInForm {
     next: Option<String>,
 }
 
-/// Only a path on this site is a place to go back to.
+/// Only a path on this site is a place to go back to: after parsing, no scheme
+/// and no authority; no backslash (browsers read it as `/`) and no control
+/// character (browsers drop tabs and newlines, so `/\t/evil.example` would be
+/// `//evil.example`, and a newline cannot go in a header). Anything else is `/`.
 fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
-        _ => "/",
-    }
+    let Some(n) = next else { return "/" };
+    let plain = n.starts_with('/')
+        && !n.starts_with("//")
+        && !n.contains('\\')
+        && !n.chars().any(char::is_control);
+    let local = plain
+        && n.parse::<axum::http::Uri>()
+            .is_ok_and(|u| u.scheme().is_none() && u.authority().is_none());
+    if local { n } else { "/" }
 }
 
 async fn sign_in_page(Query(q): Query<SignInQuery>) -> PageResult {
@@ -496,6 +523,10 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/tasks\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(safe_next(Some("/\u{7f}/evil.example")), "/");
+        assert_eq!(safe_next(Some("/%09/evil.example")), "/%09/evil.example");
         assert_eq!(safe_next(None), "/");
     }
 

@@ -8,13 +8,15 @@ use std::collections::BTreeSet;
 /// Adds each `(name, roles, groups)` to the directory; `ann`, when listed, is
 /// led by `ann_leader` (so supervisor visibility has someone to see).
 pub fn add_people(directory: &Directory, people: &[(&str, &[Role], &[&str])], ann_leader: &str) {
-    for (name, roles, groups) in people {
+    // Ann last: her supervisor must exist before she can be led.
+    let (ann, others): (Vec<_>, Vec<_>) = people.iter().partition(|(n, ..)| *n == "ann");
+    for (name, roles, groups) in others.into_iter().chain(ann) {
         directory
             .add(&Person {
                 name: (*name).into(),
                 roles: roles.to_vec(),
                 groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-                supervisor: (*name == "ann").then(|| ann_leader.to_owned()),
+                supervisor: (*name == *"ann").then(|| ann_leader.to_owned()),
             })
             .expect("a person is added");
     }
@@ -25,6 +27,7 @@ pub fn add_people(directory: &Directory, people: &[(&str, &[Role], &[&str])], an
 pub const FLOW: &str = "
 id: expense
 name: Expense claim
+starters: {roles: [salesperson]}
 start: [{id: s, next: review}]
 nodes:
   review:
