@@ -23,6 +23,16 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../server/tests/support/contract.rs"]
+mod contract;
+
+/// Every answer of the server is checked against its OpenAPI document (the one
+/// `ordo openapi` prints and `server/openapi.json` holds), CRM routes included.
+static CONTRACT: std::sync::LazyLock<contract::Contract> = std::sync::LazyLock::new(|| {
+    let plugins: Vec<Arc<dyn ordo_server::Plugin>> = vec![Arc::new(ordo_crm::CrmPlugin::new(None))];
+    contract::Contract::new(ordo_server::openapi::document(&plugins))
+});
+
 struct Env {
     base: String,
     tokens: std::collections::HashMap<String, String>,
@@ -73,10 +83,9 @@ impl Env {
         let mut r = response.unwrap_or_else(|e| unreachable!("{method} {path}: {e}"));
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        CONTRACT.check(method, path, status, &v);
+        (status, v)
     }
 
     fn post_text(&self, who: &str, path: &str, body: &str) -> (u16, Value, Option<String>) {
@@ -93,11 +102,9 @@ impl Env {
             .and_then(|l| l.to_str().ok())
             .map(str::to_owned);
         let status = r.status().as_u16();
-        (
-            status,
-            r.body_mut().read_json().unwrap_or(Value::Null),
-            location,
-        )
+        let v = r.body_mut().read_json().unwrap_or(Value::Null);
+        CONTRACT.check("POST", path, status, &v);
+        (status, v, location)
     }
 
     fn put(&self, who: &str, path: &str, body: Value) -> (u16, Value) {
@@ -108,7 +115,9 @@ impl Env {
             .send_json(body)
             .unwrap();
         let status = r.status().as_u16();
-        (status, r.body_mut().read_json().unwrap_or(Value::Null))
+        let v = r.body_mut().read_json().unwrap_or(Value::Null);
+        CONTRACT.check("PUT", path, status, &v);
+        (status, v)
     }
 
     fn get(&self, who: &str, path: &str) -> Value {
@@ -690,4 +699,6 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
         Some(json!({})),
     );
     assert_eq!(status, 409, "{v}");
+    // Every JSON answer above was checked against the OpenAPI document.
+    assert!(CONTRACT.checked() >= 40, "{}", CONTRACT.checked());
 }

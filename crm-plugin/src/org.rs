@@ -83,7 +83,9 @@ pub fn email_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String
 }
 
 /// The CRM's facts about a salesperson.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Staff {
     /// The person (as in the directory; the API takes it from the path).
     #[serde(default)]

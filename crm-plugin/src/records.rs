@@ -768,7 +768,7 @@ fn audit(
 }
 
 /// One entry of the audit trail.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// When.
     pub at: String,

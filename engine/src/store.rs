@@ -206,7 +206,7 @@ pub trait ReadDefinitions {
 }
 
 /// A deployed version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DefinitionRow {
     /// The process id.
     pub process_id: String,
@@ -712,7 +712,7 @@ pub struct StartRow {
 }
 
 /// An incident, as admins list it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IncidentRow {
     /// The instance.
     pub instance_id: String,
@@ -1227,7 +1227,7 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
 }
 
 /// An open task, as inboxes show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskRow {
     /// The instance.
     pub instance_id: String,
@@ -1271,7 +1271,7 @@ fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
 }
 
 /// One history row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HistoryRow {
     /// Activity instance.
     pub activity: u64,
@@ -1286,7 +1286,7 @@ pub struct HistoryRow {
 }
 
 /// An instance row for lists.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstanceRow {
     /// Id.
     pub id: String,
