@@ -71,7 +71,8 @@ impl Doc {
     /// The finished document.
     pub fn finish(mut self) -> Value {
         let mut schemas: Map<String, Value> = Map::new();
-        for (name, schema) in self.generator.take_definitions(true) {
+        for (name, mut schema) in self.generator.take_definitions(true) {
+            plain_enums(&mut schema);
             schemas.insert(name, schema);
         }
         let mut paths: Vec<(String, Value)> = std::mem::take(&mut self.paths).into_iter().collect();
@@ -95,6 +96,49 @@ impl Doc {
                 "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
             }
         })
+    }
+}
+
+/// Rewrites each closed set of names that schemars writes as a `oneOf` of
+/// documented `const`s into a plain string `enum` (the values' descriptions
+/// go into the schema's), which client generators turn into enum types.
+fn plain_enums(schema: &mut Value) {
+    if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
+        let consts: Option<Vec<(Value, String)>> = alts
+            .iter()
+            .map(|a| {
+                let name = a.get("const").filter(|c| c.is_string())?.clone();
+                let text = a["description"].as_str().unwrap_or_default().to_owned();
+                Some((name, text))
+            })
+            .collect();
+        if let Some(consts) = consts.filter(|c| !c.is_empty()) {
+            let lines: Vec<String> = consts
+                .iter()
+                .map(|(n, t)| format!("- `{}`: {t}", n.as_str().unwrap_or_default()))
+                .collect();
+            let head = schema["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(m) = schema.as_object_mut() {
+                m.remove("oneOf");
+                m.insert("type".into(), json!("string"));
+                m.insert(
+                    "enum".into(),
+                    Value::Array(consts.into_iter().map(|(n, _)| n).collect()),
+                );
+                m.insert(
+                    "description".into(),
+                    json!(format!("{head}\n\n{}", lines.join("\n")).trim().to_owned()),
+                );
+            }
+        }
+    }
+    match schema {
+        Value::Object(m) => m.values_mut().for_each(plain_enums),
+        Value::Array(a) => a.iter_mut().for_each(plain_enums),
+        _ => {}
     }
 }
 
@@ -245,7 +289,8 @@ impl Op<'_> {
             "requestBody".into(),
             json!({
                 "required": true, "description": description,
-                "content": { content_type: { "schema": { "type": "string" } } }
+                // Raw bytes: generated clients send the file as it is.
+                "content": { content_type: { "schema": { "type": "string", "format": "binary" } } }
             }),
         );
         self
