@@ -283,7 +283,7 @@ impl InlineAction for ConvertLead {
 }
 
 /// Whether a receivable plan is paid: derived from its payments, never stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct PaymentState {
     /// Paid so far (currency units).
     pub paid: f64,

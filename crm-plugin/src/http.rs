@@ -259,7 +259,12 @@ impl schemars::JsonSchema for Record {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Record".into()
     }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut payment = generator.subschema_for::<crate::actions::PaymentState>();
+        payment.insert(
+            "description".into(),
+            "Receivable plans in `GET /api/crm/payments`: the payment state, derived from the payments.".into(),
+        );
         schemars::json_schema!({
             "description": "A CRM record: `id`, `created_at`, `updated_at` and the fields of its kind (customer, lead, contact, opportunity, quote, order, contract, receivable, payment, …), each text, a number, true/false or null. Money is in currency units; times are RFC 3339.",
             "type": "object",
@@ -267,7 +272,8 @@ impl schemars::JsonSchema for Record {
             "properties": {
                 "id": { "type": "integer", "description": "Its number, unique within its kind." },
                 "created_at": { "type": "string", "description": "When it was created (RFC 3339)." },
-                "updated_at": { "type": ["string", "null"], "description": "When it last changed." }
+                "updated_at": { "type": ["string", "null"], "description": "When it last changed." },
+                "payment": payment
             },
             "additionalProperties": { "type": ["string", "number", "boolean", "null"] }
         })
