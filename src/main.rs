@@ -50,6 +50,9 @@ enum Command {
     },
     /// Print the JSON Schema of the process format (for editor completion).
     Schema,
+    /// Print the OpenAPI document of the server's API, the CRM's routes included
+    /// (what `GET /api/openapi.json` serves), for generating clients.
+    Openapi,
     /// Run the server: the REST API on `--addr`, the engine on `--db`, timers fired
     /// in the background; deploys the process files given (default `processes/`).
     /// Each setting comes from its flag, else its environment variable, else the
@@ -462,6 +465,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&model::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            let plugins: Vec<Arc<dyn ordo_server::Plugin>> =
+                vec![Arc::new(ordo_crm::CrmPlugin::new(None))];
+            let doc = ordo_server::openapi::document(&plugins);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -109,6 +109,22 @@ fn checked_in_schema_matches_the_types() {
 }
 
 #[test]
+fn checked_in_openapi_document_matches_the_code() {
+    let (code, out, _) = ordo(&["openapi"]);
+    assert_eq!(code, 0);
+    let fresh: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(fresh["paths"]["/api/crm/pipeline"]["get"].is_object());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/server/openapi.json");
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default();
+    assert!(
+        fresh == stored,
+        "server/openapi.json is stale: run `cargo run -- openapi > server/openapi.json`"
+    );
+}
+
+#[test]
 fn bench_runs_every_workload_on_a_real_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");

@@ -23,6 +23,16 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../server/tests/support/contract.rs"]
+mod contract;
+
+/// Every answer of the server is checked against its OpenAPI document (the one
+/// `ordo openapi` prints and `server/openapi.json` holds), CRM routes included.
+static CONTRACT: std::sync::LazyLock<contract::Contract> = std::sync::LazyLock::new(|| {
+    let plugins: Vec<Arc<dyn ordo_server::Plugin>> = vec![Arc::new(ordo_crm::CrmPlugin::new(None))];
+    contract::Contract::new(ordo_server::openapi::document(&plugins))
+});
+
 struct Env {
     base: String,
     tokens: std::collections::HashMap<String, String>,
@@ -73,10 +83,9 @@ impl Env {
         let mut r = response.unwrap_or_else(|e| unreachable!("{method} {path}: {e}"));
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        CONTRACT.check(method, path, status, &v);
+        (status, v)
     }
 
     fn post_text(&self, who: &str, path: &str, body: &str) -> (u16, Value, Option<String>) {
@@ -93,11 +102,9 @@ impl Env {
             .and_then(|l| l.to_str().ok())
             .map(str::to_owned);
         let status = r.status().as_u16();
-        (
-            status,
-            r.body_mut().read_json().unwrap_or(Value::Null),
-            location,
-        )
+        let v = r.body_mut().read_json().unwrap_or(Value::Null);
+        CONTRACT.check("POST", path, status, &v);
+        (status, v, location)
     }
 
     fn put(&self, who: &str, path: &str, body: Value) -> (u16, Value) {
@@ -108,7 +115,9 @@ impl Env {
             .send_json(body)
             .unwrap();
         let status = r.status().as_u16();
-        (status, r.body_mut().read_json().unwrap_or(Value::Null))
+        let v = r.body_mut().read_json().unwrap_or(Value::Null);
+        CONTRACT.check("PUT", path, status, &v);
+        (status, v)
     }
 
     fn get(&self, who: &str, path: &str) -> Value {
@@ -340,8 +349,26 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     let (status, _) = env.put("sam", "/api/crm/staff/sam", json!({"email": "x@y.z"}));
     assert_eq!(status, 403, "only an admin sets staff facts");
 
-    // 1. A lead arrives by message, from the integrator.
+    // 0. A lead whose source is not one the CRM knows is refused at the door:
+    // no instance, nothing buffered, and the integrator learns why at once.
     let email = format!("li.lei.{run}@donghai.example");
+    let mut bad = lead_message(&email, "Li Lei", "Donghai Textiles", "+86 138 0000 0001");
+    bad["variables"]["lead"]["source"] = json!("web");
+    bad["variables"]["lead"]["email"] = json!("not-an-email");
+    let (status, r) = env.call("erp", "POST", "/api/messages", Some(bad));
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(
+        r["problems"],
+        json!([
+            "lead.email must match the pattern `[^@\\s]+@[^@\\s]+\\.[^@\\s]+`",
+            "lead.source must be one of inbound, advertising, referral, campaign, import, other, not \"web\"",
+        ]),
+        "{r}"
+    );
+    let listed = env.get("ada", "/api/instances?process=lead-to-cash");
+    assert_eq!(listed, json!([]), "a refused lead starts nothing");
+
+    // 1. A lead arrives by message, from the integrator.
     let r = env.ok(
         "erp",
         "/api/messages",
@@ -449,14 +476,41 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     assert_eq!(plan["instalments"], 2);
     assert_eq!(plan["payment"]["state"], "unpaid");
 
-    // 10. Two partial payments, by message from the ERP.
+    // 10. A payment that does not fit its declaration is refused at the door,
+    // with every problem by field, and changes nothing; then two partial
+    // payments, by message from the ERP.
+    let (status, r) = env.call(
+        "erp",
+        "POST",
+        "/api/messages",
+        Some(
+            json!({"name": "payment.recorded", "correlation_key": order_id.to_string(),
+                    "message_id": "pay-bad", "variables": {"amount": -5, "method": "barter"}}),
+        ),
+    );
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["error"], "invalid_message", "{r}");
+    assert_eq!(
+        r["problems"],
+        json!([
+            "amount must be at least 0.01, not -5",
+            "method must be one of bank_transfer, cash, card, cheque, other, not \"barter\"",
+            "reference is required",
+            "paid_at is required",
+            "handler is required",
+        ]),
+        "{r}"
+    );
+    let plans = env.get("sally", "/api/crm/payments");
+    assert_eq!(plans["items"][0]["payment"]["state"], "unpaid", "{plans}");
     for (i, amount) in [30000.5, 49999.5].iter().enumerate() {
         let r = env.ok(
             "erp",
             "/api/messages",
             json!({"name": "payment.recorded", "correlation_key": order_id.to_string(),
                    "message_id": format!("pay-{order_id}-{i}"),
-                   "variables": {"amount": amount, "method": "bank_transfer", "handler": "fiona"}}),
+                   "variables": {"amount": amount, "method": "bank_transfer", "handler": "fiona",
+                                 "reference": format!("BANK-{i}"), "paid_at": "2026-11-30"}}),
         );
         assert_eq!(r["result"], "correlated", "payment {i}: {r}");
         let plans = env.get("sally", "/api/crm/payments");
@@ -690,4 +744,6 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
         Some(json!({})),
     );
     assert_eq!(status, 409, "{v}");
+    // Every JSON answer above was checked against the OpenAPI document.
+    assert!(CONTRACT.checked() >= 40, "{}", CONTRACT.checked());
 }

@@ -283,7 +283,7 @@ impl InlineAction for ConvertLead {
 }
 
 /// Whether a receivable plan is paid: derived from its payments, never stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct PaymentState {
     /// Paid so far (currency units).
     pub paid: f64,
@@ -323,7 +323,8 @@ pub fn payment_state(tx: &Connection, plan: i64) -> Result<PaymentState, String>
     })
 }
 
-/// `crm.record_payment {plan, payment: {amount, method, paid_at?, handler}}` (or
+/// `crm.record_payment {plan, payment: {amount, method, paid_at?, handler,
+/// reference?}}` (or
 /// the payment's fields at the top level) → the payment's id and the plan's
 /// payment state after it.
 #[derive(Debug)]
@@ -339,7 +340,15 @@ impl InlineAction for RecordPayment {
         let mut payment: Map<String, Value> = source
             .into_iter()
             .filter(|(k, _)| {
-                ["amount", "method", "paid_at", "handler", "owner"].contains(&k.as_str())
+                [
+                    "amount",
+                    "method",
+                    "paid_at",
+                    "handler",
+                    "owner",
+                    "reference",
+                ]
+                .contains(&k.as_str())
             })
             .collect();
         payment.insert("plan_id".into(), json!(plan));
@@ -485,10 +494,12 @@ struct Found {
 /// the admins when nobody else is left.
 fn resolve(tx: &Connection, input: &Value, admins_decide: bool) -> Result<Found, String> {
     let db = |e: rusqlite::Error| e.to_string();
-    let mut f = Found {
-        excluded: names(&input["exclude"], "exclude")?,
-        ..Found::default()
-    };
+    let mut f = Found::default();
+    for person in names(&input["exclude"], "exclude")? {
+        if !f.excluded.contains(&person) {
+            f.excluded.push(person);
+        }
+    }
     let mut out: Vec<String> = Vec::new();
     /// Takes `person` unless excluded or gone (then says why they were skipped).
     fn take(

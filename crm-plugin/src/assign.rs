@@ -109,7 +109,9 @@ pub fn strategy(name: &str) -> Result<&'static dyn Strategy, String> {
 pub struct RuleTable;
 
 /// A rule of the rule table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Rule {
     /// Matches this region only.
     #[serde(default)]

@@ -49,7 +49,7 @@ impl Smtp {
 }
 
 /// What a pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Report {
     /// Delivered.
     pub sent: usize,
@@ -196,7 +196,7 @@ fn send_webhook(row: &Row) -> Result<(), String> {
 }
 
 /// An outbox row, for the admin's view.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct OutboxRow {
     /// Its id.
     pub id: i64,

@@ -16,7 +16,7 @@ use ordo_server::api::{Body, Caller};
 use ordo_server::auth::Role;
 use ordo_server::{ApiError, AppState, Background, Plugin};
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -79,6 +79,10 @@ impl Plugin for CrmPlugin {
 
     fn api(&self) -> Router<AppState> {
         routes(self.smtp.clone()).layer(Extension(self.imports.clone()))
+    }
+
+    fn openapi(&self, doc: &mut ordo_server::openapi::Doc) {
+        document(doc);
     }
 
     fn pages(&self) -> Router<AppState> {
@@ -246,16 +250,57 @@ async fn list_records(
     .map(Json)
 }
 
+/// A CRM record, as the API shows it: `id`, the kind's fields, `created_at`
+/// and `updated_at` (for the OpenAPI document; the handlers hold records as
+/// JSON maps).
+#[derive(Debug)]
+pub struct Record;
+
+impl schemars::JsonSchema for Record {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Record".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut payment = generator.subschema_for::<crate::actions::PaymentState>();
+        payment.insert(
+            "description".into(),
+            "Receivable plans in `GET /api/crm/payments`: the payment state, derived from the payments.".into(),
+        );
+        schemars::json_schema!({
+            "description": "A CRM record: `id`, `created_at`, `updated_at` and the fields of its kind (customer, lead, contact, opportunity, quote, order, contract, receivable, payment, …), each text, a number, true/false or null. Money is in currency units; times are RFC 3339.",
+            "type": "object",
+            "required": ["id"],
+            "properties": {
+                "id": { "type": "integer", "description": "Its number, unique within its kind." },
+                "created_at": { "type": "string", "description": "When it was created (RFC 3339)." },
+                "updated_at": { "type": ["string", "null"], "description": "When it last changed." },
+                "payment": payment
+            },
+            "additionalProperties": { "type": ["string", "number", "boolean", "null"] }
+        })
+    }
+}
+
+/// A record with its audit trail.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct RecordWithHistory {
+    /// The record.
+    #[schemars(with = "Record")]
+    record: Map<String, Value>,
+    /// Its changes, oldest first.
+    history: Vec<records::AuditEntry>,
+}
+
 async fn one_record(
     State(st): State<AppState>,
     caller: Caller,
     Path((k, id)): Path<(String, i64)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RecordWithHistory>> {
     let kind = kind(&k)?;
     db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
         let (record, history) = with_history(c, &scope, kind, id)?;
-        Ok(Json(json!({ "record": record, "history": history })))
+        Ok(Json(RecordWithHistory { record, history }))
     })
     .await
 }
@@ -377,7 +422,7 @@ pub(crate) async fn submit_import(
     Ok(job)
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ImportQuery {
     /// Wait (up to 25 s) until the import has finished.
@@ -546,10 +591,12 @@ async fn payments(
     .map(Json)
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct InboxQuery {
+    /// Only unread notifications.
     unread: Option<bool>,
+    /// Most rows (default 50, at most 500).
     limit: Option<u32>,
 }
 
@@ -572,15 +619,24 @@ async fn inbox(
     .map(Json)
 }
 
+/// A notification marked read.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct MarkedRead {
+    /// The notification.
+    id: i64,
+    /// Always true.
+    read: bool,
+}
+
 async fn read(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> Result<Json<Value>> {
+) -> Result<Json<MarkedRead>> {
     let now = st.engine.now();
     db(&st, move |c| {
         if notify::mark_read(c, &caller.0.user, id, now).map_err(internal)? {
-            Ok(Json(json!({ "id": id, "read": true })))
+            Ok(Json(MarkedRead { id, read: true }))
         } else {
             Err(ApiError::NotFound(format!(
                 "there is no notification {id} in your inbox"
@@ -590,10 +646,12 @@ async fn read(
     .await
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct OutboxQuery {
+    /// Only this status: `pending`, `sending`, `sent`, `failed`.
     status: Option<String>,
+    /// Most rows (default 100, at most 1000).
     limit: Option<u32>,
 }
 
@@ -700,7 +758,7 @@ async fn put_pool_rules(
 }
 
 /// The office's settings.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Office {
     /// Its time zone (IANA name): the days of "today", "this week", "this month".
@@ -734,19 +792,32 @@ async fn put_office(
     .await
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Webhook {
+    /// Where notifications are posted (http:// or https://).
     url: String,
+    /// The notification templates it receives (all when empty).
     #[serde(default)]
     templates: Vec<String>,
+}
+
+/// A webhook just added.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct WebhookAdded {
+    /// Its number.
+    id: i64,
+    /// Where notifications are posted.
+    url: String,
+    /// The templates it receives, comma-separated, or `*` for all.
+    templates: String,
 }
 
 async fn add_webhook(
     State(st): State<AppState>,
     caller: Caller,
     Body(hook): Body<Webhook>,
-) -> Result<Json<Value>> {
+) -> Result<Json<WebhookAdded>> {
     caller.require(&[Role::Admin])?;
     if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
         return Err(ApiError::Unprocessable(format!(
@@ -772,9 +843,258 @@ async fn add_webhook(
             [&hook.url, &templates],
         )
         .map_err(internal)?;
-        Ok(Json(
-            json!({ "id": c.last_insert_rowid(), "url": hook.url, "templates": templates }),
-        ))
+        Ok(Json(WebhookAdded {
+            id: c.last_insert_rowid(),
+            url: hook.url,
+            templates,
+        }))
     })
     .await
+}
+
+/// The CRM's routes in the OpenAPI document, one entry per `.route` of
+/// [`routes`] (a test holds the two together).
+pub fn document(doc: &mut ordo_server::openapi::Doc) {
+    use crate::import::Job;
+    use ordo_server::openapi::Op;
+    doc.tag(
+        "crm",
+        "The CRM plugin: records, imports, the pool, notifications, rules.",
+    );
+    fn kind_param(op: Op<'_>) -> Op<'_> {
+        op.path_param::<String>(
+            "kind",
+            "The record kind: customer, lead, contact, opportunity, quote, order, contract, receivable, payment, …",
+        )
+    }
+    kind_param(doc.op(
+        "get",
+        "/api/crm/records/{kind}",
+        "crm_list_records",
+        "crm",
+        "A page of the records of a kind, newest first, filtered",
+    ))
+    .query::<Filter>()
+    .answers::<visibility::Page>(200, "A page of records")
+    .errors(&[404])
+    .add();
+    kind_param(doc.op(
+        "get",
+        "/api/crm/records/{kind}/{id}",
+        "crm_get_record",
+        "crm",
+        "A record with its audit trail",
+    ))
+    .path_param::<i64>("id", "The record's number")
+    .answers::<RecordWithHistory>(200, "The record")
+    .errors(&[404])
+    .add();
+    kind_param(doc.op(
+        "get",
+        "/api/crm/export/{kind}",
+        "crm_export_records",
+        "crm",
+        "The records the caller may see as CSV, with the list's filters (`{kind}` may end in `.csv`)",
+    ))
+    .query::<Filter>()
+    .answers_text(200, "text/csv", "A header row, then one row per record")
+    .errors(&[404])
+    .add();
+    doc.op(
+        "post",
+        "/api/crm/import/customers",
+        "crm_import_customers",
+        "crm",
+        "Start a CSV import of customers; rows are imported in the background",
+    )
+    .text_body(
+        "text/csv",
+        "A header row of customer fields, then one customer per row",
+    )
+    .answers::<Job>(202, "Queued; `Location` names the job")
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/imports",
+        "crm_list_imports",
+        "crm",
+        "The caller's imports, newest first (an admin's: everyone's)",
+    )
+    .answers::<Vec<Job>>(200, "Imports (summaries: `skipped` is empty)")
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/imports/{id}",
+        "crm_get_import",
+        "crm",
+        "An import with its progress and skipped rows",
+    )
+    .path_param::<i64>("id", "The import's number")
+    .query::<ImportQuery>()
+    .answers::<Job>(200, "The import")
+    .errors(&[404])
+    .add();
+    kind_param(doc.op(
+        "get",
+        "/api/crm/pool/{kind}",
+        "crm_list_pool",
+        "crm",
+        "Customers or leads in the public pool",
+    ))
+    .query::<Filter>()
+    .answers::<visibility::Page>(200, "A page of records")
+    .errors(&[404])
+    .add();
+    kind_param(doc.op(
+        "post",
+        "/api/crm/pool/{kind}/{id}/claim",
+        "crm_claim_from_pool",
+        "crm",
+        "Claim a customer or lead from the pool",
+    ))
+    .path_param::<i64>("id", "The record's number")
+    .answers::<Record>(200, "The record, now the caller's")
+    .errors(&[404, 409, 422])
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/pipeline",
+        "crm_pipeline",
+        "crm",
+        "Open opportunities by stage, with amounts",
+    )
+    .answers::<Vec<visibility::Stage>>(200, "Stages")
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/payments",
+        "crm_payments",
+        "crm",
+        "Receivable plans with their payment state",
+    )
+    .query::<Filter>()
+    .answers::<visibility::Page>(200, "A page of receivables")
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/inbox",
+        "crm_inbox",
+        "crm",
+        "The caller's in-app notifications, newest first",
+    )
+    .query::<InboxQuery>()
+    .answers::<Vec<notify::InboxEntry>>(200, "Notifications")
+    .add();
+    doc.op(
+        "post",
+        "/api/crm/inbox/{id}/read",
+        "crm_mark_read",
+        "crm",
+        "Mark a notification read",
+    )
+    .path_param::<i64>("id", "The notification")
+    .answers::<MarkedRead>(200, "Marked")
+    .errors(&[404])
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/outbox",
+        "crm_outbox",
+        "crm",
+        "E-mails and webhook calls, pending and done",
+    )
+    .query::<OutboxQuery>()
+    .answers::<Vec<deliver::OutboxRow>>(200, "Outbox rows")
+    .add();
+    doc.op(
+        "post",
+        "/api/crm/outbox/deliver",
+        "crm_deliver_outbox",
+        "crm",
+        "Deliver what is due now, without waiting for the background pass",
+    )
+    .answers::<deliver::Report>(200, "What the pass did")
+    .add();
+    doc.op(
+        "put",
+        "/api/crm/staff/{person}",
+        "crm_set_staff",
+        "crm",
+        "Change the CRM's facts about a salesperson (the fields sent)",
+    )
+    .path_param::<String>("person", "The person")
+    .json_body::<org::StaffChange>()
+    .answers::<org::Staff>(200, "Stored: every fact, changed or kept")
+    .errors(&[404])
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/assignment-rules",
+        "crm_get_assignment_rules",
+        "crm",
+        "The assignment rule table, in order",
+    )
+    .answers::<Vec<assign::Rule>>(200, "Rules")
+    .add();
+    doc.op(
+        "put",
+        "/api/crm/assignment-rules",
+        "crm_put_assignment_rules",
+        "crm",
+        "Replace the assignment rule table",
+    )
+    .json_body::<Vec<assign::Rule>>()
+    .answers::<Vec<assign::Rule>>(200, "Stored")
+    .errors(&[422])
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/pool-rules",
+        "crm_get_pool_rules",
+        "crm",
+        "The pool's rules",
+    )
+    .answers::<pool::Rules>(200, "Rules")
+    .add();
+    doc.op(
+        "put",
+        "/api/crm/pool-rules",
+        "crm_put_pool_rules",
+        "crm",
+        "Replace the pool's rules",
+    )
+    .json_body::<pool::Rules>()
+    .answers::<pool::Rules>(200, "Stored")
+    .add();
+    doc.op(
+        "get",
+        "/api/crm/office",
+        "crm_get_office",
+        "crm",
+        "The office's settings (its time zone)",
+    )
+    .answers::<Office>(200, "Settings")
+    .add();
+    doc.op(
+        "put",
+        "/api/crm/office",
+        "crm_put_office",
+        "crm",
+        "Set the office's time zone",
+    )
+    .json_body::<Office>()
+    .answers::<Office>(200, "Stored")
+    .errors(&[422])
+    .add();
+    doc.op(
+        "post",
+        "/api/crm/webhooks",
+        "crm_add_webhook",
+        "crm",
+        "Add a webhook for notifications",
+    )
+    .json_body::<Webhook>()
+    .answers::<WebhookAdded>(200, "Added")
+    .errors(&[422])
+    .add();
 }

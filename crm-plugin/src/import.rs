@@ -60,7 +60,7 @@ pub fn importable_fields() -> Vec<&'static str> {
 }
 
 /// An import job as people see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Job {
     /// Its number.
     pub id: i64,
@@ -103,7 +103,7 @@ impl Job {
 }
 
 /// A row not imported.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Skipped {
     /// Its line in the file (the header is line 1).
     pub line: i64,

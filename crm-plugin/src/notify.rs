@@ -281,7 +281,7 @@ fn queue(
 }
 
 /// One entry of a person's in-app inbox.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct InboxEntry {
     /// Its id.
     pub id: i64,

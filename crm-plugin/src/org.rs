@@ -103,7 +103,9 @@ pub fn email_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String
 }
 
 /// The CRM's facts about a salesperson.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Staff {
     /// The person (as in the directory; the API takes it from the path).
     #[serde(default)]
@@ -132,7 +134,7 @@ const fn yes() -> bool {
 
 /// A change to a salesperson's CRM facts: only the fields sent change; `null`
 /// clears the e-mail address or the daily capacity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaffChange {
     /// Where e-mail notifications go (`null`: nowhere).

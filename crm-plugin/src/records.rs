@@ -331,6 +331,7 @@ pub const KINDS: &[Kind] = &[
             req("paid_at", Ty::Time),
             req("handler", Ty::Text),
             f("owner", Ty::Text),
+            f("reference", Ty::Text),
         ],
     },
     Kind {
@@ -768,7 +769,7 @@ fn audit(
 }
 
 /// One entry of the audit trail.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// When.
     pub at: String,

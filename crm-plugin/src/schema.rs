@@ -335,6 +335,8 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX crm_import_skipped_import ON crm_import_skipped (import_id, line);",
+    // A payment's id in the system that reported it (bank reference, ERP id).
+    "ALTER TABLE crm_payments ADD COLUMN reference TEXT;",
 ];
 
 /// Creates or upgrades the CRM tables. Safe to call at every start; a database

@@ -74,7 +74,7 @@ impl Scope {
 }
 
 /// A time window the daily queries use, in UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Window {
     /// Today.
@@ -163,7 +163,7 @@ impl Window {
 }
 
 /// Filters of a list; each is optional. Fields a kind does not have are refused.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// Free text over name, phone, e-mail and company (customers, leads, contacts).
@@ -199,7 +199,7 @@ pub struct Filter {
 pub const MAX_PER_PAGE: u32 = 200;
 
 /// A page of records.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct Page {
     /// All rows matching, over every page.
     pub total: i64,
@@ -208,6 +208,7 @@ pub struct Page {
     /// Rows per page.
     pub per_page: u32,
     /// The rows.
+    #[schemars(with = "Vec<crate::http::Record>")]
     pub items: Vec<Map<String, Value>>,
 }
 
@@ -435,7 +436,7 @@ pub fn receivables(
 }
 
 /// One stage of the pipeline.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct Stage {
     /// The stage.
     pub stage: String,

@@ -44,6 +44,7 @@ async fn crm() -> Crm {
         ),
         ("sam", vec![Role::Salesperson], vec!["sales"], Some("sue")),
         ("sally", vec![Role::Salesperson], vec!["sales"], Some("sue")),
+        ("ada", vec![Role::Admin], vec![], None),
     ] {
         people
             .add(&Person {
@@ -279,12 +280,17 @@ async fn complete(
 }
 
 async fn contract_approval(c: &Crm, amount: i64) -> String {
-    let cust = customer(c, "Zhang", "sam", 1);
+    contract_of(c, amount, "sam", "sue").await
+}
+
+/// A contract owned and submitted by `owner`, whose supervisor is `supervisor`.
+async fn contract_of(c: &Crm, amount: i64, owner: &str, supervisor: &str) -> String {
+    let cust = customer(c, "Zhang", owner, 1);
     let now = c.clock.now().to_rfc3339();
     c.db.execute(
         "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
-         VALUES (?1, 'in_approval', ?2, 'sam', ?3, ?3)",
-        rusqlite::params![cust, amount * 100, now],
+         VALUES (?1, 'in_approval', ?2, ?3, ?4, ?4)",
+        rusqlite::params![cust, amount * 100, owner, now],
     )
     .unwrap();
     let contract = c.db.last_insert_rowid();
@@ -293,11 +299,112 @@ async fn contract_approval(c: &Crm, amount: i64) -> String {
             "contract-approval",
             None,
             None,
-            vars(json!({"contract": {"id": contract, "amount": amount}, "requester": "sam", "supervisor": "sue"})),
+            vars(
+                json!({"contract": {"id": contract, "amount": amount, "owner": owner},
+                        "requester": owner, "supervisor": supervisor}),
+            ),
         )
         .await
         .unwrap()
         .id
+}
+
+#[tokio::test]
+async fn nobody_approves_what_they_own_or_already_approved() {
+    let c = crm().await;
+    // The director sits on the contract board too.
+    c.db.execute(
+        "INSERT INTO memberships (person, grp) VALUES ('dora', 'contract_board')",
+        [],
+    )
+    .unwrap();
+    // Sue, a supervisor who also takes leads, owns a large contract.
+    let id = contract_of(&c, 250_000, "sue", "dora").await;
+    let i = complete(
+        &c,
+        &id,
+        "dora",
+        "approve_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    // Above dora nobody; the fallback group is sue herself: the admins decide.
+    assert_eq!(i.active_nodes(), ["approve_large_contract"]);
+    let next = &i.scopes[&0].vars["next_approver"];
+    assert_eq!(next["people"], json!(["ada"]), "{next}");
+    assert_eq!(
+        next["skipped"],
+        json!([{"person": "sue", "why": "requested or already approved this (four-eyes rule)"}]),
+        "{next}"
+    );
+    assert!(
+        next["reason"].as_str().unwrap().contains("admins decide"),
+        "{next}"
+    );
+    let task = c.engine.tasks_of("ada", 10).await.unwrap();
+    assert_eq!(task.len(), 1, "{task:?}");
+    // Sue sees it nowhere, cannot take it, be given it, or complete it.
+    let groups = vec!["sales_supervisors".to_owned()];
+    assert!(c.engine.tasks_of("sue", 10).await.unwrap().is_empty());
+    assert!(
+        c.engine
+            .group_tasks("sue", groups, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let activity = task[0].activity;
+    let (_, who) = c.engine.task(&id, activity).await.unwrap().unwrap();
+    assert_eq!(who.excluded, ["dora", "sue"], "{who:?}");
+    let refused = c
+        .engine
+        .complete_task(
+            &id,
+            activity,
+            vars(json!({"approved": true})),
+            Some("sue".into()),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ordo_engine::engine::Error::NotAllowed(_))),
+        "{refused:?}"
+    );
+    let delegated = c
+        .engine
+        .change_task(
+            &id,
+            activity,
+            ordo_engine::engine::TaskChange::Delegate {
+                by: "ada".into(),
+                to: "sue".into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(delegated, Err(ordo_engine::engine::Error::NotAllowed(_))),
+        "{delegated:?}"
+    );
+    let i = complete(
+        &c,
+        &id,
+        "ada",
+        "approve_large_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    // The board countersigns without dora, who already approved.
+    let mut signing: Vec<String> = Vec::new();
+    for member in ["fiona", "carl", "dora"] {
+        if !c.engine.tasks_of(member, 10).await.unwrap().is_empty() {
+            signing.push(member.to_owned());
+        }
+    }
+    assert_eq!(signing, ["fiona", "carl"]);
+    assert_eq!(
+        i.scopes[&0].vars["board"]["excluded"],
+        json!(["sue", "dora", "ada"])
+    );
 }
 
 #[tokio::test]

@@ -190,7 +190,7 @@ impl Config {
 }
 
 /// A deployment's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Deployed {
     /// Process id.
     pub process: String,
@@ -250,7 +250,7 @@ pub enum Correlation {
 }
 
 /// What a signal broadcast reached.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Signalled {
     /// Subscriptions (catch events, boundary events, gateways) it fired.
     pub delivered: usize,

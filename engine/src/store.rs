@@ -216,7 +216,7 @@ pub trait ReadDefinitions {
 }
 
 /// A deployed version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DefinitionRow {
     /// The process id.
     pub process_id: String,
@@ -805,7 +805,7 @@ pub struct StartRow {
 }
 
 /// An incident, as admins list it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IncidentRow {
     /// The instance.
     pub instance_id: String,
@@ -1346,7 +1346,7 @@ fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Resu
 }
 
 /// An open task, as inboxes show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskRow {
     /// The instance.
     pub instance_id: String,
@@ -1390,7 +1390,7 @@ fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
 }
 
 /// One history row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HistoryRow {
     /// Activity instance.
     pub activity: u64,
@@ -1405,7 +1405,7 @@ pub struct HistoryRow {
 }
 
 /// An instance row for lists.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstanceRow {
     /// Id.
     pub id: String,

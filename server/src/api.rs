@@ -13,10 +13,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ordo_engine::engine::{Correlation, Message, TaskChange};
 use ordo_engine::runtime::Vars;
-use ordo_engine::store::{Candidates, InstanceFilter, TaskRow};
-use serde::Deserialize;
+use ordo_engine::store::{
+    Candidates, DefinitionRow, HistoryRow, IncidentRow, InstanceFilter, InstanceRow, TaskRow,
+};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -119,13 +121,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
-fn created(v: Value) -> Response {
+fn created<T: Serialize>(v: T) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
 // Definitions.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DeployQuery {
     /// The file name shown in diagnostics.
@@ -141,18 +143,35 @@ async fn deploy(
     caller.require(&[Role::Designer, Role::Admin])?;
     let name = q.name.unwrap_or_else(|| "definition.yaml".into());
     let d = st.engine.deploy(&name, &body).await?;
-    Ok(created(json!(d)))
+    Ok(created(d))
 }
 
-async fn definitions(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>> {
+async fn definitions(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<DefinitionRow>>> {
     caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
-    Ok(Json(json!(st.engine.definitions(None).await?)))
+    Ok(Json(st.engine.definitions(None).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VersionQuery {
+    /// A version; the latest when absent.
     version: Option<u32>,
+}
+
+/// A process's source and versions.
+#[derive(Debug, Serialize, JsonSchema)]
+struct DefinitionSource {
+    /// The process id.
+    process: String,
+    /// The version shown.
+    version: u32,
+    /// Every deployed version, oldest first.
+    versions: Vec<u32>,
+    /// Its YAML.
+    source: String,
 }
 
 async fn definition(
@@ -160,7 +179,7 @@ async fn definition(
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DefinitionSource>> {
     caller.require(&[Role::Designer, Role::Admin, Role::Supervisor])?;
     let (version, source) = st.engine.definition(&id, q.version).await?;
     let versions: Vec<u32> = st
@@ -170,14 +189,18 @@ async fn definition(
         .into_iter()
         .map(|d| d.version)
         .collect();
-    Ok(Json(json!({
-        "process": id, "version": version, "versions": versions, "source": source
-    })))
+    Ok(Json(DefinitionSource {
+        process: id,
+        version,
+        versions,
+        source,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DiagramQuery {
+    /// A version; the latest when absent.
     version: Option<u32>,
     /// `mermaid` (default) or `dot`.
     format: Option<String>,
@@ -248,14 +271,39 @@ pub(crate) async fn may_start(
     if admitted { Ok(()) } else { Err(refused()) }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct StartRequest {
+    /// The process id.
     process: String,
+    /// A version; the latest when absent.
     version: Option<u32>,
+    /// The instance's business key.
     business_key: Option<String>,
+    /// Its variables.
     #[serde(default)]
     variables: Vars,
+}
+
+/// An instance just started.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Started {
+    /// Its id.
+    id: String,
+    /// The process id.
+    process: String,
+    /// The process version.
+    version: u32,
+    /// Its business key.
+    business_key: Option<String>,
+    /// `active`, or already `completed`…
+    status: ordo_engine::runtime::InstanceStatus,
+    /// The nodes where it waits.
+    active_nodes: Vec<String>,
+}
+
+fn active_nodes(inst: &ordo_engine::runtime::Instance) -> Vec<String> {
+    inst.active_nodes().into_iter().map(str::to_owned).collect()
 }
 
 async fn start(
@@ -268,21 +316,29 @@ async fn start(
         .engine
         .start(&r.process, r.version, r.business_key, r.variables)
         .await?;
-    Ok(created(json!({
-        "id": inst.id, "process": inst.process, "version": inst.process_version,
-        "business_key": inst.business_key, "status": inst.status,
-        "active_nodes": inst.active_nodes(),
-    })))
+    Ok(created(Started {
+        active_nodes: active_nodes(&inst),
+        id: inst.id,
+        process: inst.process,
+        version: inst.process_version,
+        business_key: inst.business_key,
+        status: inst.status,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct InstanceQuery {
+    /// Only this process.
     process: Option<String>,
+    /// Only this status: `active`, `completed`, `terminated`, `cancelled`.
     status: Option<String>,
+    /// Only this business key.
     business_key: Option<String>,
+    /// Rows to skip.
     #[serde(default)]
     offset: u32,
+    /// Most rows (default 50, at most 500).
     limit: Option<u32>,
 }
 
@@ -290,7 +346,7 @@ async fn instances(
     State(st): State<AppState>,
     caller: Caller,
     Query(q): Query<InstanceQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<InstanceRow>>> {
     caller.require(WATCHERS)?;
     let filter = InstanceFilter {
         process: q.process,
@@ -299,56 +355,141 @@ async fn instances(
         offset: q.offset,
         limit: q.limit.unwrap_or(50).min(500),
     };
-    Ok(Json(json!(st.engine.list_instances(filter).await?)))
+    Ok(Json(st.engine.list_instances(filter).await?))
+}
+
+/// An instance with its variables, history and tree.
+#[derive(Debug, Serialize, JsonSchema)]
+struct InstanceDetails {
+    /// Its id.
+    id: String,
+    /// The process id.
+    process: String,
+    /// The process version.
+    version: u32,
+    /// Its business key.
+    business_key: Option<String>,
+    /// Where it is in its life.
+    status: ordo_engine::runtime::InstanceStatus,
+    /// When it started.
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended.
+    ended_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The nodes where it waits.
+    active_nodes: Vec<String>,
+    /// The process variables.
+    variables: Vars,
+    /// What happened, oldest first.
+    history: Vec<HistoryRow>,
+    /// The top of its tree (itself when it has no parent).
+    root: String,
+    /// The instance that called or spawned it.
+    parent: Option<String>,
+    /// The instances it called or spawned, oldest first.
+    children: Vec<InstanceRow>,
 }
 
 async fn instance(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<InstanceDetails>> {
     caller.require(WATCHERS)?;
     let inst = st.engine.instance(&id).await?;
     let history = st.engine.history(&id).await?;
     let tree = st.engine.tree(&id).await?;
-    Ok(Json(json!({
-        "id": inst.id, "process": inst.process, "version": inst.process_version,
-        "business_key": inst.business_key, "status": inst.status,
-        "started_at": inst.started_at, "ended_at": inst.ended_at,
-        "active_nodes": inst.active_nodes(), "variables": inst.variables(),
-        "history": history, "root": tree.root, "parent": tree.parent, "children": tree.children,
-    })))
+    Ok(Json(InstanceDetails {
+        active_nodes: active_nodes(&inst),
+        variables: inst.variables().clone(),
+        id: inst.id,
+        process: inst.process,
+        version: inst.process_version,
+        business_key: inst.business_key,
+        status: inst.status,
+        started_at: inst.started_at,
+        ended_at: inst.ended_at,
+        history,
+        root: tree.root,
+        parent: tree.parent,
+        children: tree.children,
+    }))
+}
+
+/// An instance's status after a cancel.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Cancelled {
+    /// The instance.
+    id: String,
+    /// Its status now.
+    status: ordo_engine::runtime::InstanceStatus,
 }
 
 async fn cancel(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Cancelled>> {
     caller.require(&[Role::Admin])?;
     let inst = st.engine.cancel(&id, Some(caller.0.user.clone())).await?;
-    Ok(Json(json!({ "id": inst.id, "status": inst.status })))
+    Ok(Json(Cancelled {
+        id: inst.id,
+        status: inst.status,
+    }))
 }
 
 // Messages and signals.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageRequest {
+    /// The message name.
     name: String,
+    /// Its correlation key.
     correlation_key: Option<String>,
+    /// An id: a repeat within the TTL changes nothing.
     message_id: Option<String>,
+    /// Its variables.
     #[serde(default)]
     variables: Vars,
     /// Seconds to wait for a subscriber (the engine's default when absent).
     ttl: Option<u32>,
 }
 
+/// What became of a message, by `result`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(tag = "result", rename_all = "snake_case")]
+enum MessageResult {
+    /// A waiting instance took it.
+    Correlated {
+        /// The instance.
+        instance: String,
+    },
+    /// Message start events started these instances.
+    Started {
+        /// The new instances.
+        instances: Vec<String>,
+    },
+    /// Every matching start is `unique` and an instance with this key runs.
+    AlreadyRunning {
+        /// The running instances.
+        instances: Vec<String>,
+    },
+    /// Nothing waited for it: kept for the first instance that subscribes.
+    Buffered {
+        /// Until when.
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// Its id was seen within its TTL: nothing changed.
+    Duplicate,
+    /// Nothing waited for it and its TTL is zero.
+    Discarded,
+}
+
 async fn message(
     State(st): State<AppState>,
     caller: Caller,
     Body(r): Body<MessageRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<MessageResult>> {
     caller.require(&[Role::Integrator, Role::Admin])?;
     let m = Message {
         name: r.name,
@@ -359,24 +500,22 @@ async fn message(
     };
     let out = st.engine.correlate(m).await?;
     let body = match out {
-        Correlation::Correlated { instance } => {
-            json!({"result": "correlated", "instance": instance})
-        }
-        Correlation::Started { instances } => json!({"result": "started", "instances": instances}),
-        Correlation::AlreadyRunning { instances } => {
-            json!({"result": "already_running", "instances": instances})
-        }
-        Correlation::Buffered { until } => json!({"result": "buffered", "until": until}),
-        Correlation::Duplicate => json!({"result": "duplicate"}),
-        Correlation::Discarded => json!({"result": "discarded"}),
+        Correlation::Correlated { instance } => MessageResult::Correlated { instance },
+        Correlation::Started { instances } => MessageResult::Started { instances },
+        Correlation::AlreadyRunning { instances } => MessageResult::AlreadyRunning { instances },
+        Correlation::Buffered { until } => MessageResult::Buffered { until },
+        Correlation::Duplicate => MessageResult::Duplicate,
+        Correlation::Discarded => MessageResult::Discarded,
     };
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SignalRequest {
+    /// The signal name.
     name: String,
+    /// Variables for the instances it starts.
     #[serde(default)]
     variables: Vars,
 }
@@ -385,21 +524,19 @@ async fn signal(
     State(st): State<AppState>,
     caller: Caller,
     Body(r): Body<SignalRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<ordo_engine::engine::Signalled>> {
     caller.require(&[Role::Integrator, Role::Admin])?;
-    let s = st.engine.signal(&r.name, r.variables).await?;
-    Ok(Json(
-        json!({"delivered": s.delivered, "started": s.started}),
-    ))
+    Ok(Json(st.engine.signal(&r.name, r.variables).await?))
 }
 
 // Tasks.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskQuery {
     /// `mine` (default), `groups` or `overdue`.
     view: Option<String>,
+    /// Most rows (default 50, at most 500).
     limit: Option<u32>,
 }
 
@@ -577,16 +714,31 @@ pub(crate) async fn task_details(
     })
 }
 
+/// An open task with its candidates and form.
+#[derive(Debug, Serialize, JsonSchema)]
+struct TaskView {
+    /// The task.
+    task: TaskRow,
+    /// People who may claim it.
+    candidate_users: Vec<String>,
+    /// Groups whose members may claim it.
+    candidate_groups: Vec<String>,
+    /// Its form's fields, in order (empty: it takes any variables).
+    form: indexmap::IndexMap<String, ordo_engine::model::raw::FormField>,
+}
+
 async fn task(
     State(st): State<AppState>,
     caller: Caller,
     Path((instance, activity)): Path<(String, u64)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<TaskView>> {
     let d = task_details(&st, &caller, &instance, activity).await?;
-    Ok(Json(json!({
-        "task": d.task, "candidate_users": d.candidate_users,
-        "candidate_groups": d.candidate_groups, "form": d.form,
-    })))
+    Ok(Json(TaskView {
+        task: d.task,
+        candidate_users: d.candidate_users,
+        candidate_groups: d.candidate_groups,
+        form: d.form,
+    }))
 }
 
 /// Claims, unclaims or delegates a task the caller may see.
@@ -621,9 +773,10 @@ async fn unclaim(
     change(&st, &caller, task, TaskChange::Unclaim { user }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DelegateRequest {
+    /// The person who gets the task.
     to: String,
 }
 
@@ -638,11 +791,23 @@ async fn delegate(
     change(&st, &caller, task, TaskChange::Delegate { by, to: r.to }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
+    /// The form's values (or any variables, for a task without a form).
     #[serde(default)]
     variables: Vars,
+}
+
+/// The instance after a task was completed.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Completed {
+    /// The instance.
+    instance: String,
+    /// Its status now.
+    status: ordo_engine::runtime::InstanceStatus,
+    /// The nodes where it waits now.
+    active_nodes: Vec<String>,
 }
 
 async fn complete(
@@ -650,11 +815,13 @@ async fn complete(
     caller: Caller,
     Path((instance, activity)): Path<(String, u64)>,
     Body(r): Body<CompleteRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Completed>> {
     let inst = complete_task(&st, &caller, &instance, activity, r.variables).await?;
-    Ok(Json(json!({
-        "instance": inst.id, "status": inst.status, "active_nodes": inst.active_nodes(),
-    })))
+    Ok(Json(Completed {
+        active_nodes: active_nodes(&inst),
+        instance: inst.id,
+        status: inst.status,
+    }))
 }
 
 /// Completes a task the caller holds (or any, for an admin).
@@ -701,13 +868,16 @@ pub(crate) async fn complete_visible(
 
 // Incidents.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct IncidentQuery {
+    /// Closed ones too (retried, resolved, aborted).
     #[serde(default)]
     all: bool,
+    /// Rows to skip.
     #[serde(default)]
     offset: u32,
+    /// Most rows (default 50, at most 500).
     limit: Option<u32>,
 }
 
@@ -715,21 +885,32 @@ async fn incidents(
     State(st): State<AppState>,
     caller: Caller,
     Query(q): Query<IncidentQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<IncidentRow>>> {
     caller.require(&[Role::Admin])?;
     let rows = st
         .engine
         .incidents(!q.all, q.limit.unwrap_or(50).min(500), q.offset)
         .await?;
-    Ok(Json(json!(rows)))
+    Ok(Json(rows))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FixRequest {
+    /// Variables to set first.
     #[serde(default)]
     variables: Vars,
+    /// Attempts the job gets (retry only).
     retries: Option<u32>,
+}
+
+/// The instance after an incident was retried or resolved.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Fixed {
+    /// The instance.
+    instance: String,
+    /// Its status now.
+    status: ordo_engine::runtime::InstanceStatus,
 }
 
 async fn retry(
@@ -737,7 +918,7 @@ async fn retry(
     caller: Caller,
     Path((instance, activity)): Path<(String, u64)>,
     Body(r): Body<FixRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Fixed>> {
     caller.require(&[Role::Admin])?;
     let inst = st
         .engine
@@ -749,7 +930,10 @@ async fn retry(
             Some(caller.0.user.clone()),
         )
         .await?;
-    Ok(Json(json!({"instance": inst.id, "status": inst.status})))
+    Ok(Json(Fixed {
+        instance: inst.id,
+        status: inst.status,
+    }))
 }
 
 async fn resolve(
@@ -757,7 +941,7 @@ async fn resolve(
     caller: Caller,
     Path((instance, activity)): Path<(String, u64)>,
     Body(r): Body<FixRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Fixed>> {
     caller.require(&[Role::Admin])?;
     if r.retries.is_some() {
         return Err(ApiError::BadRequest(
@@ -773,7 +957,10 @@ async fn resolve(
             Some(caller.0.user.clone()),
         )
         .await?;
-    Ok(Json(json!({"instance": inst.id, "status": inst.status})))
+    Ok(Json(Fixed {
+        instance: inst.id,
+        status: inst.status,
+    }))
 }
 
 // Backup.
@@ -782,7 +969,16 @@ async fn resolve(
 async fn backup(State(st): State<AppState>, caller: Caller) -> Result<Response> {
     caller.require(&[Role::Maintenance, Role::Admin])?;
     let (path, bytes) = take_backup(&st).await?;
-    Ok(created(json!({ "path": path, "bytes": bytes })))
+    Ok(created(Backup { path, bytes }))
+}
+
+/// A backup just taken.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Backup {
+    /// Where the copy is, on the server.
+    path: std::path::PathBuf,
+    /// Its size.
+    bytes: u64,
 }
 
 /// An online backup into the server's backup folder: its path and size.
@@ -795,13 +991,294 @@ pub(crate) async fn take_backup(st: &AppState) -> Result<(std::path::PathBuf, u6
     Ok((path, bytes))
 }
 
-/// The OpenAPI document of this API (`server/openapi.json`; a test keeps it in
-/// step with the routes and request types). Public: it describes, it reveals no
-/// data.
-async fn openapi() -> Response {
+/// The OpenAPI document of this server, its plugins' routes included (built at
+/// start by [`crate::openapi::document`]; `server/openapi.json` is the copy with
+/// the CRM). Public: it describes, it reveals no data.
+async fn openapi(
+    axum::Extension(doc): axum::Extension<std::sync::Arc<crate::openapi::Served>>,
+) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../openapi.json"),
+        doc.0.clone(),
     )
         .into_response()
+}
+
+/// A task route: its path parameters and roles.
+fn task_op<'d>(
+    doc: &'d mut crate::openapi::Doc,
+    method: &str,
+    path: &str,
+    id: &str,
+    summary: &str,
+) -> crate::openapi::Op<'d> {
+    doc.op(method, path, id, "tasks", summary)
+        .path_param::<String>("instance", "The instance")
+        .path_param::<u64>("activity", "The task's activity instance")
+}
+
+/// An incident route: its path parameters, roles, body and answers.
+fn incident_op<'d>(
+    doc: &'d mut crate::openapi::Doc,
+    path: &str,
+    id: &str,
+    summary: &str,
+) -> crate::openapi::Op<'d> {
+    doc.op("post", path, id, "incidents", summary)
+        .path_param::<String>("instance", "The instance")
+        .path_param::<u64>("activity", "The failed activity instance")
+        .json_body::<FixRequest>()
+        .answers::<Fixed>(200, "The instance goes on")
+        .errors(&[404, 409, 422])
+}
+
+/// This module's routes in the OpenAPI document, one entry per `.route` of
+/// [`routes`] (a test holds the two together), with the types the handlers
+/// read and answer.
+pub(crate) fn document(doc: &mut crate::openapi::Doc) {
+    use ordo_engine::engine::{Deployed, Signalled};
+    doc.tag("definitions", "Process definitions: deploy, read, draw.");
+    doc.tag("instances", "Process instances: start, list, read, cancel.");
+    doc.tag("tasks", "User tasks: inboxes, claim, delegate, complete.");
+    doc.tag("messages", "Messages and signals from other systems.");
+    doc.tag("incidents", "Steps that failed for good, and their repair.");
+    doc.tag("operations", "Backups, health, metrics, this document.");
+    doc.op(
+        "post",
+        "/api/definitions",
+        "deploy_definition",
+        "definitions",
+        "Deploy a process definition (YAML body); a new version unless identical to the latest",
+    )
+    .query::<DeployQuery>()
+    .text_body(
+        "application/yaml",
+        "The process file (any content type is read as YAML text)",
+    )
+    .answers::<Deployed>(201, "Deployed, with the validator's warnings")
+    .errors(&[413, 422])
+    .add();
+    doc.op(
+        "get",
+        "/api/definitions",
+        "list_definitions",
+        "definitions",
+        "Every deployed version of every process",
+    )
+    .answers::<Vec<DefinitionRow>>(200, "Versions")
+    .add();
+    doc.op(
+        "get",
+        "/api/definitions/{id}",
+        "get_definition",
+        "definitions",
+        "A process's source (latest or `version`) and its versions",
+    )
+    .path_param::<String>("id", "The process id")
+    .query::<VersionQuery>()
+    .answers::<DefinitionSource>(200, "The source")
+    .errors(&[404])
+    .add();
+    doc.op(
+        "get",
+        "/api/definitions/{id}/diagram",
+        "get_diagram",
+        "definitions",
+        "The process drawn from its graph",
+    )
+    .path_param::<String>("id", "The process id")
+    .query::<DiagramQuery>()
+    .answers_text(
+        200,
+        "text/vnd.mermaid",
+        "A Mermaid flowchart (`text/vnd.graphviz` for `format=dot`)",
+    )
+    .errors(&[404])
+    .add();
+
+    doc.op(
+        "post",
+        "/api/instances",
+        "start_instance",
+        "instances",
+        "Start an instance",
+    )
+    .json_body::<StartRequest>()
+    .answers::<Started>(201, "Started")
+    .errors(&[404, 422])
+    .add();
+    doc.op(
+        "get",
+        "/api/instances",
+        "list_instances",
+        "instances",
+        "Instances, newest first, by process, status and business key",
+    )
+    .query::<InstanceQuery>()
+    .answers::<Vec<InstanceRow>>(200, "Instances")
+    .add();
+    doc.op(
+        "get",
+        "/api/instances/{id}",
+        "get_instance",
+        "instances",
+        "An instance: state, active nodes, variables, history, tree",
+    )
+    .path_param::<String>("id", "The instance id")
+    .answers::<InstanceDetails>(200, "The instance")
+    .errors(&[404])
+    .add();
+    doc.op(
+        "post",
+        "/api/instances/{id}/cancel",
+        "cancel_instance",
+        "instances",
+        "Cancel an instance (and the instances it called)",
+    )
+    .path_param::<String>("id", "The instance id")
+    .answers::<Cancelled>(200, "Cancelled")
+    .errors(&[404, 409])
+    .add();
+
+    doc.op(
+        "post",
+        "/api/messages",
+        "send_message",
+        "messages",
+        "Correlate a message: to a waiting instance, a message start, or the buffer",
+    )
+    .json_body::<MessageRequest>()
+    .answers::<MessageResult>(200, "What became of it")
+    .errors(&[409, 422])
+    .add();
+    doc.op(
+        "post",
+        "/api/signals",
+        "broadcast_signal",
+        "messages",
+        "Broadcast a signal",
+    )
+    .json_body::<SignalRequest>()
+    .answers::<Signalled>(200, "What it reached")
+    .errors(&[422])
+    .add();
+
+    doc.op(
+        "get",
+        "/api/tasks",
+        "list_tasks",
+        "tasks",
+        "Open tasks: mine, my groups' unclaimed ones, or overdue (supervisor, admin)",
+    )
+    .query::<TaskQuery>()
+    .answers::<Vec<TaskRow>>(200, "Tasks, highest priority first")
+    .add();
+    task_op(
+        doc,
+        "get",
+        "/api/tasks/{instance}/{activity}",
+        "get_task",
+        "An open task with its candidates and form",
+    )
+    .answers::<TaskView>(200, "The task")
+    .errors(&[404])
+    .add();
+    task_op(
+        doc,
+        "post",
+        "/api/tasks/{instance}/{activity}/claim",
+        "claim_task",
+        "Take an unassigned task",
+    )
+    .answers::<TaskRow>(200, "The task, now the caller's")
+    .errors(&[404, 409])
+    .add();
+    task_op(
+        doc,
+        "post",
+        "/api/tasks/{instance}/{activity}/unclaim",
+        "unclaim_task",
+        "Give a task back to its candidates",
+    )
+    .answers::<TaskRow>(200, "The task, unassigned")
+    .errors(&[404, 409])
+    .add();
+    task_op(
+        doc,
+        "post",
+        "/api/tasks/{instance}/{activity}/delegate",
+        "delegate_task",
+        "Hand a task to someone else",
+    )
+    .json_body::<DelegateRequest>()
+    .answers::<TaskRow>(200, "The task, now theirs")
+    .errors(&[404, 409, 422])
+    .add();
+    task_op(
+        doc,
+        "post",
+        "/api/tasks/{instance}/{activity}/complete",
+        "complete_task",
+        "Complete a task with its form's values (its assignee, or an admin)",
+    )
+    .json_body::<CompleteRequest>()
+    .answers::<Completed>(200, "The instance after the task")
+    .errors(&[404, 409, 422])
+    .add();
+
+    doc.op(
+        "get",
+        "/api/incidents",
+        "list_incidents",
+        "incidents",
+        "Incidents, newest first (open ones unless `all`)",
+    )
+    .query::<IncidentQuery>()
+    .answers::<Vec<IncidentRow>>(200, "Incidents")
+    .add();
+    incident_op(
+        doc,
+        "/api/incidents/{instance}/{activity}/retry",
+        "retry_incident",
+        "Run the failed step again, after setting variables",
+    )
+    .add();
+    incident_op(
+        doc,
+        "/api/incidents/{instance}/{activity}/resolve",
+        "resolve_incident",
+        "Mark the failed step done by hand",
+    )
+    .add();
+
+    doc.op(
+        "post",
+        "/api/backup",
+        "take_backup",
+        "operations",
+        "Take an online backup into the server's backup folder",
+    )
+    .answers::<Backup>(201, "Taken")
+    .add();
+    doc.op(
+        "get",
+        "/api/openapi.json",
+        "get_openapi",
+        "operations",
+        "This document",
+    )
+    .answers::<serde_json::Map<String, serde_json::Value>>(200, "The OpenAPI document")
+    .add();
+    doc.op("get", "/health", "health", "operations", "Liveness")
+        .answers::<crate::Health>(200, "Up")
+        .add();
+    doc.op(
+        "get",
+        "/metrics",
+        "metrics",
+        "operations",
+        "Prometheus text: counters and gauges",
+    )
+    .answers_text(200, "text/plain", "Prometheus exposition format 0.0.4")
+    .add();
 }

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use ordo_engine::engine;
 use ordo_engine::model::Diagnostic;
 use ordo_engine::runtime::{self, form::FieldError};
-use serde_json::json;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +78,42 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    /// What kind of error: `unauthenticated`, `forbidden`, `not_found`,
+    /// `bad_request`, `malformed_definition`, `invalid_definition`,
+    /// `invalid_form`, `invalid_variables`, `invalid_message`, `unprocessable`,
+    /// `conflict` or `internal`.
+    pub error: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// The definition's problems (`malformed_definition`, `invalid_definition`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<Diagnostic>>,
+    /// The form's problems, field by field (`invalid_form`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldError>>,
+    /// Values that do not fit their declarations, each naming its field path
+    /// (`invalid_variables`, `invalid_message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
-        let mut body = json!({ "error": code, "message": self.to_string() });
+        let mut body = ErrorBody {
+            error: code.to_owned(),
+            message: self.to_string(),
+            diagnostics: None,
+            fields: None,
+            problems: None,
+        };
         match &self {
-            ApiError::Invalid(d) => body["diagnostics"] = json!(d),
-            ApiError::Form(f) => body["fields"] = json!(f),
-            ApiError::InvalidValues { problems, .. } => body["problems"] = json!(problems),
+            ApiError::Invalid(d) => body.diagnostics = Some(d.clone()),
+            ApiError::Form(f) => body.fields = Some(f.clone()),
+            ApiError::InvalidValues { problems, .. } => body.problems = Some(problems.clone()),
             ApiError::Internal(detail) => {
                 // Logged for the operator; the client only learns that it failed.
                 #[allow(clippy::print_stderr)]

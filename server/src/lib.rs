@@ -10,9 +10,10 @@ pub mod api;
 pub mod auth;
 pub mod diagram;
 mod error;
+pub mod openapi;
 pub mod pages;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The server's routes plus each plugin's API routes (under `/api`) and pages.
 pub fn router_with(state: AppState, plugins: &[Arc<dyn Plugin>]) -> Router {
+    let document = Arc::new(openapi::Served(openapi::document(plugins).to_string()));
     let mut api = api::routes();
     let mut pages = pages::routes();
     let mut rules = access::SERVER.to_vec();
@@ -117,6 +119,7 @@ pub fn router_with(state: AppState, plugins: &[Arc<dyn Plugin>]) -> Router {
             .route("/metrics", get(metrics))
             .nest("/api", api)
             .merge(pages)
+            .layer(axum::Extension(document))
             .with_state(state),
     )
 }
@@ -136,6 +139,9 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn api(&self) -> Router<AppState> {
         Router::new()
     }
+    /// Adds its API routes to the OpenAPI document (one operation per route of
+    /// [`Plugin::api`], paths as clients see them: `/api/...`).
+    fn openapi(&self, _doc: &mut openapi::Doc) {}
     /// Pages, behind the same sign-in, origin check and headers as the server's.
     fn pages(&self) -> Router<AppState> {
         Router::new()
@@ -170,8 +176,17 @@ pub fn harden(router: Router) -> Router {
     )
 }
 
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// `GET /health`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct Health {
+    /// Always `ok` when it answers.
+    pub status: String,
+}
+
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Prometheus text: counters since start and what is open now. It holds no

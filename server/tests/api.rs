@@ -13,7 +13,13 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 mod common;
+#[path = "support/contract.rs"]
+mod contract;
 use tower::ServiceExt;
+
+/// Every answer below is checked against the server's OpenAPI document.
+static CONTRACT: std::sync::LazyLock<contract::Contract> =
+    std::sync::LazyLock::new(|| contract::Contract::new(ordo_server::openapi::document(&[])));
 
 struct Api {
     app: axum::Router,
@@ -90,11 +96,13 @@ impl Api {
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (method, uri) = (req.method().to_string(), req.uri().to_string());
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let v = serde_json::from_slice(&bytes)
             .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        CONTRACT.check(&method, &uri, status.as_u16(), &v);
         (status, v)
     }
 
@@ -583,6 +591,7 @@ async fn maintenance_takes_a_backup_and_may_do_nothing_else() {
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value =
         serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    CONTRACT.check("POST", "/api/backup", 201, &body);
     let copy = std::path::PathBuf::from(body["path"].as_str().unwrap());
     let restored = Engine::open(Config::new(copy)).unwrap();
     assert_eq!(

@@ -29,6 +29,7 @@ pub mod diagnostic;
 pub mod expr;
 pub mod graph;
 pub mod raw;
+pub(crate) mod schema;
 pub mod shape;
 pub mod source;
 pub mod timer;

@@ -12,6 +12,7 @@
 //!   CEL expression (`assignee: =lead.owner`, `group: sales`);
 //! - `next` names the node that follows; only gateways may name several.
 
+use super::schema;
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub struct Expr(pub String);
 pub struct ProcessDef {
     /// The process id: what deployments, call activities and the API name it by.
     /// Letters, digits, `_`, `-` and `.`; it starts with a letter.
+    #[schemars(regex(pattern = schema::ID_PATTERN), example = &"lead-to-cash")]
     pub id: String,
     /// A human name shown in lists and diagrams.
     #[serde(default)]
@@ -46,6 +48,7 @@ pub struct ProcessDef {
     /// The working calendar that business-day durations (`P5BD`) use when their timer
     /// names none. Defaults to the calendar named `default`.
     #[serde(default)]
+    #[schemars(example = &"default")]
     pub calendar: Option<String>,
     /// Who may start the process by API or from the pages. Admins always may; a
     /// process without `starters` may be started that way by admins and designers
@@ -55,6 +58,7 @@ pub struct ProcessDef {
     pub starters: Option<Starters>,
     /// Process variables with their types and defaults.
     #[serde(default)]
+    #[schemars(transform = schema::var_keys)]
     pub variables: IndexMap<String, VariableDef>,
     /// The payload of each message the process starts on or waits for, by message
     /// name: the variables a message of that name carries, with the same shape
@@ -64,9 +68,11 @@ pub struct ProcessDef {
     pub messages: IndexMap<String, MessageDef>,
     /// How instances start: by message, by timer, by signal, or by call (API or a call
     /// activity). At least one.
+    #[schemars(length(min = 1))]
     pub start: Vec<StartEvent>,
     /// The nodes of the process, by id. Ids are unique in the whole file, nested
     /// scopes included.
+    #[schemars(transform = schema::id_keys)]
     pub nodes: IndexMap<String, Node>,
 }
 
@@ -146,6 +152,7 @@ pub struct MessageDef {
 /// A declared variable: its type and, optionally, the shape of its values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::variable)]
 pub struct VariableDef {
     /// The JSON type values must have.
     #[serde(rename = "type")]
@@ -188,6 +195,7 @@ pub struct VariableDef {
 /// Types a variable may declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = schema::closed_set)]
 pub enum VarType {
     /// Any JSON string.
     String,
@@ -267,7 +275,7 @@ impl JsonSchema for Next {
 
 /// A timer: exactly one of `duration`, `date` or `cycle`. Written as a plain string,
 /// it is a duration (`timer: PT15M`, `timer: P5BD`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimerDef {
     /// An ISO 8601 duration (`PT15M`, `P1DT12H`, `P2W`), a business-day duration on a
@@ -287,6 +295,15 @@ pub struct TimerDef {
     /// The working calendar for a business-day duration; defaults to the process's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calendar: Option<String>,
+}
+
+impl JsonSchema for TimerDef {
+    fn schema_name() -> Cow<'static, str> {
+        "TimerDef".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        schema::timer(generator)
+    }
 }
 
 #[derive(Deserialize)]
@@ -453,6 +470,7 @@ fn default_index_var() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Branch {
     /// The condition (CEL).
+    #[schemars(example = &"amount > 1000 && customer.vip")]
     pub when: Expr,
     /// Where the branch goes.
     pub to: String,
@@ -508,12 +526,14 @@ pub struct FormField {
     pub options: Vec<String>,
     /// The value shown before the person changes it; a literal or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::form_default")]
     pub default: Option<Value>,
 }
 
 /// Types of form fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = schema::closed_set)]
 pub enum FieldType {
     /// One line of text.
     String,
@@ -538,6 +558,7 @@ pub enum FieldType {
 /// A node of the process graph, by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[schemars(transform = schema::node)]
 pub enum Node {
     /// Does nothing (BPML empty).
     Empty(Empty),
@@ -739,6 +760,7 @@ pub struct Service {
     #[serde(default)]
     pub name: Option<String>,
     /// The action a plugin registers (`crm.assign`).
+    #[schemars(example = &"crm.assign")]
     pub action: String,
     /// The action's parameters: name → literal or `=expression`.
     #[serde(default, rename = "with")]
@@ -781,12 +803,17 @@ pub struct User {
     pub description: Option<String>,
     /// The person the task is assigned to: a user name or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::name_or_expression", example = &"=assignment.owner")]
     pub assignee: Option<Value>,
-    /// People who may claim the task: a list of user names, or `=expression`.
+    /// People who may claim the task: a list of user names (each may be
+    /// `=expression`), or one name or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::names", example = ["alice", "bob"])]
     pub candidate_users: Option<Value>,
-    /// Groups whose members may claim the task: a list of group names, or `=expression`.
+    /// Groups whose members may claim the task: a list of group names (each may be
+    /// `=expression`), or one name or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::names", example = ["sales"])]
     pub candidate_groups: Option<Value>,
     /// People who may never hold or complete the task, whatever their groups: a list
     /// of names, or `=expression`. The four-eyes rule of an approval: its requester
@@ -796,16 +823,19 @@ pub struct User {
     pub exclude: Option<Value>,
     /// The form the person completes: field name → field.
     #[serde(default)]
+    #[schemars(transform = schema::var_keys)]
     pub form: IndexMap<String, FormField>,
     /// The variable that receives who completed the task (their user name), for
     /// later steps such as "the previous approver's supervisor".
     #[serde(default)]
     pub completed_by: Option<String>,
-    /// When the task is due: a duration from its creation (`P2BD`) or a date.
+    /// When the task is due: a duration from its creation (`P2BD`) or a date
+    /// (`{ date: =deadline }`); it cannot repeat.
     #[serde(default)]
     pub due: Option<TimerDef>,
     /// Priority from 0 to 100 (default 50), or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::priority")]
     pub priority: Option<Value>,
     /// The handler that undoes this activity (a node id in the same scope).
     #[serde(default)]
@@ -1106,6 +1136,7 @@ pub struct Call {
     pub version: Option<u32>,
     /// The child's business key: literal or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::business_key")]
     pub business_key: Option<Value>,
     /// The child's variables: name → literal or `=expression` over the parent's.
     #[serde(default, rename = "in")]
@@ -1142,6 +1173,7 @@ pub struct Spawn {
     pub version: Option<u32>,
     /// The new instance's business key: literal or `=expression`.
     #[serde(default)]
+    #[schemars(schema_with = "schema::business_key")]
     pub business_key: Option<Value>,
     /// The new instance's variables: name → literal or `=expression`.
     #[serde(default, rename = "in")]

@@ -769,14 +769,14 @@ impl<'a> Validator<'a> {
                 self.mapping(&n.input, &path.join("in"), false);
                 self.mapping(&n.out, &path.join("out"), true);
                 if let Some(bk) = &n.business_key {
-                    self.value(bk, &path.join("business_key"));
+                    self.business_key(bk, &path.join("business_key"));
                 }
             }
             Node::Spawn(n) => {
                 self.called(&n.process, n.version, path);
                 self.mapping(&n.input, &path.join("in"), false);
                 if let Some(bk) = &n.business_key {
-                    self.value(bk, &path.join("business_key"));
+                    self.business_key(bk, &path.join("business_key"));
                 }
             }
         }
@@ -834,6 +834,19 @@ impl<'a> Validator<'a> {
     ) {
         if self.target(start, &path.join("start"), Some(id), scope_of) {
             graph.connect(id, start, Flow::Enter);
+        }
+    }
+
+    /// A business key is text or a number (or `=expression`), never a list or a map.
+    fn business_key(&mut self, bk: &Value, path: &Path) {
+        match bk {
+            Value::String(_) | Value::Number(_) => self.value(bk, path),
+            _ => self.err_val(
+                "invalid-value",
+                path,
+                "`business_key` must be text, a number or `=expression`",
+                None,
+            ),
         }
     }
 
@@ -896,7 +909,8 @@ impl<'a> Validator<'a> {
         }
         if let Some(pr) = &n.priority {
             match pr {
-                Value::String(_) => self.value(pr, &path.join("priority")),
+                // A plain string would be read as no priority at all (50).
+                Value::String(s) if s.starts_with('=') => self.value(pr, &path.join("priority")),
                 Value::Number(x) if x.as_u64().is_some_and(|x| x <= 100) => {}
                 _ => self.err_val(
                     "invalid-value",

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub type Vars = Map<String, Value>;
 
 /// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceStatus {
     /// Has tokens that run or wait.
