@@ -251,6 +251,45 @@ fn people_and_tokens_are_managed_from_the_command_line() {
     let (code, _, err) = ordo(&["token", "create", "--user", "nobody", "--db", db]);
     assert_eq!(code, 2);
     assert!(err.contains("no person named `nobody`"), "{err}");
+    // A supervisor must exist, and the reporting line may not loop.
+    let (code, _, err) = ordo(&[
+        "user",
+        "add",
+        "bob",
+        "--role",
+        "salesperson",
+        "--supervisor",
+        "nobody",
+        "--db",
+        db,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no person named `nobody`"), "{err}");
+    let (code, _, err) = ordo(&[
+        "user",
+        "add",
+        "bob",
+        "--role",
+        "salesperson",
+        "--supervisor",
+        "ann",
+        "--db",
+        db,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ordo(&[
+        "user",
+        "add",
+        "ann",
+        "--role",
+        "admin",
+        "--supervisor",
+        "bob",
+        "--db",
+        db,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("loop"), "{err}");
     // A password for the pages, from standard input.
     let passwd = |pw: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))

@@ -348,6 +348,13 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     }
     let (status, _) = env.put("sam", "/api/crm/staff/sam", json!({"email": "x@y.z"}));
     assert_eq!(status, 403, "only an admin sets staff facts");
+    // A change of one fact keeps the others: sam stays reachable by e-mail.
+    let (status, v) = env.put("ada", "/api/crm/staff/sam", json!({"weight": 2}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["email"], "sam@sales.example", "{v}");
+    assert_eq!(v["weight"], 2, "{v}");
+    let (status, v) = env.put("ada", "/api/crm/staff/nobody", json!({"active": false}));
+    assert_eq!(status, 404, "{v}");
 
     // 0. A lead whose source is not one the CRM knows is refused at the door:
     // no instance, nothing buffered, and the integrator learns why at once.

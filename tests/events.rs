@@ -551,3 +551,63 @@ fn the_shipped_china_calendar_moves_deadlines_over_national_day() {
     );
     assert!(cals.get("default").is_some());
 }
+
+const DECLARED_PAID: &str = "id: order
+messages:
+  paid:
+    variables:
+      amount: {type: number, required: true, min: 0.01}
+      lines: {type: array, items: {type: object, properties: {sku: {type: string, required: true}}}}
+start: [{id: s, next: paid}]
+nodes:
+  paid: {type: receive, message: paid, out: {amount: =message.amount}, next: e}
+  e: {type: end}
+";
+
+#[tokio::test]
+async fn a_message_that_does_not_fit_its_declaration_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    e.deploy("order.yaml", DECLARED_PAID).await.unwrap();
+    // Nobody waits yet: a bad message is not buffered, and its id is not kept.
+    let mut bad = msg("paid", "o-1", Some("m-1"));
+    bad.variables = vars(json!({"amount": -3, "lines": [{"qty": 1}]}));
+    let refused = e.correlate(bad.clone()).await;
+    let Err(ordo_engine::engine::Error::InvalidMessage { name, problems }) = refused else {
+        unreachable!("refused: {refused:?}")
+    };
+    assert_eq!(name, "paid");
+    assert_eq!(
+        problems,
+        [
+            "amount must be at least 0.01, not -3",
+            "lines[0].sku is required"
+        ]
+    );
+    let inst = e
+        .start("order", None, Some("o-1".into()), Vars::new())
+        .await
+        .unwrap();
+    assert_eq!(inst.active_nodes(), ["paid"], "nothing was buffered for it");
+    // Waited for, it is still refused; the instance goes on waiting.
+    assert!(e.correlate(bad).await.is_err());
+    assert_eq!(e.instance(&inst.id).await.unwrap().active_nodes(), ["paid"]);
+    // The same id with a good payload is new, and correlates.
+    let mut good = msg("paid", "o-1", Some("m-1"));
+    good.variables = vars(json!({"amount": 3, "lines": [{"sku": "A-1"}]}));
+    let r = e.correlate(good).await.unwrap();
+    assert!(matches!(r, Correlation::Correlated { .. }), "{r:?}");
+    assert_eq!(
+        e.instance(&inst.id).await.unwrap().status,
+        InstanceStatus::Completed
+    );
+    // A name nobody declares passes as before.
+    let r = e.correlate(msg("other", "x", None)).await.unwrap();
+    assert!(matches!(r, Correlation::Buffered { .. }), "{r:?}");
+    // A new version without the declaration stops checking it.
+    e.deploy("order.yaml", WAIT_PAID).await.unwrap();
+    let mut loose = msg("paid", "o-2", None);
+    loose.variables = vars(json!({"amount": -3}));
+    assert!(e.correlate(loose).await.is_ok());
+}

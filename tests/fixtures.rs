@@ -7,6 +7,14 @@
 use ordo_engine::model::{self, Options};
 use std::path::Path;
 
+/// What `ordo validate` knows: the product's roles, for `starters`.
+fn options() -> Options {
+    Options {
+        roles: Some(ordo_server::auth::Role::names()),
+        ..Options::default()
+    }
+}
+
 /// Loads every `.yaml` of `dir` as one deployment, so call targets resolve.
 fn load_dir(dir: &str) -> Vec<(String, String, model::Loaded)> {
     let base = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,7 +31,7 @@ fn load_dir(dir: &str) -> Vec<(String, String, model::Loaded)> {
         .map(|p| {
             let name = format!("{dir}/{}", p.file_name().unwrap().to_string_lossy());
             let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
-            let loaded = model::load(&name, &text, &Options::default());
+            let loaded = model::load(&name, &text, &options());
             (name, text, loaded)
         })
         .collect()
@@ -62,8 +70,7 @@ fn invalid_fixtures_give_their_diagnostics() {
         let (text, loaded) = match model::text_from_bytes(&name, bytes) {
             Ok(text) => {
                 // Loaded as a deployment of its own, as `ordo validate FILE` does.
-                let mut all =
-                    model::load_deployment(&[(name.clone(), text.clone())], &Options::default());
+                let mut all = model::load_deployment(&[(name.clone(), text.clone())], &options());
                 (text, all.pop().unwrap())
             }
             Err(d) => (
@@ -104,7 +111,7 @@ fn every_valid_fixture_loads_without_a_diagnostic() {
     let mut files = read_files("tests/fixtures/valid");
     files.sort();
     assert!(files.len() >= 8);
-    for loaded in model::load_deployment(&files, &Options::default()) {
+    for loaded in model::load_deployment(&files, &options()) {
         let text = &files.iter().find(|(n, _)| *n == loaded.file).unwrap().1;
         assert!(
             loaded.diagnostics.is_empty(),
@@ -138,7 +145,7 @@ fn there_is_an_invalid_fixture_per_error_kind() {
 #[test]
 fn crm_processes_are_valid() {
     let files = read_files("processes/crm");
-    let ids: Vec<_> = model::load_deployment(&files, &Options::default())
+    let ids: Vec<_> = model::load_deployment(&files, &options())
         .into_iter()
         .map(|l| {
             assert!(l.diagnostics.is_empty(), "{}: {:?}", l.file, l.diagnostics);

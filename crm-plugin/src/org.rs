@@ -222,3 +222,36 @@ pub fn set_staff(tx: &Connection, s: &Staff) -> rusqlite::Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_change_keeps_what_it_does_not_send_and_null_clears() {
+        let before = Staff {
+            person: "sam".into(),
+            email: Some("sam@sales.example".into()),
+            weight: 3,
+            daily_capacity: Some(5),
+            active: true,
+        };
+        let leave: StaffChange = serde_json::from_str(r#"{"active": false}"#).unwrap();
+        let after = before.clone().with(leave);
+        assert_eq!(
+            after,
+            Staff {
+                active: false,
+                ..before.clone()
+            }
+        );
+        let clear: StaffChange =
+            serde_json::from_str(r#"{"email": null, "daily_capacity": null}"#).unwrap();
+        let after = before.clone().with(clear);
+        assert_eq!((after.email, after.daily_capacity), (None, None));
+        assert_eq!(after.weight, 3);
+        assert!(serde_json::from_str::<StaffChange>(r#"{"mail": "x"}"#).is_err());
+    }
+}

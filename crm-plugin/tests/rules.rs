@@ -30,13 +30,20 @@ fn why(at: DateTime<Utc>) -> Why {
     }
 }
 
-/// sue supervises sam and sally (group sales); tom is in sales too, no supervisor.
+/// dora directs sue, who supervises sam and sally (group sales); tom is in
+/// sales too, no supervisor.
 fn db() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ordo.db");
     let directory = Directory::open(&path).unwrap();
     for (name, role, groups, supervisor) in [
-        ("sue", Role::Supervisor, vec!["sales_supervisors"], None),
+        ("dora", Role::Supervisor, vec!["directors"], None),
+        (
+            "sue",
+            Role::Supervisor,
+            vec!["sales_supervisors"],
+            Some("dora"),
+        ),
         ("sam", Role::Salesperson, vec!["sales"], Some("sue")),
         ("sally", Role::Salesperson, vec!["sales"], Some("sue")),
         ("tom", Role::Salesperson, vec!["sales"], None),
@@ -668,9 +675,11 @@ fn each_role_sees_only_what_it_may_in_lists_counts_search_and_single_records() {
     );
     pool::move_to_pool(&d.conn, "customer", pooled, "x", &why(now())).unwrap();
     let k = records::kind("customer").unwrap();
-    let matrix: [(Identity, &[i64]); 5] = [
+    let matrix: [(Identity, &[i64]); 6] = [
         (who("sam", Role::Salesperson), &[sams]),
         (who("sue", Role::Supervisor), &[sallys, sams]),
+        // The director sees her whole organisation, not only her direct reports.
+        (who("dora", Role::Supervisor), &[sallys, sams]),
         (who("ada", Role::Admin), &[toms, sallys, sams]),
         (who("max", Role::Maintenance), &[]),
         (who("erp", Role::Integrator), &[]),
@@ -707,6 +716,23 @@ fn each_role_sees_only_what_it_may_in_lists_counts_search_and_single_records() {
             "pool, {}",
             id.user
         );
+    }
+    // The pipeline follows the same reporting line.
+    create(
+        &d.conn,
+        "opportunity",
+        json!({"customer_id": sams, "name": "Looms", "stage": "proposal", "amount": 1000, "owner": "sam"}),
+    );
+    for (person, role, open) in [
+        ("dora", Role::Supervisor, 1),
+        ("sue", Role::Supervisor, 1),
+        ("sally", Role::Salesperson, 0),
+        ("tom", Role::Salesperson, 0),
+    ] {
+        let scope = Scope::of(&d.conn, &who(person, role)).unwrap();
+        let stages = visibility::pipeline(&d.conn, &scope).unwrap();
+        let count: i64 = stages.iter().map(|s| s.count).sum();
+        assert_eq!(count, open, "{person}'s pipeline");
     }
     let admin = Scope::All;
     let search = |q: &str| {

@@ -163,6 +163,19 @@ async fn a_task_goes_from_start_to_completion_through_the_api() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["assignee"], "ann");
+    // A mistyped name would orphan the task: it is refused, naming it.
+    let (s, v) = a
+        .call(
+            Some("ann"),
+            "POST",
+            &format!("{task}/delegate"),
+            Some(json!({"to": "bbo"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("`bbo`"), "{v}");
+    let (s, v) = a.call(Some("ann"), "GET", &task, None).await;
+    assert_eq!(v["task"]["assignee"], "ann", "still hers: {s} {v}");
     let (s, v) = a
         .call(
             Some("ann"),
@@ -659,4 +672,71 @@ async fn a_supervisor_sees_the_tasks_of_the_people_they_lead_and_no_others() {
         StatusCode::NOT_FOUND,
         "a colleague does not"
     );
+}
+
+#[tokio::test]
+async fn of_racing_completions_one_wins_and_every_other_gets_409() {
+    let a = Arc::new(api().await);
+    a.deploy("dee", FLOW).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (s, v) = a
+            .call(
+                Some("bob"),
+                "POST",
+                "/api/instances",
+                Some(json!({"process": "expense", "business_key": format!("R-{i}")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (_, v) = a
+            .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
+            .await;
+        let activity = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["instance_id"] == id.as_str())
+            .unwrap()["activity"]
+            .as_u64()
+            .unwrap();
+        let task = format!("/api/tasks/{id}/{activity}");
+        a.call(Some("ann"), "POST", &format!("{task}/claim"), None)
+            .await;
+        tasks.push(task);
+    }
+    for task in tasks {
+        let racers: Vec<_> = (0..5)
+            .map(|_| {
+                let a = Arc::clone(&a);
+                let task = task.clone();
+                tokio::spawn(async move {
+                    a.call(
+                        Some("ann"),
+                        "POST",
+                        &format!("{task}/complete"),
+                        Some(json!({"variables": {"approved": true}})),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for r in racers {
+            statuses.push(r.await.unwrap().0);
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::CONFLICT,
+                StatusCode::CONFLICT,
+                StatusCode::CONFLICT,
+                StatusCode::CONFLICT
+            ],
+            "{task}"
+        );
+    }
 }

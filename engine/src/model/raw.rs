@@ -820,6 +820,7 @@ pub struct User {
     /// and earlier approvers. They do not see it among their groups' tasks, cannot
     /// claim it or be given it, and an assignee or candidate among them is dropped.
     #[serde(default)]
+    #[schemars(schema_with = "schema::names", example = "=[requester, quote.owner]")]
     pub exclude: Option<Value>,
     /// The form the person completes: field name → field.
     #[serde(default)]

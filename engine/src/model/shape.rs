@@ -36,7 +36,16 @@ fn compiled(pattern: &str) -> Result<Regex, String> {
     let r = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(MAX_PATTERN_BYTES)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // The parser's message draws the pattern over several lines; its
+            // last line says what is wrong.
+            let text = e.to_string();
+            let last = text.lines().rev().find(|l| !l.trim().is_empty());
+            last.unwrap_or(&text)
+                .trim()
+                .trim_start_matches("error: ")
+                .to_owned()
+        })?;
     if cache.len() >= MAX_CACHED_PATTERNS {
         cache.clear();
     }
