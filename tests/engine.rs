@@ -448,3 +448,79 @@ async fn an_online_backup_under_load_is_consistent_and_restores() {
     let restored = Engine::open(Config::new(db)).unwrap();
     assert_eq!(open_count(&restored).await, (instances, tasks));
 }
+
+const NEEDS_OWNER: &str = "id: owned\nvariables: {owner: {type: string, required: true}}\nstart: [{id: s, next: review}]\nnodes:\n  review: {type: user, assignee: =owner, next: e}\n  e: {type: end}\n";
+
+#[tokio::test]
+async fn instance_ids_never_repeat_across_refused_starts_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..3 {
+        let e = engine(&dir);
+        e.deploy("o.yaml", NEEDS_OWNER).await.unwrap();
+        for _ in 0..3 {
+            // Refused: no owner. It takes no id.
+            assert!(e.start("owned", None, None, Vars::new()).await.is_err());
+        }
+        for _ in 0..4 {
+            let i = e
+                .start("owned", None, None, vars(json!({"owner": "ann"})))
+                .await
+                .unwrap();
+            assert!(
+                seen.insert(i.id.clone()),
+                "round {round}: id {} again",
+                i.id
+            );
+        }
+        e.close();
+    }
+    let mut ids: Vec<u64> = seen.iter().map(|i| i.parse().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=12).collect::<Vec<_>>(), "no gaps, no repeats");
+}
+
+#[tokio::test]
+async fn a_panic_in_one_unit_of_work_fails_that_caller_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Arc::new(engine(&dir));
+    e.deploy("o.yaml", NEEDS_OWNER).await.unwrap();
+    let write = |panics: bool| {
+        let e = Arc::clone(&e);
+        tokio::spawn(async move {
+            e.write(move |tx| -> Result<i64, String> {
+                tx.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])
+                    .map_err(|x| x.to_string())?;
+                tx.execute("INSERT INTO t (n) VALUES (1)", [])
+                    .map_err(|x| x.to_string())?;
+                assert!(!panics, "a bug in a plugin");
+                Ok(1)
+            })
+            .await
+        })
+    };
+    let (bad, good) = (write(true), write(false));
+    let bad = bad.await.unwrap();
+    assert!(
+        matches!(&bad, Err(Error::Panicked(m)) if m.contains("a bug in a plugin")),
+        "{bad:?}"
+    );
+    assert_eq!(good.await.unwrap().unwrap(), Ok(1));
+    // The panicking unit left nothing; the writer still serves everyone.
+    let rows = e
+        .query(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows, 1);
+    let refused = e
+        .write(|_| -> Result<(), &str> { Err("no") })
+        .await
+        .unwrap();
+    assert_eq!(refused, Err("no"));
+    let i = e
+        .start("owned", None, None, vars(json!({"owner": "ann"})))
+        .await
+        .unwrap();
+    assert_eq!(i.status, InstanceStatus::Active);
+}

@@ -611,3 +611,81 @@ async fn a_message_that_does_not_fit_its_declaration_changes_nothing() {
     loose.variables = vars(json!({"amount": -3}));
     assert!(e.correlate(loose).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_timer_that_cannot_fire_fails_alone_as_an_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let e = open(&dir, &clock);
+    // A timer start whose process needs a variable no timer can give.
+    e.deploy(
+        "needy.yaml",
+        "id: needy\nvariables: {owner: {type: string, required: true}}\nstart: [{id: hourly, timer: {cycle: '0 * * * *'}, next: e}]\nnodes:\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    // 100 instances whose timers are fine.
+    e.deploy(
+        "wait.yaml",
+        "id: wait\nstart: [{id: s, next: t}]\nnodes:\n  t: {type: catch, timer: PT30M, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        e.start("wait", None, None, Vars::new()).await.unwrap();
+    }
+    // One whose timer step cannot be stored: it doubles a variable past the limit.
+    e.deploy(
+        "grow.yaml",
+        "id: grow\nvariables: {blob: {type: string}}\nstart: [{id: s, next: t}]\nnodes:\n  t: {type: catch, timer: PT30M, next: a}\n  a: {type: assign, set: {blob: =blob + blob}, next: e}\n  e: {type: end}\n",
+    )
+    .await
+    .unwrap();
+    let blob = "x".repeat(ordo_engine::runtime::MAX_VARIABLES_BYTES * 2 / 3);
+    let grow = e
+        .start("grow", None, None, vars(json!({ "blob": blob })))
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(1));
+    let f = e.fire_due_timers().await.unwrap();
+    assert_eq!((f.fired, f.started), (100, 0), "{:?}", f.failed);
+    assert_eq!(f.failed.len(), 2, "{:?}", f.failed);
+    assert_eq!(count(&e, "wait", "completed").await, 100);
+    let open_incidents = e.incidents(true, 10, 0).await.unwrap();
+    let keys: Vec<(&str, u64)> = open_incidents
+        .iter()
+        .map(|i| (i.instance_id.as_str(), i.activity))
+        .collect();
+    assert_eq!(open_incidents.len(), 2, "{open_incidents:?}");
+    assert!(keys.contains(&("start:needy:hourly", 0)), "{keys:?}");
+    let timer = open_incidents
+        .iter()
+        .find(|i| i.instance_id == grow.id)
+        .expect("the failing instance timer is an incident");
+    assert_eq!(timer.node, "t");
+    assert!(
+        timer.message.contains("retry fires it again"),
+        "{}",
+        timer.message
+    );
+    // Parked: the next pass does not retry it on its own.
+    let again = e.fire_due_timers().await.unwrap();
+    assert!(again.failed.is_empty(), "{:?}", again.failed);
+    assert_eq!(
+        e.instance(&grow.id).await.unwrap().active_nodes(),
+        ["t"],
+        "the token still waits, with its timer kept"
+    );
+    // An admin's retry arms it again; it fires (and here fails again, visibly).
+    e.retry(
+        &grow.id,
+        timer.activity,
+        None,
+        Vars::new(),
+        Some("ada".into()),
+    )
+    .await
+    .unwrap();
+    let third = e.fire_due_timers().await.unwrap();
+    assert_eq!(third.failed.len(), 1, "{:?}", third.failed);
+}

@@ -103,6 +103,9 @@ pub enum Error {
     /// The engine is shut down.
     #[error("the engine is shut down")]
     Closed,
+    /// The unit of work panicked; it was rolled back and the writer goes on.
+    #[error("the work panicked and was rolled back: {0}")]
+    Panicked(String),
 }
 
 impl From<rusqlite::Error> for Error {
@@ -333,6 +336,20 @@ struct Work<T, F> {
     reply: oneshot::Sender<Result<T>>,
 }
 
+/// The incident key of a timer start event that failed: it has no instance, so
+/// the incident names the process and the event (`start:order:nightly`).
+pub fn start_timer_incident(process: &str, event: &str) -> String {
+    format!("start:{process}:{event}")
+}
+
+/// What a panic carried, as text.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 impl<T, F> Request for Work<T, F>
 where
     T: Send + 'static,
@@ -340,8 +357,55 @@ where
 {
     fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>) {
         state.outbox.clear();
-        let result = (self.work)(state, tx).and_then(|v| state.drain_outbox(tx).map(|()| v));
+        let work = self.work;
+        // A panic in one unit of work fails that unit only: its savepoint is
+        // rolled back and the writer goes on serving the others.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            work(state, tx).and_then(|v| state.drain_outbox(tx).map(|()| v))
+        }))
+        .unwrap_or_else(|p| {
+            state.outbox.clear();
+            state.forget_cached();
+            Err(Error::Panicked(panic_text(p.as_ref())))
+        });
         let ok = result.is_ok();
+        (
+            ok,
+            Box::new(Reply {
+                reply: self.reply,
+                result,
+            }),
+        )
+    }
+
+    fn fail(self: Box<Self>, message: &str) {
+        let _ = self
+            .reply
+            .send(Err(Error::CommitFailed(message.to_owned())));
+    }
+}
+
+/// A plugin's unit of work: its own error rolls its savepoint back and comes
+/// back to the caller as `Ok(Err(e))` once the batch has committed.
+struct Unit<T, E, F> {
+    work: F,
+    reply: oneshot::Sender<Result<std::result::Result<T, E>>>,
+}
+
+impl<T, E, F> Request for Unit<T, E, F>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+{
+    fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>) {
+        let work = self.work;
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(tx))).map_err(|p| {
+                state.forget_cached();
+                Error::Panicked(panic_text(p.as_ref()))
+            });
+        let ok = matches!(result, Ok(Ok(_)));
         (
             ok,
             Box::new(Reply {
@@ -396,11 +460,6 @@ impl Engine {
     /// Opens (creating and migrating if needed) the database and starts the writer.
     pub fn open(config: Config) -> Result<Engine> {
         let conn = store::open_writer(&config.db, config.sync)?;
-        let next_id: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(rowid), 0) + 1 FROM instances",
-            [],
-            |r| r.get(0),
-        )?;
         let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
         let db = config.db.clone();
         let clock = Arc::clone(&config.clock);
@@ -422,7 +481,6 @@ impl Engine {
                 actions: config.actions,
                 processes: Arc::clone(&definitions),
                 latest: HashMap::new(),
-                next_id: u64::try_from(next_id).unwrap_or(1),
                 calendars: Arc::new(config.calendars),
                 message_ttl: config.message_ttl,
                 roles: config.roles,
@@ -458,6 +516,76 @@ impl Engine {
                 .map_err(|_| Error::Closed)?;
         }
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs a plugin's unit of work on the one writer, in a savepoint of its own
+    /// inside the next group commit, and answers once that commit is durable.
+    /// `Err(e)` from `work` rolls back its savepoint (nothing of it is stored)
+    /// and comes back as `Ok(Err(e))`; a panic in `work` rolls it back too and is
+    /// an [`Error::Panicked`], while the writer goes on serving everyone else.
+    /// This is how every write outside the engine's own commands reaches the
+    /// database: nothing else in a server process opens a writable connection.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<std::result::Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let rx = self.enqueue(work)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// [`Engine::write`] for synchronous code: it waits for the commit by
+    /// blocking. Meant for blocking threads (inside `spawn_blocking`, or a
+    /// program without an async runtime); called on an async task's thread, it
+    /// waits on a helper thread instead, so it works but holds that thread for
+    /// the length of one commit.
+    pub fn write_blocking<T, E, F>(&self, work: F) -> Result<std::result::Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let rx = self.enqueue(work)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Tokio refuses to block a runtime thread on a channel; a plain
+            // thread may.
+            return std::thread::scope(|s| {
+                s.spawn(move || rx.blocking_recv())
+                    .join()
+                    .map_err(|_| Error::Closed)?
+                    .map_err(|_| Error::Closed)
+            })?;
+        }
+        rx.blocking_recv().map_err(|_| Error::Closed)?
+    }
+
+    fn enqueue<T, E, F>(
+        &self,
+        work: F,
+    ) -> Result<oneshot::Receiver<Result<std::result::Result<T, E>>>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.tx.lock().map_err(|_| Error::Closed)?;
+        let tx = guard.as_ref().ok_or(Error::Closed)?;
+        tx.send(Box::new(Unit { work, reply }))
+            .map_err(|_| Error::Closed)?;
+        Ok(rx)
+    }
+
+    /// Runs `work` on one of the engine's read-only connections (WAL readers
+    /// beside the writer), on a blocking thread: how plugins read.
+    pub async fn query<T, E, F>(&self, work: F) -> Result<std::result::Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        self.read(move |c| Ok::<_, Error>(work(c))).await
     }
 
     /// Deploys a definition: a new version unless identical to the latest one.
@@ -653,9 +781,32 @@ impl Engine {
             activity,
             retries,
             variables,
-            actor,
+            actor: actor.clone(),
         };
-        self.apply(instance, cmd, None).await
+        let instance = instance.to_owned();
+        self.send(move |st, tx| {
+            // A timer that could not fire is parked with its incident: a retry
+            // arms it to fire on the next pass.
+            let now = st.clock.now();
+            if tx.set_timer_failed(&instance, activity, false, now.timestamp_millis())? {
+                tx.prepare_cached(
+                    "UPDATE incidents SET state = 'retried', closed_at = ?3, closed_by = ?4
+                     WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
+                )?
+                .execute(rusqlite::params![
+                    instance,
+                    activity,
+                    now.to_rfc3339(),
+                    actor
+                ])?;
+                return tx
+                    .instance(&instance)?
+                    .ok_or_else(|| Error::UnknownInstance(instance.clone()));
+            }
+            let r = st.apply(tx, instance, cmd, None);
+            st.settled(tx, r)
+        })
+        .await
     }
 
     /// Marks a failed step as done by hand; the path goes on (see [`Command::Resolve`]).
@@ -1052,7 +1203,6 @@ struct State {
     processes: Arc<Definitions>,
     /// Latest deployed version per process (the writer is the only deployer).
     latest: HashMap<String, u32>,
-    next_id: u64,
     calendars: Arc<Calendars>,
     message_ttl: chrono::Duration,
     roles: Option<std::collections::HashSet<String>>,
@@ -1191,6 +1341,13 @@ fn ignore_gone(r: Result<Instance>) -> Result<()> {
 }
 
 impl State {
+    /// Forgets cached definitions and latest versions: after a panic the cache
+    /// may hold what a rolled-back deploy put there.
+    fn forget_cached(&mut self) {
+        self.processes.clear();
+        self.latest.clear();
+    }
+
     fn machine<'p>(&self, p: &'p Process, calendars: &'p Calendars) -> Result<Machine<'p>> {
         Ok(Machine::new(p)?.with_calendars(calendars))
     }
@@ -1215,8 +1372,7 @@ impl State {
         let p = self.process(tx, process, Some(version))?;
         let calendars = Arc::clone(&self.calendars);
         let machine = self.machine(&p, &calendars)?;
-        let id = self.next_id.to_string();
-        self.next_id += 1;
+        let id = store::next_instance_id(tx)?.to_string();
         let clock = Arc::clone(&self.clock);
         let (inst, actions) = machine.start_child(
             event,
@@ -1702,9 +1858,13 @@ impl State {
         let now = self.clock.now();
         let now_ms = now.timestamp_millis();
         let mut fired = Fired::default();
+        let at = now.to_rfc3339();
         for (instance, sub) in tx.due_timers(now_ms, TIMER_BATCH)? {
-            tx.delete_timer(&instance, sub)?;
+            // The row goes in the same savepoint as the step it triggers: a step
+            // that fails leaves the timer, parked with an incident an admin can
+            // retry (which fires it again) instead of a token waiting forever.
             tx.execute_batch("SAVEPOINT timer")?;
+            tx.delete_timer(&instance, sub)?;
             let cmd = Command::Trigger {
                 subscription: sub,
                 variables: Vars::new(),
@@ -1717,6 +1877,13 @@ impl State {
                 Err(e @ (Error::Store(_) | Error::CommitFailed(_))) => return Err(e),
                 Err(e) => {
                     tx.execute_batch("ROLLBACK TO timer; RELEASE timer")?;
+                    let node = tx
+                        .instance(&instance)?
+                        .and_then(|i| i.subscriptions.into_iter().find(|s| s.id == sub))
+                        .map_or_else(|| "timer".to_owned(), |s| s.node);
+                    let message = format!("the timer could not fire: {e}; retry fires it again");
+                    tx.set_timer_failed(&instance, sub, true, now_ms)?;
+                    tx.open_incident(&instance, sub, &node, &message, &at)?;
                     fired
                         .failed
                         .push(format!("timer {sub} of instance {instance}: {e}"));
@@ -1739,7 +1906,11 @@ impl State {
                 &s.event_id,
                 next.map(|d| d.timestamp_millis()),
             )?;
-            self.start(
+            // Each start in a savepoint of its own: one that fails (the process
+            // needs a variable a timer cannot give) is an incident for that
+            // timer; the others fire, and the pass is not retried for ever.
+            tx.execute_batch("SAVEPOINT start_timer")?;
+            match self.start(
                 tx,
                 &s.process_id,
                 Some(s.version),
@@ -1747,8 +1918,28 @@ impl State {
                 None,
                 Vars::new(),
                 None,
-            )?;
-            fired.started += 1;
+            ) {
+                Ok(_) => {
+                    tx.execute_batch("RELEASE start_timer")?;
+                    fired.started += 1;
+                }
+                Err(e @ (Error::Store(_) | Error::CommitFailed(_))) => return Err(e),
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO start_timer; RELEASE start_timer")?;
+                    let message = format!(
+                        "timer start `{}` of process `{}` could not start an instance: {e}",
+                        s.event_id, s.process_id
+                    );
+                    tx.open_incident(
+                        &start_timer_incident(&s.process_id, &s.event_id),
+                        0,
+                        &s.event_id,
+                        &message,
+                        &at,
+                    )?;
+                    fired.failed.push(message);
+                }
+            }
         }
         tx.purge_expired(now_ms)?;
         Ok(fired)

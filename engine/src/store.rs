@@ -202,6 +202,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, process_id)
     ) WITHOUT ROWID;
     CREATE INDEX message_decls_by_process ON message_decls (process_id);",
+    // 5: instance ids from a persisted sequence, taken in the transaction of the
+    // start that uses one (a refused start takes none; a restart goes on after
+    // the last one stored, whatever happened to rowids).
+    "CREATE TABLE sequences (name TEXT PRIMARY KEY, next INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO sequences (name, next)
+        SELECT 'instance', COALESCE(MAX(CAST(id AS INTEGER)), 0) + 1 FROM instances;
+    -- A timer whose step failed waits for an admin (its incident), not for the
+    -- next pass.
+    ALTER TABLE timers ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The `definitions` table: deployed process versions.
@@ -259,6 +268,17 @@ pub trait ReadInstances {
     fn children(&self, parent: &str) -> Result<Vec<InstanceRow>>;
     /// The active instances one call or spawn activity of `parent` started.
     fn children_of(&self, parent: &str, activity: u64) -> Result<Vec<String>>;
+}
+
+/// Takes the next instance id from the persisted sequence, in the caller's
+/// transaction: if it rolls back, the id is taken again by the next start.
+pub fn next_instance_id(tx: &Connection) -> Result<u64> {
+    let id: i64 = tx
+        .prepare_cached(
+            "UPDATE sequences SET next = next + 1 WHERE name = 'instance' RETURNING next - 1",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(id).unwrap_or(0))
 }
 
 /// Writes to `instances`, and the rows a step's actions ask for (history, tasks,
@@ -862,6 +882,20 @@ pub trait WriteEvents: ReadEvents {
     fn set_start_due(&self, process: &str, event: &str, due: Option<i64>) -> Result<()>;
     /// Removes an instance timer (it is firing).
     fn delete_timer(&self, instance: &str, sub: u64) -> Result<()>;
+    /// Parks a timer whose step failed (`failed`), or arms it again to fire at
+    /// `due_ms` (an admin's retry); whether there was such a timer.
+    fn set_timer_failed(&self, instance: &str, sub: u64, failed: bool, due_ms: i64)
+    -> Result<bool>;
+    /// Opens (or renews) an incident for something that failed outside a step:
+    /// a timer that could not fire.
+    fn open_incident(
+        &self,
+        instance: &str,
+        activity: u64,
+        node: &str,
+        message: &str,
+        at: &str,
+    ) -> Result<()>;
     /// Keeps a message until `expires_ms` for the first instance that subscribes.
     fn buffer_message(
         &self,
@@ -903,7 +937,7 @@ impl ReadEvents for Connection {
     }
     fn due_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<(String, u64)>> {
         let mut st = self.prepare_cached(
-            "SELECT instance_id, sub_id FROM timers WHERE due <= ?1 ORDER BY due LIMIT ?2",
+            "SELECT instance_id, sub_id FROM timers WHERE due <= ?1 AND failed = 0 ORDER BY due LIMIT ?2",
         )?;
         let rows = st.query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -917,7 +951,7 @@ impl ReadEvents for Connection {
     }
     fn next_timer(&self) -> Result<Option<i64>> {
         Ok(self.query_row(
-            "SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers UNION ALL SELECT MIN(due) FROM start_events)",
+            "SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers WHERE failed = 0 UNION ALL SELECT MIN(due) FROM start_events)",
             [],
             |r| r.get(0),
         )?)
@@ -968,6 +1002,36 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
 }
 
 impl WriteEvents for Connection {
+    fn set_timer_failed(
+        &self,
+        instance: &str,
+        sub: u64,
+        failed: bool,
+        due_ms: i64,
+    ) -> Result<bool> {
+        let n = self
+            .prepare_cached(
+                "UPDATE timers SET failed = ?3, due = CASE WHEN ?3 THEN due ELSE ?4 END
+                 WHERE instance_id = ?1 AND sub_id = ?2",
+            )?
+            .execute(params![instance, sub, failed, due_ms])?;
+        Ok(n > 0)
+    }
+    fn open_incident(
+        &self,
+        instance: &str,
+        activity: u64,
+        node: &str,
+        message: &str,
+        at: &str,
+    ) -> Result<()> {
+        self.prepare_cached(
+            "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
+        )?
+        .execute(params![instance, activity, node, message, at])?;
+        Ok(())
+    }
     fn set_message_decls(&self, process: &str, version: u32, names: &[&str]) -> Result<()> {
         self.prepare_cached("DELETE FROM message_decls WHERE process_id = ?1")?
             .execute(params![process])?;

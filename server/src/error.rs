@@ -154,7 +154,9 @@ impl From<engine::Error> for ApiError {
             },
             E::NotAllowed(m) => ApiError::Forbidden(m),
             E::Runtime(r) => ApiError::Unprocessable(r.to_string()),
-            E::Store(_) | E::CommitFailed(_) | E::Closed => ApiError::Internal(e.to_string()),
+            E::Store(_) | E::CommitFailed(_) | E::Closed | E::Panicked(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }
