@@ -287,8 +287,8 @@ fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCod
         let server = ordo_server::Server::open(&config).await?;
         let addr = server.local_addr()?;
         if demo {
-            let tokens = ordo_server::seed_demo(server.directory())?;
-            server.seed_plugin_demos()?;
+            let tokens = server.seed_demo_people().await?;
+            server.seed_plugin_demos().await?;
             demo_lead(server.state()).await?;
             eprintln!(
                 "ordo: demo people: sign in at http://{addr}/ as any of them with the password `{}`;",

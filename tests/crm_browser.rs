@@ -32,8 +32,8 @@ async fn a_salesperson_imports_opens_a_customer_and_claims_from_the_pool_in_a_br
     })
     .await
     .unwrap();
-    ordo_server::seed_demo(server.directory()).unwrap();
-    server.seed_plugin_demos().unwrap();
+    server.seed_demo_people().await.unwrap();
+    server.seed_plugin_demos().await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {

@@ -59,6 +59,7 @@ pub struct Report {
     pub failed: usize,
 }
 
+#[derive(Debug, Clone)]
 struct Row {
     id: i64,
     event: String,
@@ -69,13 +70,42 @@ struct Row {
     attempts: i64,
 }
 
-/// Delivers what is due at `now`; at most `limit` rows.
+/// Delivers what is due at `now`; at most `limit` rows, on one connection:
+/// [`claim_due`], [`send`] (outside any transaction), [`record`]. The server
+/// runs the two database steps as units of work on the engine's writer.
 pub fn deliver_due(
     conn: &Connection,
     smtp: Option<&Smtp>,
     now: DateTime<Utc>,
     limit: u32,
 ) -> rusqlite::Result<Report> {
+    let claimed = claim_due(conn, smtp.is_some(), now, limit)?;
+    let sent = send(smtp, claimed);
+    record(conn, &sent, now)
+}
+
+/// A row claimed for sending: only its claimer sends it.
+#[derive(Debug, Clone)]
+pub struct Claimed(Row);
+
+/// A claimed row and what sending it gave.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    id: i64,
+    attempts: i64,
+    result: Result<(), String>,
+}
+
+/// Claims the rows due at `now` (at most `limit`): each is marked `sending` with
+/// its attempt counted, so a deliverer that dies leaves it to be retried after
+/// [`LEASE`]. Without a relay (`email_ok` false) e-mails wait, spending no
+/// attempt.
+pub fn claim_due(
+    conn: &Connection,
+    email_ok: bool,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> rusqlite::Result<Vec<Claimed>> {
     let stale = (now - LEASE).to_rfc3339();
     let rows: Vec<Row> = {
         let mut st = conn.prepare_cached(
@@ -84,9 +114,8 @@ pub fn deliver_due(
              AND (channel <> 'email' OR ?4)
              ORDER BY id LIMIT ?3",
         )?;
-        // Without a relay, e-mails wait (no attempt is spent) until one is configured.
         st.query_map(
-            rusqlite::params![now.to_rfc3339(), stale, limit, smtp.is_some()],
+            rusqlite::params![now.to_rfc3339(), stale, limit, email_ok],
             |r| {
                 Ok(Row {
                     id: r.get(0)?,
@@ -101,43 +130,64 @@ pub fn deliver_due(
         )?
         .collect::<rusqlite::Result<_>>()?
     };
-    let mut report = Report::default();
+    let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
-        // Claim: only one deliverer sends a row.
-        let claimed = conn.execute(
+        let n = conn.execute(
             "UPDATE crm_outbox SET status = 'sending', attempts = attempts + 1, next_at = ?2
              WHERE id = ?1 AND attempts = ?3",
             rusqlite::params![row.id, now.to_rfc3339(), row.attempts],
         )?;
-        if claimed == 0 {
-            continue;
+        if n > 0 {
+            claimed.push(Claimed(row));
         }
-        let result = match row.channel.as_str() {
-            "email" => send_email(smtp, &row),
-            "webhook" => send_webhook(&row),
-            other => Err(format!("unknown channel `{other}`")),
-        };
-        let attempts = row.attempts + 1;
-        match result {
+    }
+    Ok(claimed)
+}
+
+/// Sends each claimed row (SMTP, webhook): no database, no transaction held.
+pub fn send(smtp: Option<&Smtp>, claimed: Vec<Claimed>) -> Vec<Sent> {
+    claimed
+        .into_iter()
+        .map(|Claimed(row)| {
+            let result = match row.channel.as_str() {
+                "email" => send_email(smtp, &row),
+                "webhook" => send_webhook(&row),
+                other => Err(format!("unknown channel `{other}`")),
+            };
+            Sent {
+                id: row.id,
+                attempts: row.attempts + 1,
+                result,
+            }
+        })
+        .collect()
+}
+
+/// Records what sending gave: sent; failed for good after [`MAX_ATTEMPTS`];
+/// else pending again after a backoff of 1, 2, 4, 8 minutes.
+pub fn record(conn: &Connection, sent: &[Sent], now: DateTime<Utc>) -> rusqlite::Result<Report> {
+    let mut report = Report::default();
+    for s in sent {
+        match &s.result {
             Ok(()) => {
                 conn.execute(
                     "UPDATE crm_outbox SET status = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1",
-                    rusqlite::params![row.id, now.to_rfc3339()],
+                    rusqlite::params![s.id, now.to_rfc3339()],
                 )?;
                 report.sent += 1;
             }
-            Err(e) if attempts >= MAX_ATTEMPTS => {
+            Err(e) if s.attempts >= MAX_ATTEMPTS => {
                 conn.execute(
                     "UPDATE crm_outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
-                    rusqlite::params![row.id, e],
+                    rusqlite::params![s.id, e],
                 )?;
                 report.failed += 1;
             }
             Err(e) => {
-                let wait = Duration::minutes(1 << (attempts - 1).clamp(0, 10));
+                let wait = Duration::minutes(1 << (s.attempts - 1).clamp(0, 10));
                 conn.execute(
                     "UPDATE crm_outbox SET status = 'pending', last_error = ?2, next_at = ?3 WHERE id = ?1",
-                    rusqlite::params![row.id, e, (now + wait).to_rfc3339()],
+                    rusqlite::params![s.id, e, (now + wait).to_rfc3339()],
                 )?;
                 report.retrying += 1;
             }

@@ -106,8 +106,11 @@ impl Plugin for CrmPlugin {
     }
 
     fn seed_demo(&self, state: &AppState) -> std::result::Result<(), String> {
-        let conn = open(state).map_err(|e| e.to_string())?;
-        crate::demo::seed(&conn, state.engine.now()).map_err(|e| e.to_string())
+        let now = state.engine.now();
+        state
+            .engine
+            .write_blocking(move |tx| crate::demo::seed(tx, now).map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())?
     }
 }
 
@@ -119,16 +122,8 @@ fn log(what: &str, e: &str) {
 /// Delivers the outbox every [`DELIVERY_INTERVAL`] until `stop`.
 async fn delivery_worker(state: AppState, smtp: Option<Smtp>, mut stop: watch::Receiver<bool>) {
     loop {
-        let st = state.clone();
-        let smtp = smtp.clone();
-        let pass = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
-            let conn = open(&st).map_err(|e| e.to_string())?;
-            deliver::deliver_due(&conn, smtp.as_ref(), st.engine.now(), 100)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = pass.map_err(|e| e.to_string()) {
-            log("CRM delivery pass", &e);
+        if let Err(e) = deliver_pass(&state, smtp.clone(), 100).await {
+            log("CRM delivery pass", &e.to_string());
         }
         tokio::select! {
             () = tokio::time::sleep(DELIVERY_INTERVAL) => {}
@@ -137,27 +132,36 @@ async fn delivery_worker(state: AppState, smtp: Option<Smtp>, mut stop: watch::R
     }
 }
 
+/// One delivery pass through the engine's writer: claim what is due (a unit
+/// of work), send it with no transaction held, record the outcomes (another).
+/// A crash between the two leaves the claimed rows `sending`; after the lease
+/// they are sent again (at least once), never lost.
+async fn deliver_pass(state: &AppState, smtp: Option<Smtp>, limit: u32) -> Result<deliver::Report> {
+    let now = state.engine.now();
+    let email_ok = smtp.is_some();
+    let claimed = write_db(state, move |tx| {
+        deliver::claim_due(tx, email_ok, now, limit).map_err(internal)
+    })
+    .await?;
+    if claimed.is_empty() {
+        return Ok(deliver::Report::default());
+    }
+    let sent = tokio::task::spawn_blocking(move || deliver::send(smtp.as_ref(), claimed))
+        .await
+        .map_err(internal)?;
+    write_db(state, move |tx| {
+        deliver::record(tx, &sent, now).map_err(internal)
+    })
+    .await
+}
+
 /// Runs the queued imports when woken (a submission) and at start (imports a
 /// stopped server left half done), until `stop`. The only import worker of
 /// the server, so a job is never run twice at once.
 async fn import_worker(state: AppState, imports: Imports, mut stop: watch::Receiver<bool>) {
     loop {
-        let st = state.clone();
-        let progress = imports.progress.clone();
-        let stopping = stop.clone();
-        let pass = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
-            let mut conn = open(&st).map_err(|e| e.to_string())?;
-            crate::import::run_pending(
-                &mut conn,
-                || st.engine.now(),
-                &|| progress.send_modify(|n| *n += 1),
-                &|| !*stopping.borrow(),
-            )
-            .map_err(|e| e.to_string())
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = pass.map_err(|e| e.to_string()) {
-            log("CRM import pass", &e);
+        if let Err(e) = import_pass(&state, &imports, &stop).await {
+            log("CRM import pass", &e.to_string());
         }
         tokio::select! {
             () = imports.wake.notified() => {}
@@ -168,24 +172,64 @@ async fn import_worker(state: AppState, imports: Imports, mut stop: watch::Recei
     }
 }
 
-fn open(state: &AppState) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(state.engine.db_path())?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+/// Runs every pending import to its end, one batch per unit of work on the
+/// engine's writer (the rows, the job's progress and its resume offset commit
+/// together); people waiting on a job are woken after each batch. A job whose
+/// batch fails is marked failed with the error, so one bad job never blocks
+/// the others.
+async fn import_pass(
+    state: &AppState,
+    imports: &Imports,
+    stop: &watch::Receiver<bool>,
+) -> Result<()> {
+    let pending = read_db(state, |c| crate::import::pending(c).map_err(internal)).await?;
+    for id in pending {
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let now = state.engine.now();
+            let batch = state
+                .engine
+                .write(move |tx| crate::import::advance(tx, id, crate::import::BATCH, now))
+                .await?;
+            let done = match batch {
+                Ok(Some(job)) => job.finished(),
+                Ok(None) => true,
+                Err(e) => {
+                    let why = e.to_string();
+                    write_db(state, move |tx| {
+                        crate::import::fail(tx, id, &why, now).map_err(internal)
+                    })
+                    .await?;
+                    true
+                }
+            };
+            imports.progress.send_modify(|n| *n += 1);
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Runs `f` on a connection of its own, off the async threads.
-pub(crate) async fn db<T: Send + 'static>(
+/// Reads on one of the engine's read-only connections, off the async threads.
+pub(crate) async fn read_db<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = open(&st).map_err(internal)?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    state.engine.query(f).await?
+}
+
+/// Writes through the engine's one writer, as a unit of work in the next group
+/// commit: all of `f` is stored, or (on its error) none of it. The CRM opens no
+/// writable connection of its own.
+pub(crate) async fn write_db<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    state.engine.write(f).await?
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -242,7 +286,7 @@ async fn list_records(
     let kind = kind(&k)?;
     let filter: Filter = query(q)?;
     let now = st.engine.now();
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
         visibility::list(c, &scope, kind, &filter, now, true).map_err(ApiError::BadRequest)
     })
@@ -297,7 +341,7 @@ async fn one_record(
     Path((k, id)): Path<(String, i64)>,
 ) -> Result<Json<RecordWithHistory>> {
     let kind = kind(&k)?;
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
         let (record, history) = with_history(c, &scope, kind, id)?;
         Ok(Json(RecordWithHistory { record, history }))
@@ -341,7 +385,7 @@ pub(crate) async fn export_csv(
 ) -> Result<Response> {
     let kind = kind(name)?;
     let now = st.engine.now();
-    let body = db(st, move |c| {
+    let body = read_db(st, move |c| {
         let scope = Scope::of(c, &who).map_err(internal)?;
         let page =
             visibility::list(c, &scope, kind, &filter, now, false).map_err(ApiError::BadRequest)?;
@@ -407,7 +451,7 @@ pub(crate) async fn submit_import(
 ) -> Result<crate::import::Job> {
     caller.require(SALES)?;
     let now = st.engine.now();
-    let job = db(st, move |c| {
+    let job = write_db(st, move |c| {
         let id = crate::import::submit(c, &caller.0.user, caller.0.has_any(MANAGERS), &body, now)
             .map_err(|e| match e {
             e @ (crate::import::Error::Db(_) | crate::import::Error::Duplicates(_)) => internal(e),
@@ -470,7 +514,7 @@ pub(crate) async fn import_job(
 ) -> Result<crate::import::Job> {
     caller.require(SALES)?;
     let caller = caller.clone();
-    db(st, move |c| {
+    read_db(st, move |c| {
         let job = if with_skipped {
             crate::import::job(c, id)
         } else {
@@ -498,7 +542,7 @@ pub(crate) async fn imports_of(
     limit: u32,
 ) -> Result<Vec<crate::import::Job>> {
     caller.require(SALES)?;
-    db(st, move |c| {
+    read_db(st, move |c| {
         let by = (!caller.0.has_any(&[Role::Admin])).then_some(caller.0.user.as_str());
         crate::import::jobs(c, by, limit).map_err(internal)
     })
@@ -519,7 +563,7 @@ async fn pool_list(
     }
     let filter: Filter = query(q)?;
     let now = st.engine.now();
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
         visibility::pool(c, &scope, kind, &filter, now).map_err(ApiError::BadRequest)
     })
@@ -545,19 +589,17 @@ pub(crate) async fn claim_for(
     caller.require(&[Role::Salesperson, Role::Supervisor])?;
     let now = st.engine.now();
     let caller = caller.clone();
-    db(st, move |c| {
-        let tx = c.transaction().map_err(internal)?;
+    write_db(st, move |tx| {
         let why = Why {
             actor: Some(caller.0.user.clone()),
             reason: "claimed through the API".into(),
             at: now,
         };
-        let record = pool::claim(&tx, &k, id, &caller.0.user, &why).map_err(|e| match e {
+        let record = pool::claim(tx, &k, id, &caller.0.user, &why).map_err(|e| match e {
             pool::Refused::NotInPool(..) => ApiError::Conflict(e.to_string()),
             pool::Refused::Other(m) => ApiError::NotFound(m),
             other => ApiError::Unprocessable(other.to_string()),
         })?;
-        tx.commit().map_err(internal)?;
         Ok(record)
     })
     .await
@@ -567,7 +609,7 @@ async fn pipeline(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<visibility::Stage>>> {
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
         visibility::pipeline(c, &scope).map_err(internal)
     })
@@ -583,7 +625,7 @@ async fn payments(
 ) -> Result<Json<visibility::Page>> {
     let filter: Filter = query(q)?;
     let now = st.engine.now();
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         let scope = Scope::of(c, &caller.0).map_err(internal)?;
         visibility::receivables(c, &scope, &filter, now).map_err(ApiError::BadRequest)
     })
@@ -606,7 +648,7 @@ async fn inbox(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<notify::InboxEntry>>> {
     let q: InboxQuery = query(q)?;
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         notify::inbox(
             c,
             &caller.0.user,
@@ -634,7 +676,7 @@ async fn read(
     Path(id): Path<i64>,
 ) -> Result<Json<MarkedRead>> {
     let now = st.engine.now();
-    db(&st, move |c| {
+    write_db(&st, move |c| {
         if notify::mark_read(c, &caller.0.user, id, now).map_err(internal)? {
             Ok(Json(MarkedRead { id, read: true }))
         } else {
@@ -662,7 +704,7 @@ async fn outbox(
 ) -> Result<Json<Vec<deliver::OutboxRow>>> {
     caller.require(&[Role::Admin])?;
     let q: OutboxQuery = query(q)?;
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         deliver::outbox(c, q.status.as_deref(), q.limit.unwrap_or(100).min(1000)).map_err(internal)
     })
     .await
@@ -676,12 +718,7 @@ async fn deliver_now(
     smtp: Option<Smtp>,
 ) -> Result<Json<deliver::Report>> {
     caller.require(&[Role::Admin])?;
-    let now = st.engine.now();
-    db(&st, move |c| {
-        deliver::deliver_due(c, smtp.as_ref(), now, 1000).map_err(internal)
-    })
-    .await
-    .map(Json)
+    deliver_pass(&st, smtp, 1000).await.map(Json)
 }
 
 /// Changes a salesperson's CRM facts: the fields sent change, the others keep
@@ -693,8 +730,7 @@ async fn set_staff(
     Body(change): Body<org::StaffChange>,
 ) -> Result<Json<org::Staff>> {
     caller.require(&[Role::Admin])?;
-    db(&st, move |c| {
-        let tx = c.transaction().map_err(internal)?;
+    write_db(&st, move |tx| {
         let known: bool = tx
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM people WHERE name = ?1)",
@@ -707,9 +743,8 @@ async fn set_staff(
                 "there is no person `{person}`; add them with `ordo user add {person} --role salesperson`"
             )));
         }
-        let staff = org::staff(&tx, &person).map_err(internal)?.with(change);
-        org::set_staff(&tx, &staff).map_err(internal)?;
-        tx.commit().map_err(internal)?;
+        let staff = org::staff(tx, &person).map_err(internal)?.with(change);
+        org::set_staff(tx, &staff).map_err(internal)?;
         Ok(Json(staff))
     })
     .await
@@ -717,7 +752,7 @@ async fn set_staff(
 
 async fn get_rules(State(st): State<AppState>, caller: Caller) -> Result<Json<Vec<assign::Rule>>> {
     caller.require(MANAGERS)?;
-    db(&st, move |c| assign::rules(c).map_err(internal))
+    read_db(&st, move |c| assign::rules(c).map_err(internal))
         .await
         .map(Json)
 }
@@ -728,10 +763,8 @@ async fn put_rules(
     Body(rules): Body<Vec<assign::Rule>>,
 ) -> Result<Json<Vec<assign::Rule>>> {
     caller.require(MANAGERS)?;
-    db(&st, move |c| {
-        let tx = c.transaction().map_err(internal)?;
-        assign::set_rules(&tx, &rules).map_err(ApiError::Unprocessable)?;
-        tx.commit().map_err(internal)?;
+    write_db(&st, move |tx| {
+        assign::set_rules(tx, &rules).map_err(ApiError::Unprocessable)?;
         Ok(Json(rules))
     })
     .await
@@ -739,7 +772,7 @@ async fn put_rules(
 
 async fn get_pool_rules(State(st): State<AppState>, caller: Caller) -> Result<Json<pool::Rules>> {
     caller.require(SALES)?;
-    db(&st, move |c| pool::rules(c).map_err(internal))
+    read_db(&st, move |c| pool::rules(c).map_err(internal))
         .await
         .map(Json)
 }
@@ -750,7 +783,7 @@ async fn put_pool_rules(
     Body(rules): Body<pool::Rules>,
 ) -> Result<Json<pool::Rules>> {
     caller.require(&[Role::Admin])?;
-    db(&st, move |c| {
+    write_db(&st, move |c| {
         pool::set_rules(c, &rules).map_err(internal)?;
         Ok(Json(rules))
     })
@@ -767,7 +800,7 @@ struct Office {
 
 async fn get_office(State(st): State<AppState>, caller: Caller) -> Result<Json<Office>> {
     caller.require(SALES)?;
-    db(&st, move |c| {
+    read_db(&st, move |c| {
         let tz = visibility::office_zone(c).map_err(internal)?;
         Ok(Json(Office {
             time_zone: tz.name().to_owned(),
@@ -782,7 +815,7 @@ async fn put_office(
     Body(office): Body<Office>,
 ) -> Result<Json<Office>> {
     caller.require(&[Role::Admin])?;
-    db(&st, move |c| {
+    write_db(&st, move |c| {
         let tz =
             visibility::set_office_zone(c, &office.time_zone).map_err(ApiError::Unprocessable)?;
         Ok(Json(Office {
@@ -832,7 +865,7 @@ async fn add_webhook(
             known.join(", ")
         )));
     }
-    db(&st, move |c| {
+    write_db(&st, move |c| {
         let templates = if hook.templates.is_empty() {
             "*".to_owned()
         } else {

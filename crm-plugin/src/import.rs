@@ -178,16 +178,17 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
     stmt.query_map([], |r| r.get(0))?.collect()
 }
 
-/// Imports the next batch of job `id`'s rows, at most `batch`, in one
-/// transaction with the job's progress. Returns the job's summary afterwards
-/// (`None` when there is no such job). A finished job is left as it is.
+/// Imports the next batch of job `id`'s rows, at most `batch`, on `tx`
+/// together with the job's progress: run it as one unit of work (the server
+/// does, on the engine's writer), so the rows and the progress commit or roll
+/// back together. Returns the job's summary afterwards (`None` when there is no
+/// such job). A finished job is left as it is.
 pub fn advance(
-    conn: &mut Connection,
+    tx: &Connection,
     id: i64,
     batch: usize,
     now: DateTime<Utc>,
 ) -> Result<Option<Job>, Error> {
-    let tx = conn.transaction()?;
     let row = tx
         .query_row(
             "SELECT submitted_by, may_set_owner, status, headers, body, next_byte, next_line,
@@ -212,8 +213,7 @@ pub fn advance(
         return Ok(None);
     };
     if matches!(status.as_str(), "done" | "failed") {
-        drop(tx);
-        return summary(conn, id).map_err(Error::from);
+        return summary(tx, id).map_err(Error::from);
     }
     let headers: Vec<String> = serde_json::from_str(&headers).unwrap_or_default();
     let body = body.unwrap_or_default();
@@ -250,7 +250,7 @@ pub fn advance(
     for (line, row) in &rows {
         match row.as_ref() {
             Err(reason) => skipped.push((*line, reason.clone())),
-            Ok(r) => match import_row(&tx, &headers, r, &by, may_set_owner, &why)? {
+            Ok(r) => match import_row(tx, &headers, r, &by, may_set_owner, &why)? {
                 Ok(_) => created += 1,
                 Err(reason) => skipped.push((*line, reason)),
             },
@@ -281,8 +281,7 @@ pub fn advance(
             now.to_rfc3339()
         ],
     )?;
-    tx.commit()?;
-    summary(conn, id).map_err(Error::from)
+    summary(tx, id).map_err(Error::from)
 }
 
 fn usize_i64(n: impl TryInto<i64>) -> i64 {
@@ -427,40 +426,6 @@ pub fn jobs(conn: &Connection, by: Option<&str>, limit: u32) -> rusqlite::Result
     )
 }
 
-/// Runs every pending job to its end, one batch at a time; `progress` is
-/// called after each batch (the server wakes people waiting on a job).
-/// A job whose batch fails is marked failed with the error, so one bad job
-/// never blocks the others.
-pub fn run_pending(
-    conn: &mut Connection,
-    now: impl Fn() -> DateTime<Utc>,
-    progress: &dyn Fn(),
-    keep_going: &dyn Fn() -> bool,
-) -> rusqlite::Result<usize> {
-    let mut batches = 0;
-    for id in pending(conn)? {
-        loop {
-            if !keep_going() {
-                return Ok(batches);
-            }
-            batches += 1;
-            let done = match advance(conn, id, BATCH, now()) {
-                Ok(Some(job)) => job.finished(),
-                Ok(None) => true,
-                Err(e) => {
-                    fail(conn, id, &e.to_string(), now())?;
-                    true
-                }
-            };
-            progress();
-            if done {
-                break;
-            }
-        }
-    }
-    Ok(batches)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,12 +461,12 @@ mod tests {
 
     #[test]
     fn batches_resume_where_the_last_one_stopped_with_true_line_numbers() {
-        let mut c = db();
+        let c = db();
         // A byte-order mark, a quoted field over two lines, a short row, a bad
         // grade, and a field broken over two lines without quotes.
         let csv = "\u{feff}name,company,grade\nA,\"Two\nLines Co\",ordinary\nB,Bee Co\nC,Cee Co,gold\nD,Dee Co,vip\nE,Two\nLines Co,vip\n";
         let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
-        let first = advance(&mut c, id, 2, now())
+        let first = advance(&c, id, 2, now())
             .ok()
             .flatten()
             .unwrap_or_else(|| unreachable!());
@@ -514,7 +479,7 @@ mod tests {
             ),
             ("running", 6, 2, 1)
         );
-        let rest = advance(&mut c, id, 10, now())
+        let rest = advance(&c, id, 10, now())
             .ok()
             .flatten()
             .unwrap_or_else(|| unreachable!());
@@ -547,7 +512,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(owners, ["sally", "sally"]);
         // Finished: nothing more happens, and the file is no longer kept.
-        let again = advance(&mut c, id, 10, now()).ok().flatten();
+        let again = advance(&c, id, 10, now()).ok().flatten();
         assert_eq!(again.map(|j| j.processed), Some(6));
         let body: Option<String> = c
             .query_row("SELECT body FROM crm_imports WHERE id = ?1", [id], |r| {
@@ -559,13 +524,17 @@ mod tests {
 
     #[test]
     fn a_batch_ending_on_the_last_row_finishes_the_job_and_duplicates_are_skipped() {
-        let mut c = db();
+        let c = db();
         let csv = "name,email\nA,a@x.example\nB,A@X.example\n";
         let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
-        let calls = std::cell::Cell::new(0);
-        let batches = run_pending(&mut c, now, &|| calls.set(calls.get() + 1), &|| true)
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!((batches, calls.get()), (1, 1));
+        let mut batches = 0;
+        while let Some(j) = advance(&c, id, BATCH, now()).unwrap_or_else(|e| unreachable!("{e}")) {
+            batches += 1;
+            if j.finished() {
+                break;
+            }
+        }
+        assert_eq!(batches, 1, "one batch holds the whole file");
         let j = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
         assert_eq!((j.status.as_str(), j.created), ("done", 1));
         assert_eq!(j.skipped.len(), 1);

@@ -133,7 +133,7 @@ async fn customers(
     let now = st.engine.now();
     let who = viewer.who().clone();
     let f = filter.clone();
-    let page_data = http::db(&st, move |c| {
+    let page_data = http::read_db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         visibility::list(
             c,
@@ -217,7 +217,7 @@ async fn pool_page(
     let notice: Notice = serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
     let who = viewer.who().clone();
     let now = st.engine.now();
-    let (customers, leads, rules) = http::db(&st, move |c| {
+    let (customers, leads, rules) = http::read_db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         let f = Filter::default();
         let k = |n| records::kind(n).map_err(http::internal);
@@ -287,7 +287,7 @@ async fn pipeline(State(st): State<AppState>, viewer: Viewer) -> PageResult {
     require(&viewer, SEES)?;
     let who = viewer.who().clone();
     let now = st.engine.now();
-    let (stages, plans) = http::db(&st, move |c| {
+    let (stages, plans) = http::read_db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         let stages = visibility::pipeline(c, &scope).map_err(http::internal)?;
         let plans = visibility::receivables(c, &scope, &Filter::default(), now)
@@ -308,7 +308,7 @@ async fn pipeline(State(st): State<AppState>, viewer: Viewer) -> PageResult {
 
 async fn inbox(State(st): State<AppState>, viewer: Viewer) -> PageResult {
     let who = viewer.who().user.clone();
-    let items = http::db(&st, move |c| {
+    let items = http::read_db(&st, move |c| {
         notify::inbox(c, &who, false, 100).map_err(http::internal)
     })
     .await?;
@@ -322,7 +322,7 @@ async fn inbox(State(st): State<AppState>, viewer: Viewer) -> PageResult {
 async fn read(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64>) -> PageResult {
     let who = viewer.who().user.clone();
     let now = st.engine.now();
-    http::db(&st, move |c| {
+    http::write_db(&st, move |c| {
         notify::mark_read(c, &who, id, now).map_err(http::internal)
     })
     .await?;
@@ -372,7 +372,7 @@ async fn customer(State(st): State<AppState>, viewer: Viewer, Path(id): Path<i64
     require(&viewer, SEES)?;
     let who = viewer.who().clone();
     let now = st.engine.now();
-    let (record, linked, history) = http::db(&st, move |c| {
+    let (record, linked, history) = http::read_db(&st, move |c| {
         let scope = Scope::of(c, &who).map_err(http::internal)?;
         let kind = records::kind("customer").map_err(http::internal)?;
         let (record, history) = http::with_history(c, &scope, kind, id)?;

@@ -303,9 +303,9 @@ async fn exported_cells_never_run_as_formulas_and_import_back_unchanged() {
         .unwrap()
         .parse()
         .unwrap();
-    let mut conn = rusqlite::Connection::open(s.db.path().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(s.db.path().unwrap()).unwrap();
     let now = chrono::Utc::now();
-    while ordo_crm::import::advance(&mut conn, job, 200, now)
+    while ordo_crm::import::advance(&conn, job, 200, now)
         .unwrap()
         .is_some_and(|j| j.status != "done")
     {}

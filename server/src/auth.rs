@@ -50,10 +50,18 @@ pub enum Error {
     /// A password that is too short to be one.
     #[error("a password needs at least {MIN_PASSWORD_CHARS} characters")]
     WeakPassword,
+    /// The engine's writer did not take the change (shut down, or its commit
+    /// failed); nothing was stored.
+    #[error("the change was not stored: {0}")]
+    Writer(String),
     /// Hashing a password failed.
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
+
+/// How long a directory write waits for SQLite's lock (a server writing the
+/// same file) before it gives up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -181,73 +189,74 @@ CREATE TABLE IF NOT EXISTS sessions (
 ";
 
 /// The people directory.
+///
+/// Standing alone (the `ordo user`/`token` commands), it writes on its own
+/// connection in `IMMEDIATE` transactions that wait for SQLite's lock (a busy
+/// timeout), so a command never fails because a server is running on the same
+/// file. Attached to a server's engine ([`Directory::attach`]), its own
+/// connection becomes read-only and every write (people, passwords, tokens,
+/// sessions) is a unit of work on the engine's one writer.
 #[derive(Debug)]
 pub struct Directory {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
+    writer: std::sync::OnceLock<std::sync::Arc<ordo_engine::engine::Engine>>,
 }
 
 impl Directory {
     /// Opens the directory in the SQLite file at `path`, creating its tables.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(SCHEMA)?;
         Ok(Directory {
             conn: Mutex::new(conn),
+            path: path.to_owned(),
+            writer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands every write to `engine`'s writer from now on, and reads through a
+    /// read-only connection: in a server, nothing but the engine writes.
+    pub fn attach(&self, engine: std::sync::Arc<ordo_engine::engine::Engine>) -> Result<()> {
+        let reader = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        *self.conn()? = reader;
+        let _ = self.writer.set(engine);
+        Ok(())
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
         self.conn.lock().map_err(|_| Error::Poisoned)
     }
 
+    /// Runs `f` as one unit of work: on the engine's writer when attached (so
+    /// call it from a blocking thread), else in an `IMMEDIATE` transaction of
+    /// the directory's own connection.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if let Some(engine) = self.writer.get() {
+            return engine
+                .write_blocking(f)
+                .map_err(|e| Error::Writer(e.to_string()))?;
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Adds a person, or replaces their roles, groups and supervisor.
     pub fn add(&self, p: &Person) -> Result<()> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        if let Some(sup) = &p.supervisor {
-            let bad = |why: &str| Error::BadSupervisor {
-                person: p.name.clone(),
-                supervisor: sup.clone(),
-                why: why.to_owned(),
-            };
-            if person(&tx, sup)?.is_none() {
-                return Err(bad(&format!(
-                    "there is no person named `{sup}`; add them first with `ordo user add {sup} --role supervisor`"
-                )));
-            }
-            // Walking up from the supervisor must not reach the person.
-            let above: bool = tx
-                .prepare_cached(
-                    "WITH RECURSIVE up(name, depth) AS (
-                         SELECT ?1, 0
-                         UNION
-                         SELECT p.supervisor, u.depth + 1 FROM people p JOIN up u ON p.name = u.name
-                         WHERE p.supervisor IS NOT NULL AND u.depth < 64
-                     )
-                     SELECT EXISTS (SELECT 1 FROM up WHERE name = ?2)",
-                )?
-                .query_row(params![sup, p.name], |r| r.get(0))?;
-            if above {
-                return Err(bad("that would make a loop in the reporting line"));
-            }
-        }
-        let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
-        tx.execute(
-            "INSERT INTO people (name, roles, supervisor) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET roles = ?2, supervisor = ?3",
-            params![p.name, roles.join(","), p.supervisor],
-        )?;
-        tx.execute("DELETE FROM memberships WHERE person = ?1", params![p.name])?;
-        for g in &p.groups {
-            tx.execute(
-                "INSERT OR IGNORE INTO memberships (person, grp) VALUES (?1, ?2)",
-                params![p.name, g],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        let p = p.clone();
+        self.write(move |tx| add_person(tx, &p))
     }
 
     /// A person by name.
@@ -274,15 +283,18 @@ impl Directory {
 
     /// Creates an API token for `person` and returns it; it cannot be read again.
     pub fn create_token(&self, person_name: &str) -> Result<String> {
-        let conn = self.conn()?;
-        if person(&conn, person_name)?.is_none() {
-            return Err(Error::UnknownPerson(person_name.to_owned()));
-        }
         let token = format!("ordo_{}", random_hex()?);
-        conn.execute(
-            "INSERT INTO tokens (hash, person, created_at) VALUES (?1, ?2, ?3)",
-            params![digest(&token), person_name, chrono::Utc::now().to_rfc3339()],
-        )?;
+        let (name, hash) = (person_name.to_owned(), digest(&token));
+        self.write(move |tx| {
+            if person(tx, &name)?.is_none() {
+                return Err(Error::UnknownPerson(name));
+            }
+            tx.execute(
+                "INSERT INTO tokens (hash, person, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, name, chrono::Utc::now().to_rfc3339()],
+            )?;
+            Ok(())
+        })?;
         Ok(token)
     }
 
@@ -314,12 +326,15 @@ impl Directory {
             .hash_password(password.as_bytes())
             .map_err(|e| Error::Hash(e.to_string()))?
             .to_string();
-        self.conn()?.execute(
-            "INSERT INTO passwords (person, hash) VALUES (?1, ?2)
-             ON CONFLICT (person) DO UPDATE SET hash = ?2",
-            params![person_name, hash],
-        )?;
-        Ok(())
+        let name = person_name.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO passwords (person, hash) VALUES (?1, ?2)
+                 ON CONFLICT (person) DO UPDATE SET hash = ?2",
+                params![name, hash],
+            )?;
+            Ok(())
+        })
     }
 
     /// Checks a name and password; on success opens a session and returns its id
@@ -348,12 +363,15 @@ impl Directory {
         };
         let id = random_hex()?;
         let now = chrono::Utc::now().timestamp_millis();
-        let conn = self.conn()?;
-        conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", params![now])?;
-        conn.execute(
-            "INSERT INTO sessions (hash, person, expires_ms) VALUES (?1, ?2, ?3)",
-            params![digest(&id), name, now + SESSION_HOURS * 3_600_000],
-        )?;
+        let (hash, name) = (digest(&id), name.to_owned());
+        self.write(move |tx| {
+            tx.execute("DELETE FROM sessions WHERE expires_ms <= ?1", params![now])?;
+            tx.execute(
+                "INSERT INTO sessions (hash, person, expires_ms) VALUES (?1, ?2, ?3)",
+                params![hash, name, now + SESSION_HOURS * 3_600_000],
+            )?;
+            Ok(())
+        })?;
         Ok(Some((id, who)))
     }
 
@@ -375,9 +393,11 @@ impl Directory {
 
     /// Ends a session.
     pub fn sign_out(&self, id: &str) -> Result<()> {
-        self.conn()?
-            .execute("DELETE FROM sessions WHERE hash = ?1", params![digest(id)])?;
-        Ok(())
+        let hash = digest(id);
+        self.write(move |tx| {
+            tx.execute("DELETE FROM sessions WHERE hash = ?1", params![hash])?;
+            Ok(())
+        })
     }
 }
 
@@ -400,6 +420,52 @@ fn dummy_hash() -> &'static str {
             .map(|h| h.to_string())
             .unwrap_or_default()
     })
+}
+
+/// Adds or replaces a person, refusing a supervisor who does not exist or who
+/// would make the reporting line loop.
+fn add_person(tx: &Connection, p: &Person) -> Result<()> {
+    if let Some(sup) = &p.supervisor {
+        let bad = |why: &str| Error::BadSupervisor {
+            person: p.name.clone(),
+            supervisor: sup.clone(),
+            why: why.to_owned(),
+        };
+        if person(tx, sup)?.is_none() {
+            return Err(bad(&format!(
+                "there is no person named `{sup}`; add them first with `ordo user add {sup} --role supervisor`"
+            )));
+        }
+        // Walking up from the supervisor must not reach the person.
+        let above: bool = tx
+            .prepare_cached(
+                "WITH RECURSIVE up(name, depth) AS (
+                     SELECT ?1, 0
+                     UNION
+                     SELECT p.supervisor, u.depth + 1 FROM people p JOIN up u ON p.name = u.name
+                     WHERE p.supervisor IS NOT NULL AND u.depth < 64
+                 )
+                 SELECT EXISTS (SELECT 1 FROM up WHERE name = ?2)",
+            )?
+            .query_row(params![sup, p.name], |r| r.get(0))?;
+        if above {
+            return Err(bad("that would make a loop in the reporting line"));
+        }
+    }
+    let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
+    tx.execute(
+        "INSERT INTO people (name, roles, supervisor) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET roles = ?2, supervisor = ?3",
+        params![p.name, roles.join(","), p.supervisor],
+    )?;
+    tx.execute("DELETE FROM memberships WHERE person = ?1", params![p.name])?;
+    for g in &p.groups {
+        tx.execute(
+            "INSERT OR IGNORE INTO memberships (person, grp) VALUES (?1, ?2)",
+            params![p.name, g],
+        )?;
+    }
+    Ok(())
 }
 
 /// 192 random bits, in hex.

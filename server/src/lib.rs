@@ -160,7 +160,8 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn background(&self, _state: AppState, _stop: watch::Receiver<bool>) -> Option<Background> {
         None
     }
-    /// Adds demo data (`ordo serve --demo`), after the demo people exist.
+    /// Adds demo data (`ordo serve --demo`), after the demo people exist. Runs
+    /// on a blocking thread, so it may wait on `Engine::write_blocking`.
     fn seed_demo(&self, _state: &AppState) -> Result<(), String> {
         Ok(())
     }
@@ -380,6 +381,9 @@ impl Server {
                 })?;
         }
         let engine = Arc::new(Engine::open(engine_config)?);
+        // From here on the engine's writer is the only one: the directory's
+        // writes (sessions, tokens, people) go through it.
+        directory.attach(Arc::clone(&engine))?;
         for path in &config.deploy {
             deploy_path(&engine, path).await?;
         }
@@ -405,13 +409,34 @@ impl Server {
         &self.state
     }
 
-    /// Lets each plugin add its demo data.
-    pub fn seed_plugin_demos(&self) -> Result<(), Error> {
+    /// Adds the demo organisation ([`seed_demo`]) on a blocking thread, as the
+    /// directory writes through the engine's writer and waits for its commits.
+    pub async fn seed_demo_people(&self) -> Result<Vec<(String, String)>, Error> {
+        let directory = Arc::clone(&self.state.directory);
+        tokio::task::spawn_blocking(move || seed_demo(&directory))
+            .await
+            .map_err(|e| Error::Plugin {
+                plugin: "demo",
+                reason: e.to_string(),
+            })?
+            .map_err(Error::from)
+    }
+
+    /// Lets each plugin add its demo data (on a blocking thread: a plugin
+    /// writes through the engine's writer and waits for its commit).
+    pub async fn seed_plugin_demos(&self) -> Result<(), Error> {
         for p in &self.plugins {
-            p.seed_demo(&self.state).map_err(|reason| Error::Plugin {
-                plugin: p.name(),
-                reason,
-            })?;
+            let (plugin, state) = (Arc::clone(p), self.state.clone());
+            tokio::task::spawn_blocking(move || plugin.seed_demo(&state))
+                .await
+                .map_err(|e| Error::Plugin {
+                    plugin: p.name(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|reason| Error::Plugin {
+                    plugin: p.name(),
+                    reason,
+                })?;
         }
         Ok(())
     }
