@@ -1,4 +1,5 @@
-//! `ordo bench`: the workloads of quality.md against a real SQLite file.
+//! `ordo bench`: the workloads P1–P7 (`ordo bench --help` describes each)
+//! against a real SQLite file.
 
 use anyhow::Context;
 use ordo_engine::engine::{Config, Correlation, Engine, Message};

@@ -114,8 +114,17 @@ enum Command {
     /// Crash-test load (used by tests/crash.rs).
     #[command(hide = true)]
     CrashLoad(CrashLoad),
-    /// Measure the engine on the workloads of quality.md (P1–P6; P7, starts over
-    /// HTTP, on request).
+    /// Measure the engine on a real SQLite file, per workload: instances (or
+    /// round trips) per second, p50 and p99 latency, peak RSS.
+    ///
+    /// P1: start → 10 automatic steps → end. P2: an exclusive split and merge,
+    /// then a parallel split of 3 and its join. P3: start into a user task, then
+    /// complete it (a round trip). P4: instances wait on a message, one key each;
+    /// timed: correlating one message per key. P5: instances wait on a one-hour
+    /// timer; the clock jumps an hour; timed: firing them all (none early, none
+    /// twice). P6: `--instances` instances wait in user tasks; timed: restart to
+    /// serving, then "my tasks" queries. P7 (on request): starts over HTTP on
+    /// loopback, one keep-alive connection per caller.
     Bench {
         /// Workloads to run.
         #[arg(long = "workload", value_name = "p1|…|p7", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned(), "p4".to_owned(), "p5".to_owned(), "p6".to_owned()])]

@@ -382,3 +382,61 @@ fn serve_reads_its_settings_file_and_reports_mistakes_at_their_line() {
     assert!(err.contains("broken.yaml has errors"), "{err}");
     assert!(db.exists(), "the file's `db` was opened");
 }
+
+#[test]
+fn people_commands_wait_for_a_busy_server_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("ordo.db");
+    let db = db_path.to_str().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(ordo_server::Server::open(&ordo_server::ServeConfig {
+            db: db_path.clone(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            deploy: Vec::new(),
+            backups: dir.path().join("backups"),
+            plugins: Vec::new(),
+            clock: None,
+        }))
+        .unwrap();
+    let engine = std::sync::Arc::clone(&server.state().engine);
+    rt.block_on(engine.deploy(
+        "busy.yaml",
+        "id: busy\nstart: [{id: s, next: e}]\nnodes: {e: {type: end}}\n",
+    ))
+    .unwrap();
+    // The server's writer commits all the time while the commands run.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let (engine, busy) = (std::sync::Arc::clone(&engine), std::sync::Arc::clone(&busy));
+        rt.spawn(async move {
+            let mut n = 0u64;
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                engine
+                    .start("busy", None, None, ordo_engine::runtime::Vars::new())
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in 0..8 {
+        let name = format!("p{i}");
+        let (code, _, err) = ordo(&["user", "add", &name, "--role", "salesperson", "--db", &db]);
+        assert_eq!(code, 0, "user add {name}: {err}");
+        let (code, token, err) = ordo(&["token", "create", "--user", &name, "--db", &db]);
+        assert_eq!(code, 0, "token create {name}: {err}");
+        assert!(token.trim().starts_with("ordo_"), "{token}");
+    }
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let started = rt.block_on(load).unwrap();
+    assert!(started > 0, "the server was busy");
+    // The server sees the people the commands added.
+    let who = server.directory().person("p7").unwrap();
+    assert_eq!(who.map(|w| w.user), Some("p7".to_owned()));
+}
