@@ -750,6 +750,9 @@ pub(crate) async fn change(
 ) -> Result<Json<TaskRow>> {
     caller.require(STAFF)?;
     visible_task(st, caller, &instance, activity).await?;
+    if let TaskChange::Delegate { to, .. } = &change {
+        known_person(st, to).await?;
+    }
     Ok(Json(
         st.engine.change_task(&instance, activity, change).await?,
     ))
@@ -787,7 +790,6 @@ async fn delegate(
     Body(r): Body<DelegateRequest>,
 ) -> Result<Json<TaskRow>> {
     let by = caller.0.user.clone();
-    known_person(&st, &r.to).await?;
     change(&st, &caller, task, TaskChange::Delegate { by, to: r.to }).await
 }
 

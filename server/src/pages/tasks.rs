@@ -139,7 +139,9 @@ async fn change_and_return(
     match api::change(st, &viewer.0, (instance.clone(), activity), change).await {
         Ok(_) => see_other(&back),
         // Someone else was quicker: show the task as it is now, and why.
-        Err(e @ (ApiError::Conflict(_) | ApiError::Unprocessable(_))) => {
+        // Refused for this task (a name nobody has, someone the task excludes):
+        // the task page says why.
+        Err(e @ (ApiError::Conflict(_) | ApiError::Unprocessable(_) | ApiError::Forbidden(_))) => {
             task_page(
                 st,
                 viewer,
