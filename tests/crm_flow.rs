@@ -355,6 +355,15 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     assert_eq!(v["weight"], 2, "{v}");
     let (status, v) = env.put("ada", "/api/crm/staff/nobody", json!({"active": false}));
     assert_eq!(status, 404, "{v}");
+    for bad in [
+        json!({"email": "sam@sales.example\r\nBcc: all@evil.example"}),
+        json!({"email": "not-an-address"}),
+        json!({"weight": -7}),
+        json!({"daily_capacity": -1}),
+    ] {
+        let (status, v) = env.put("ada", "/api/crm/staff/sam", bad.clone());
+        assert_eq!(status, 422, "{bad}: {v}");
+    }
 
     // 0. A lead whose source is not one the CRM knows is refused at the door:
     // no instance, nothing buffered, and the integrator learns why at once.

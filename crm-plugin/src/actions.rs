@@ -391,7 +391,7 @@ fn names(v: &Value, key: &str) -> Result<Vec<String>, String> {
         Value::String(s) => Ok(vec![s.clone()]),
         Value::Array(items) => Ok(items
             .iter()
-            .filter_map(|i| i.as_str().map(str::to_owned))
+            .filter_map(|i| i.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
             .collect()),
         other => Err(format!(
             "`{key}` must be a name or a list of names, not {other}"

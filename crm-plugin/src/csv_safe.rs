@@ -7,16 +7,21 @@
 //! such a cell with a single quote (OWASP's advice: the spreadsheet shows the text,
 //! not a formula); the import goes through [`uncell`], which removes exactly that
 //! prefix, so an exported file imports back as it was (`+8613800000000` stays a
-//! phone number) and nothing else is altered.
+//! phone number) and nothing else is altered. A value that starts with a quote
+//! gets one more, so it too comes back as it was. The export also quotes every
+//! cell, so a spreadsheet that splits on `;` (many European locales) never sees
+//! a cell start in the middle of a value.
 
 use std::borrow::Cow;
 
 /// The characters that make a spreadsheet read a cell as a formula.
 const TRIGGERS: &[char] = &['=', '+', '-', '@', '\t', '\r'];
 
-/// A value as a CSV cell: prefixed with `'` when it would be read as a formula.
+/// A value as a CSV cell: prefixed with `'` when it would be read as a formula,
+/// or when it starts with `'` itself (so that [`uncell`], which removes one
+/// quote, gives it back as it was).
 pub fn cell(value: &str) -> Cow<'_, str> {
-    if value.starts_with(TRIGGERS) {
+    if value.starts_with(TRIGGERS) || value.starts_with('\'') {
         Cow::Owned(format!("'{value}"))
     } else {
         Cow::Borrowed(value)
@@ -24,10 +29,11 @@ pub fn cell(value: &str) -> Cow<'_, str> {
 }
 
 /// A CSV cell as a value: the `'` that [`cell`] adds is removed where it
-/// precedes one of the formula characters; anything else is kept as given.
+/// precedes one of the formula characters or another quote; anything else is
+/// kept as given.
 pub fn uncell(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(TRIGGERS) => rest,
+        Some(rest) if rest.starts_with(TRIGGERS) || rest.starts_with('\'') => rest,
         _ => cell,
     }
 }
@@ -46,6 +52,8 @@ mod tests {
             "\t=1+1",
             "\r=1+1",
             "+8613800000000",
+            "'=1+1",
+            "'plain",
         ] {
             let c = cell(v);
             assert!(c.starts_with('\''), "{v:?} was not neutralised");
@@ -55,7 +63,7 @@ mod tests {
 
     #[test]
     fn other_cells_pass_unchanged_both_ways() {
-        for v in ["Acme", "张伟", "'quoted'", "'plain", " padded ", ""] {
+        for v in ["Acme", "张伟", " padded ", ""] {
             assert_eq!(cell(v), v);
             assert_eq!(uncell(v), v);
         }

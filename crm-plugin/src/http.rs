@@ -389,7 +389,11 @@ pub(crate) async fn export_csv(
         let scope = Scope::of(c, &who).map_err(internal)?;
         let page =
             visibility::list(c, &scope, kind, &filter, now, false).map_err(ApiError::BadRequest)?;
-        let mut w = csv::Writer::from_writer(Vec::new());
+        // Every cell quoted: a spreadsheet that splits on `;` keeps
+        // `Acme;=1+1` one cell instead of running `=1+1`.
+        let mut w = csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(Vec::new());
         let mut columns = vec!["id"];
         columns.extend(kind.fields.iter().map(|f| f.name));
         columns.push("created_at");
@@ -721,6 +725,36 @@ async fn deliver_now(
     deliver_pass(&st, smtp, 1000).await.map(Json)
 }
 
+/// Refuses a staff change that could never work: an e-mail address that is not
+/// one (or hides a header), a negative weight or capacity.
+fn check_staff_change(c: &org::StaffChange) -> Result<()> {
+    if let Some(Some(email)) = &c.email {
+        let ok = email.len() <= 254
+            && !email
+                .chars()
+                .any(|ch| ch.is_control() || ch.is_whitespace())
+            && email
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        if !ok {
+            return Err(ApiError::Unprocessable(format!(
+                "email: {email:?} is not an e-mail address (name@example.com)"
+            )));
+        }
+    }
+    if c.weight.is_some_and(|w| w < 0) {
+        return Err(ApiError::Unprocessable(
+            "weight: give 0 or more (0 takes the person out of weighted assignment)".into(),
+        ));
+    }
+    if c.daily_capacity.flatten().is_some_and(|n| n < 0) {
+        return Err(ApiError::Unprocessable(
+            "daily_capacity: give 0 or more, or null for no limit".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Changes a salesperson's CRM facts: the fields sent change, the others keep
 /// their values (so `{"active": false}` does not clear the e-mail address).
 async fn set_staff(
@@ -730,6 +764,7 @@ async fn set_staff(
     Body(change): Body<org::StaffChange>,
 ) -> Result<Json<org::Staff>> {
     caller.require(&[Role::Admin])?;
+    check_staff_change(&change)?;
     write_db(&st, move |tx| {
         let known: bool = tx
             .query_row(
@@ -1058,7 +1093,7 @@ pub fn document(doc: &mut ordo_server::openapi::Doc) {
     .path_param::<String>("person", "The person")
     .json_body::<org::StaffChange>()
     .answers::<org::Staff>(200, "Stored: every fact, changed or kept")
-    .errors(&[404])
+    .errors(&[404, 422])
     .add();
     doc.op(
         "get",

@@ -336,6 +336,10 @@ async fn exported_cells_never_run_as_formulas_and_import_back_unchanged() {
     // Exported, every cell that a spreadsheet would run starts with a quote.
     let (status, _, _, body) = s.send("GET", "/crm/customers.csv", Some("bob"), "").await;
     assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.lines().all(|l| l.starts_with('"') && l.ends_with('"')),
+        "every cell is quoted: {body}"
+    );
     let mut rows = csv::Reader::from_reader(body.as_bytes());
     let headers = rows.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
@@ -357,7 +361,7 @@ async fn exported_cells_never_run_as_formulas_and_import_back_unchanged() {
         [
             (
                 "'\t=1+1".to_owned(),
-                "'plain".to_owned(),
+                "''plain".to_owned(),
                 "'@home".to_owned(),
             ),
             (

@@ -533,3 +533,115 @@ async fn a_contract_within_the_limit_needs_only_the_supervisor() {
     assert_eq!(i.scopes[&0].vars["comment"], json!("wrong terms"));
     assert!(c.engine.tasks_of("dora", 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_signer_only() {
+    let c = crm().await;
+    // Sue wrote sam's contract terms (his task was handed to her): she is an
+    // author, so the first approval skips her, and the sales supervisors (only
+    // her) leave the admins to decide.
+    let cust = customer(&c, "Wang", "sam", 1);
+    let now = c.clock.now().to_rfc3339();
+    c.db.execute(
+        "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
+         VALUES (?1, 'in_approval', 25000000, 'sam', ?2, ?2)",
+        rusqlite::params![cust, now],
+    )
+    .unwrap();
+    let contract = c.db.last_insert_rowid();
+    let id = c
+        .engine
+        .start(
+            "contract-approval",
+            None,
+            None,
+            vars(
+                json!({"contract": {"id": contract, "amount": 250_000, "owner": "sam"},
+                        "requester": "sam", "supervisor": "sue", "authors": ["sue", ""]}),
+            ),
+        )
+        .await
+        .unwrap()
+        .id;
+    assert!(c.engine.tasks_of("sue", 10).await.unwrap().is_empty());
+    let i = complete(
+        &c,
+        &id,
+        "ada",
+        "approve_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    assert_eq!(
+        i.scopes[&0].vars["first_approvers"]["people"],
+        json!(["ada"])
+    );
+    // The next approver: above ada nobody; sue is excluded; dora is not in the
+    // fallback group; so the admins again, without ada, who approved: nobody.
+    // The step stops with an incident that says so.
+    assert_eq!(i.active_nodes(), ["find_next_approver"]);
+    let incidents = c.engine.instance_incidents(&id).await.unwrap();
+    assert!(
+        incidents
+            .iter()
+            .any(|x| x.message.contains("nobody may approve this")),
+        "{incidents:?}"
+    );
+
+    // A countersign handed to another member counts for that member only.
+    let id = contract_approval(&c, 250_000).await;
+    complete(
+        &c,
+        &id,
+        "sue",
+        "approve_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    complete(
+        &c,
+        &id,
+        "dora",
+        "approve_large_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    let fionas = c.engine.tasks_of("fiona", 10).await.unwrap();
+    c.engine
+        .change_task(
+            &id,
+            fionas[0].activity,
+            ordo_engine::engine::TaskChange::Delegate {
+                by: "fiona".into(),
+                to: "carl".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut last = None;
+    for t in c.engine.tasks_of("carl", 10).await.unwrap() {
+        last = Some(
+            c.engine
+                .complete_task(
+                    &id,
+                    t.activity,
+                    vars(json!({"countersigned": true})),
+                    Some("carl".into()),
+                    None,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let i = last.unwrap();
+    assert_eq!(i.status, InstanceStatus::Completed);
+    assert_eq!(
+        i.scopes[&0].vars["approved"],
+        json!(false),
+        "fiona never signed"
+    );
+    assert_eq!(
+        i.scopes[&0].vars["comment"],
+        "not every board member countersigned in person"
+    );
+}

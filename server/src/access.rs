@@ -203,7 +203,7 @@ pub const SERVER: &[Rule] = &[
         "POST",
         "/api/tasks/{instance}/{activity}/delegate",
         Roles(STAFF),
-        "`{to}`: a person in the directory whom the task does not exclude",
+        "`{to}`: by the task's holder, their supervisors or an admin; to a person in the directory whom the task does not exclude",
     ),
     rule(
         "POST",
@@ -370,8 +370,17 @@ impl Table {
     }
 }
 
+/// What the gate does with a request.
+enum Gate<'t> {
+    /// The route's rule.
+    Rule(&'t Rule),
+    /// The path has rules, but not for this method: 405 with the methods it
+    /// has (answered here, so no handler runs without its rule).
+    OtherMethod(Vec<&'static str>),
+}
+
 /// The rule of the matched route, or the refusal for a route without one.
-fn matched<'t>(table: &'t Table, req: &Request) -> Result<&'t Rule, ApiError> {
+fn matched<'t>(table: &'t Table, req: &Request) -> Result<Gate<'t>, ApiError> {
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -380,11 +389,40 @@ fn matched<'t>(table: &'t Table, req: &Request) -> Result<&'t Rule, ApiError> {
     let method = req.method().as_str();
     // HEAD is answered by the GET route.
     let method = if method == "HEAD" { "GET" } else { method };
-    table.rule(method, path).ok_or_else(|| {
-        ApiError::Forbidden(format!(
-            "{method} {path} has no access rule, so nobody may call it"
-        ))
-    })
+    if let Some(rule) = table.rule(method, path) {
+        return Ok(Gate::Rule(rule));
+    }
+    let allowed: Vec<&'static str> = table
+        .rules()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect();
+    if !allowed.is_empty() {
+        return Ok(Gate::OtherMethod(allowed));
+    }
+    Err(ApiError::Forbidden(format!(
+        "{method} {path} has no access rule, so nobody may call it"
+    )))
+}
+
+/// 405 with an `Allow` header: the route exists, not for this method.
+fn not_allowed(method: &axum::http::Method, allowed: &[&str]) -> Response {
+    let mut allow: Vec<&str> = allowed.to_vec();
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    let list = allow.join(", ");
+    let body = axum::Json(serde_json::json!({
+        "error": "method_not_allowed",
+        "message": format!("{method} is not a method of this route; it takes {list}"),
+    }));
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, list)],
+        body,
+    )
+        .into_response()
 }
 
 /// The API's gate: the bearer token's person must pass the route's rule. The
@@ -395,7 +433,8 @@ pub async fn enforce_api(
     next: Next,
 ) -> Response {
     let rule = match matched(&table, &req) {
-        Ok(r) => *r,
+        Ok(Gate::Rule(r)) => *r,
+        Ok(Gate::OtherMethod(allowed)) => return not_allowed(req.method(), &allowed),
         Err(e) => return e.into_response(),
     };
     if rule.who == Public {
@@ -423,7 +462,8 @@ pub async fn enforce_page(
     next: Next,
 ) -> Response {
     let rule = match matched(&table, &req) {
-        Ok(r) => *r,
+        Ok(Gate::Rule(r)) => *r,
+        Ok(Gate::OtherMethod(allowed)) => return not_allowed(req.method(), &allowed),
         Err(e) => return PageError(e).into_response(),
     };
     if rule.who == Public {

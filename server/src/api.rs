@@ -232,10 +232,13 @@ async fn diagram(
 
 // Instances.
 
-/// Refuses the start unless the process (the version to start) admits the
-/// caller: admins always; then its `starters` (roles, groups, people); a process
-/// without `starters` only admins and designers. A process the caller may not
-/// start is refused with 403 whether or not it exists.
+/// Refuses the start unless the process admits the caller: admins always; then
+/// its `starters` (roles, groups, people); a process without `starters` only
+/// admins and designers. The latest version decides, and a pinned older version
+/// must admit the caller too, so narrowing `starters` in a new version closes
+/// the old ones. Someone who may start nothing of that name learns nothing of
+/// what is deployed (403 whether or not it exists); someone the latest version
+/// admits gets a 404 for a version that does not exist.
 pub(crate) async fn may_start(
     st: &AppState,
     caller: &Caller,
@@ -253,22 +256,29 @@ pub(crate) async fn may_start(
             me.user
         ))
     };
-    let p = match st.engine.process(process, version).await {
-        Ok(p) => p,
-        // Who may not start anything learns nothing about what is deployed.
-        Err(ordo_engine::engine::Error::UnknownProcess(_)) if !me.has_any(DEFAULT_STARTERS) => {
-            return Err(refused());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let admitted = match &p.def.starters {
+    let admits = |p: &ordo_engine::model::Process| match &p.def.starters {
         Some(s) => {
             let roles: Vec<&str> = me.roles.iter().map(|r| r.name()).collect();
             s.admits(&me.user, &roles, &me.groups)
         }
         None => me.has_any(DEFAULT_STARTERS),
     };
-    if admitted { Ok(()) } else { Err(refused()) }
+    let latest = match st.engine.process(process, None).await {
+        Ok(p) => p,
+        Err(ordo_engine::engine::Error::UnknownProcess(_)) if !me.has_any(DEFAULT_STARTERS) => {
+            return Err(refused());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !admits(&latest) {
+        return Err(refused());
+    }
+    if let Some(v) = version
+        && !admits(&*st.engine.process(process, Some(v)).await?)
+    {
+        return Err(refused());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -652,6 +662,29 @@ async fn may_see(st: &AppState, caller: &Caller, task: &TaskRow, who: &Candidate
     Ok(false)
 }
 
+/// Who may hand a task to someone else: its holder, a supervisor of its holder
+/// (up the reporting line), or an admin. A candidate takes an unclaimed task by
+/// claiming it; nobody may take a task from its holder by delegating it.
+async fn may_hand_on(st: &AppState, caller: &Caller, task: &TaskRow) -> Result<()> {
+    let me = &caller.0;
+    if me.has_any(&[Role::Admin]) || task.assignee.as_deref() == Some(me.user.as_str()) {
+        return Ok(());
+    }
+    if let Some(holder) = &task.assignee
+        && me.has_any(&[Role::Supervisor])
+        && team(st, &me.user).await?.contains(holder)
+    {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "only the task's holder ({}), their supervisors or an admin may hand task {}/{} on; \
+         to take an unclaimed task, claim it",
+        task.assignee.as_deref().unwrap_or("nobody yet"),
+        task.instance_id,
+        task.activity
+    )))
+}
+
 /// Refuses a name that is nobody in the directory (a typo would orphan a task).
 pub(crate) async fn known_person(st: &AppState, name: &str) -> Result<()> {
     let dir = std::sync::Arc::clone(&st.directory);
@@ -749,8 +782,9 @@ pub(crate) async fn change(
     change: TaskChange,
 ) -> Result<Json<TaskRow>> {
     caller.require(STAFF)?;
-    visible_task(st, caller, &instance, activity).await?;
+    let (task, _) = visible_task(st, caller, &instance, activity).await?;
     if let TaskChange::Delegate { to, .. } = &change {
+        may_hand_on(st, caller, &task).await?;
         known_person(st, to).await?;
     }
     Ok(Json(

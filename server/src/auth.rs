@@ -36,6 +36,11 @@ pub enum Error {
         /// Why not.
         why: String,
     },
+    /// A person's name that could not be signed in with or told apart.
+    #[error(
+        "{0:?} is not a usable name: give 1 to 64 characters, without spaces at either end or control characters"
+    )]
+    BadName(String),
     /// A role name that does not exist.
     #[error(
         "`{0}` is not a role; roles are salesperson, supervisor, admin, maintenance, designer, integrator"
@@ -255,6 +260,14 @@ impl Directory {
 
     /// Adds a person, or replaces their roles, groups and supervisor.
     pub fn add(&self, p: &Person) -> Result<()> {
+        let name = &p.name;
+        if name.is_empty()
+            || name.chars().count() > 64
+            || name.trim() != name
+            || name.chars().any(char::is_control)
+        {
+            return Err(Error::BadName(name.clone()));
+        }
         let p = p.clone();
         self.write(move |tx| add_person(tx, &p))
     }
@@ -512,6 +525,21 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn names_that_could_not_sign_in_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open(&dir.path().join("d.db")).unwrap();
+        for bad in ["", " bea", "bea ", "be\u{7}a", &"x".repeat(65)] {
+            let r = d.add(&Person {
+                name: bad.into(),
+                roles: vec![Role::Salesperson],
+                ..Person::default()
+            });
+            assert!(matches!(r, Err(Error::BadName(_))), "{bad:?}: {r:?}");
+        }
+        assert!(d.person("bea").unwrap().is_none());
+    }
 
     #[test]
     fn an_unknown_name_costs_the_same_argon2_verification_as_a_known_one() {

@@ -740,3 +740,95 @@ async fn of_racing_completions_one_wins_and_every_other_gets_409() {
         );
     }
 }
+
+#[tokio::test]
+async fn only_a_holder_their_supervisors_or_an_admin_hand_a_task_on() {
+    let a = api().await;
+    a.deploy("dee", FLOW).await;
+    let (_, v) = a
+        .call(
+            Some("bob"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "expense"})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, v) = a
+        .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
+        .await;
+    let task = format!("/api/tasks/{id}/{}", v[0]["activity"]);
+    let delegate = |who: &'static str, to: &'static str| {
+        let task = task.clone();
+        let a = &a;
+        async move {
+            a.call(
+                Some(who),
+                "POST",
+                &format!("{task}/delegate"),
+                Some(json!({"to": to})),
+            )
+            .await
+        }
+    };
+    // Unclaimed: a candidate claims it; she cannot delegate it to herself.
+    let (s, v) = delegate("ann", "ann").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    a.call(Some("ann"), "POST", &format!("{task}/claim"), None)
+        .await;
+    // Her supervisor may hand it on; so may she; an admin may.
+    let (s, v) = delegate("sam", "sam").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = delegate("sam", "ann").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = delegate("ann", "root").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = delegate("root", "ann").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn narrowing_starters_closes_the_older_versions_too() {
+    let a = api().await;
+    a.deploy("dee", FLOW).await;
+    a.deploy(
+        "dee",
+        &FLOW.replace("roles: [salesperson]", "roles: [admin]"),
+    )
+    .await;
+    for body in [
+        json!({"process": "expense"}),
+        json!({"process": "expense", "version": 1}),
+    ] {
+        let (s, v) = a
+            .call(Some("bob"), "POST", "/api/instances", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    // Admitted by the latest version, a version that does not exist is a 404.
+    a.deploy("dee", FLOW).await;
+    let (s, v) = a
+        .call(
+            Some("bob"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "expense", "version": 99})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_405_with_allow() {
+    let a = api().await;
+    let req = Request::builder()
+        .method("DELETE")
+        .uri("/api/instances")
+        .header("authorization", format!("Bearer {}", a.tokens["root"]))
+        .body(Body::empty())
+        .unwrap();
+    let res = a.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = res.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("POST") && allow.contains("GET"), "{allow}");
+}

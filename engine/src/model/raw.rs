@@ -167,10 +167,17 @@ pub struct VariableDef {
     /// What it holds.
     #[serde(default)]
     pub description: Option<String>,
-    /// For an `object`: its properties, each declared like a variable. Properties not
-    /// listed are allowed.
+    /// Set by the process itself (a policy, a flag of its own), never given by
+    /// whoever starts an instance: a start that gives it is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// For an `object`: its properties, each declared like a variable.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub properties: IndexMap<String, VariableDef>,
+    /// For an `object` with `properties`: whether properties not listed are
+    /// allowed (the default), or refused (`false`).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub additional_properties: bool,
     /// For an `array`: what each item must be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Box<VariableDef>>,

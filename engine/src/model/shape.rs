@@ -193,6 +193,15 @@ impl VariableDef {
             }
         }
         if let Some(obj) = v.as_object() {
+            if !self.additional_properties && !self.properties.is_empty() {
+                let known: Vec<&str> = self.properties.keys().map(String::as_str).collect();
+                for name in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+                    out.push(format!(
+                        "{path}.{name} is not one of its fields ({})",
+                        known.join(", ")
+                    ));
+                }
+            }
             for (name, decl) in &self.properties {
                 let at = format!("{path}.{name}");
                 match obj.get(name) {
@@ -229,6 +238,12 @@ fn walk(name: &str, d: &VariableDef, at: &mut Vec<String>, out: &mut Vec<(Vec<St
         problem(
             "properties",
             format!("`properties` describes an object, but the type is {ty}"),
+        );
+    }
+    if !d.additional_properties && d.properties.is_empty() {
+        problem(
+            "additional_properties",
+            "`additional_properties: false` needs `properties` to say which are allowed".into(),
         );
     }
     if d.items.is_some() && !matches!(d.ty, VarType::Array | VarType::Any) {
@@ -347,6 +362,24 @@ properties:
                 "lead.tags must have at most 2 items, not 3",
                 "lead.tags[1] must be a string, not 2",
             ]
+        );
+    }
+
+    #[test]
+    fn a_closed_object_refuses_fields_it_does_not_list() {
+        let d = decl(
+            "{ type: object, additional_properties: false, properties: { name: { type: string } } }",
+        );
+        assert!(d.check("lead", &json!({"name": "Ann"})).is_ok());
+        assert_eq!(
+            d.check("lead", &json!({"name": "Ann", "status": "won"}))
+                .unwrap_err(),
+            vec!["lead.status is not one of its fields (name)"]
+        );
+        let open = decl("{ type: object, additional_properties: false }");
+        assert_eq!(
+            declaration_problems("x", &open)[0].0,
+            vec!["additional_properties"]
         );
     }
 

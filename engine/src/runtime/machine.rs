@@ -533,6 +533,9 @@ fn declare(decls: &indexmap::IndexMap<String, raw::VariableDef>, vars: &mut Vars
                     problems.push(format!("{name} is required"));
                 }
             }
+            Some(_) if d.internal => problems.push(format!(
+                "{name} is set by the process itself; a start may not give it"
+            )),
             Some(v) => {
                 if let Err(p) = d.check(name, v) {
                     problems.extend(p);

@@ -499,6 +499,27 @@ fn cancel_aborts_tasks_and_ends_the_instance() {
 }
 
 #[test]
+fn an_internal_variable_cannot_be_given_at_start() {
+    let p = process(
+        "id: v\nvariables:\n  policy: {type: number, default: 0.1, internal: true}\nstart: [{id: go, next: e}]\nnodes:\n  e: {type: end}\n",
+    );
+    let m = Machine::new(&p).expect("supported");
+    let clock = ManualClock::new(friday());
+    let err = m.start("i".into(), 1, None, vars(json!({"policy": 1})), &clock);
+    match err {
+        Err(Error::Variables(v)) => assert_eq!(
+            v,
+            ["policy is set by the process itself; a start may not give it"]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let (inst, _) = m
+        .start("i".into(), 1, None, Vars::new(), &clock)
+        .expect("without it the default holds");
+    assert_eq!(inst.scopes[&0].vars["policy"], json!(0.1));
+}
+
+#[test]
 fn start_variables_are_checked_against_declarations() {
     let p = process(
         "id: v\nvariables:\n  lead: {type: object, required: true}\n  n: {type: integer, default: 3}\nstart: [{id: go, next: e}]\nnodes:\n  e: {type: end}\n",
