@@ -143,6 +143,13 @@ pub struct ActionCall<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// The message declarations read so far, and the deploy generation they follow.
+#[derive(Default)]
+struct MessageDecls {
+    generation: u64,
+    by_name: HashMap<String, Arc<Vec<Arc<Process>>>>,
+}
+
 /// Engine settings.
 pub struct Config {
     /// The SQLite file.
@@ -442,6 +449,9 @@ impl<T: Send> Answer for Reply<T> {
 pub struct Engine {
     stats: Arc<Counters>,
     definitions: Arc<Definitions>,
+    /// Which latest processes declare each message name, as last read; cleared
+    /// by every deploy (the generation says which deploy the entries follow).
+    message_decls: Mutex<MessageDecls>,
     options: Options,
     tx: Mutex<Option<mpsc::Sender<Box<dyn Request>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -494,6 +504,7 @@ impl Engine {
         Ok(Engine {
             stats,
             definitions,
+            message_decls: Mutex::new(MessageDecls::default()),
             options,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
@@ -516,6 +527,31 @@ impl Engine {
                 .map_err(|_| Error::Closed)?;
         }
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The latest processes that declare message `name`: from memory when read
+    /// since the last deploy, else from `message_decls` (one read).
+    async fn message_declarers(&self, name: &str) -> Result<Arc<Vec<Arc<Process>>>> {
+        let generation = {
+            let decls = self.message_decls.lock().map_err(|_| Error::Closed)?;
+            if let Some(found) = decls.by_name.get(name) {
+                return Ok(Arc::clone(found));
+            }
+            decls.generation
+        };
+        let n = name.to_owned();
+        let rows = self.read(move |c| c.message_declarers(&n)).await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for (process, version) in rows {
+            found.push(self.process(&process, Some(version)).await?);
+        }
+        let found = Arc::new(found);
+        let mut decls = self.message_decls.lock().map_err(|_| Error::Closed)?;
+        // Kept only if no deploy happened meanwhile.
+        if decls.generation == generation && decls.by_name.len() < MAX_CACHED_DEFINITIONS {
+            decls.by_name.insert(name.to_owned(), Arc::clone(&found));
+        }
+        Ok(found)
     }
 
     /// Runs a plugin's unit of work on the one writer, in a savepoint of its own
@@ -591,7 +627,13 @@ impl Engine {
     /// Deploys a definition: a new version unless identical to the latest one.
     pub async fn deploy(&self, name: &str, source: &str) -> Result<Deployed> {
         let (name, source) = (name.to_owned(), source.to_owned());
-        self.send(move |st, tx| st.deploy(tx, &name, &source)).await
+        let deployed = self.send(move |st, tx| st.deploy(tx, &name, &source)).await;
+        // A new latest version may declare other messages, or none.
+        if let Ok(mut decls) = self.message_decls.lock() {
+            decls.generation += 1;
+            decls.by_name.clear();
+        }
+        deployed
     }
 
     /// Starts an instance of the latest (or the given) version and runs it to its
@@ -681,11 +723,8 @@ impl Engine {
     /// Checks a message's variables against every declaration of its name among
     /// the deployed processes' latest versions. A name nobody declares passes.
     pub async fn check_message(&self, name: &str, variables: &Vars) -> Result<()> {
-        let n = name.to_owned();
-        let declarers = self.read(move |c| c.message_declarers(&n)).await?;
         let mut problems = Vec::new();
-        for (process, version) in declarers {
-            let p = self.process(&process, Some(version)).await?;
+        for p in self.message_declarers(name).await?.iter() {
             let Some(decl) = p.def.messages.get(name) else {
                 continue;
             };
@@ -1412,10 +1451,7 @@ impl State {
                 activity, actor, ..
             } => {
                 if let Some(who) = actor
-                    && tx
-                        .task_candidates(&instance, *activity)?
-                        .excluded
-                        .contains(who)
+                    && tx.task_excludes(&instance, *activity, who)?
                 {
                     return Err(Error::NotAllowed(format!(
                         "task {activity} of instance {instance} excludes {who} (the four-eyes \

@@ -308,6 +308,8 @@ pub trait ReadTasks {
     fn gauges(&self) -> Result<Gauges>;
     /// Who may hold an open task, and who may not.
     fn task_candidates(&self, instance: &str, activity: u64) -> Result<Candidates>;
+    /// Whether the task excludes `user` (one key lookup).
+    fn task_excludes(&self, instance: &str, activity: u64, user: &str) -> Result<bool>;
     /// A task that exists but is no longer open: how it ended, by whom and when,
     /// and who it concerned (so the caller can decide who may know).
     fn closed_task(&self, instance: &str, activity: u64) -> Result<Option<ClosedTask>>;
@@ -622,6 +624,16 @@ impl ReadTasks for Connection {
             }
         }
         Ok(c)
+    }
+    fn task_excludes(&self, instance: &str, activity: u64, user: &str) -> Result<bool> {
+        Ok(self
+            .prepare_cached(
+                "SELECT 1 FROM task_candidates
+                 WHERE kind = 'excluded' AND name = ?3 AND instance_id = ?1 AND activity = ?2",
+            )?
+            .query_row(params![instance, activity, user], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
     fn closed_task(&self, instance: &str, activity: u64) -> Result<Option<ClosedTask>> {
         let row = self
