@@ -4,7 +4,7 @@
 //! tests check. What a caller sees inside a route (their records, their team's)
 //! is the visibility layer's (`crate::visibility`).
 
-use ordo_server::access::{ADMIN, Rule, STAFF, Who};
+use ordo_server::access::{ADMIN, Rule, STAFF, Who, rule};
 use ordo_server::auth::Role;
 
 /// Those who work with records: lists, exports, imports, the pool, the pipeline.
@@ -13,15 +13,6 @@ pub const SALES: &[Role] = &[Role::Salesperson, Role::Supervisor, Role::Admin];
 pub const CLAIMS: &[Role] = &[Role::Salesperson, Role::Supervisor];
 /// Those who set the assignment rules.
 pub const MANAGERS: &[Role] = &[Role::Supervisor, Role::Admin];
-
-const fn rule(method: &'static str, path: &'static str, who: Who, note: &'static str) -> Rule {
-    Rule {
-        method,
-        path,
-        who,
-        note,
-    }
-}
 
 use Who::Roles;
 

@@ -572,10 +572,10 @@ impl Engine {
     }
 
     /// [`Engine::write`] for synchronous code: it waits for the commit by
-    /// blocking. Meant for blocking threads (inside `spawn_blocking`, or a
-    /// program without an async runtime); called on an async task's thread, it
-    /// waits on a helper thread instead, so it works but holds that thread for
-    /// the length of one commit.
+    /// blocking. Inside a Tokio runtime (Tokio cannot tell an async task from a
+    /// `spawn_blocking` thread here, and refuses to block the former) it waits
+    /// on a short-lived helper thread; either way the calling thread is held
+    /// for the length of one commit, so prefer `write` in async code.
     pub fn write_blocking<T, E, F>(&self, work: F) -> Result<std::result::Result<T, E>>
     where
         T: Send + 'static,

@@ -82,7 +82,8 @@ pub struct Rule {
     pub note: &'static str,
 }
 
-const fn rule(method: &'static str, path: &'static str, who: Who, note: &'static str) -> Rule {
+/// A rule, for the tables (`rule("GET", "/api/tasks", Roles(STAFF), "…")`).
+pub const fn rule(method: &'static str, path: &'static str, who: Who, note: &'static str) -> Rule {
     Rule {
         method,
         path,

@@ -222,27 +222,12 @@ impl Decoder<'_> {
         value: Option<Value>,
         path: &Path,
     ) -> Option<IndexMap<String, VariableDef>> {
-        let mut out = IndexMap::new();
-        let Some(value) = value else { return Some(out) };
-        let entries = self.mapping(
+        self.named(
             value,
             path,
             "`variables` must map names to declarations such as `{ type: number, default: 0 }`",
-        )?;
-        let mut ok = true;
-        for (k, v) in entries {
-            let Some(name) = self.key_string(&k, path) else {
-                ok = false;
-                continue;
-            };
-            match self.decode_at::<VariableDef>(v, &path.join(&name), "variable") {
-                Some(var) => {
-                    out.insert(name, var);
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+            "variable",
+        )
     }
 
     fn messages(
@@ -250,22 +235,35 @@ impl Decoder<'_> {
         value: Option<Value>,
         path: &Path,
     ) -> Option<IndexMap<String, MessageDef>> {
-        let mut out = IndexMap::new();
-        let Some(value) = value else { return Some(out) };
-        let entries = self.mapping(
+        self.named(
             value,
             path,
             "`messages` must map message names to their payload, such as `{ variables: { amount: { type: number } } }`",
-        )?;
+            "message",
+        )
+    }
+
+    /// A mapping of names to `T`s, each decoded on its own (one bad entry does
+    /// not hide the others); absent, an empty one.
+    fn named<T: DeserializeOwned>(
+        &mut self,
+        value: Option<Value>,
+        path: &Path,
+        not_a_mapping: &str,
+        what: &str,
+    ) -> Option<IndexMap<String, T>> {
+        let mut out = IndexMap::new();
+        let Some(value) = value else { return Some(out) };
+        let entries = self.mapping(value, path, not_a_mapping)?;
         let mut ok = true;
         for (k, v) in entries {
             let Some(name) = self.key_string(&k, path) else {
                 ok = false;
                 continue;
             };
-            match self.decode_at::<MessageDef>(v, &path.join(&name), "message") {
-                Some(m) => {
-                    out.insert(name, m);
+            match self.decode_at::<T>(v, &path.join(&name), what) {
+                Some(item) => {
+                    out.insert(name, item);
                 }
                 None => ok = false,
             }
