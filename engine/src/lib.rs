@@ -18,9 +18,14 @@
 //! assert_eq!((loaded.diagnostics[0].line, loaded.diagnostics[0].column), (2, 8));
 //! ```
 
-pub mod calendar;
 pub mod engine;
-pub mod model;
-pub mod runtime;
-pub mod store;
 pub mod worker;
+
+/// The process model (`ordo-model`): YAML → validated `Process`.
+pub use ordo_model as model;
+/// Working calendars (in `ordo-model`).
+pub use ordo_model::calendar;
+/// The pure runtime (`ordo-runtime`).
+pub use ordo_runtime as runtime;
+/// The storage traits and their SQLite implementation (`ordo-store`).
+pub use ordo_store as store;

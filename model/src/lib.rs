@@ -8,7 +8,7 @@
 //! hint, and all the problems of a file are reported together.
 //!
 //! ```
-//! use ordo_engine::model::{self, Options};
+//! use ordo_model::{self as model, Options};
 //!
 //! let yaml = "
 //! id: hello
@@ -24,6 +24,7 @@
 //! assert!(process.expression("\"hello \" + name").is_some());
 //! ```
 
+pub mod calendar;
 mod decode;
 pub mod diagnostic;
 pub mod expr;
@@ -39,6 +40,7 @@ pub use decode::{MAX_FILE_BYTES, MAX_NODES};
 pub use diagnostic::{Diagnostic, Severity};
 pub use expr::Expression;
 pub use graph::FlowGraph;
+pub use validate::field_accepts;
 
 use std::collections::{HashMap, HashSet};
 

@@ -815,12 +815,12 @@ pub struct User {
     /// People who may claim the task: a list of user names (each may be
     /// `=expression`), or one name or `=expression`.
     #[serde(default)]
-    #[schemars(schema_with = "schema::names", example = ["alice", "bob"])]
+    #[schemars(schema_with = "schema::names", example = schema::example_users())]
     pub candidate_users: Option<Value>,
     /// Groups whose members may claim the task: a list of group names (each may be
     /// `=expression`), or one name or `=expression`.
     #[serde(default)]
-    #[schemars(schema_with = "schema::names", example = ["sales"])]
+    #[schemars(schema_with = "schema::names", example = schema::example_groups())]
     pub candidate_groups: Option<Value>,
     /// People who may never hold or complete the task, whatever their groups: a list
     /// of names, or `=expression`. The four-eyes rule of an approval: its requester

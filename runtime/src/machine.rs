@@ -10,10 +10,10 @@ use super::Clock;
 use super::eval::Evaluator;
 use super::form;
 use super::state::*;
-use crate::calendar::Calendars;
-use crate::model::raw::{self, Node};
-use crate::model::{Process, timer};
 use chrono::{DateTime, Utc};
+use ordo_model::calendar::Calendars;
+use ordo_model::raw::{self, Node};
+use ordo_model::{Process, timer};
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 
@@ -2490,7 +2490,7 @@ pub fn next_due(
     eval: &dyn Fn(&str) -> Result<Value, String>,
 ) -> Result<DateTime<Utc>, String> {
     let resolve = |s: &str| -> Result<String, String> {
-        match crate::model::expr::as_expression(s) {
+        match ordo_model::expr::as_expression(s) {
             Some((e, _)) => match eval(e)? {
                 Value::String(s) => Ok(s),
                 other => Err(format!("a timer expression gave {other}, not text")),

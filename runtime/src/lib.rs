@@ -1,5 +1,5 @@
 //! The runtime: a pure state machine that moves an instance's tokens through a
-//! validated [`crate::model::Process`].
+//! validated [`ordo_model::Process`].
 //!
 //! [`Machine::start`] and [`Machine::apply`] take an instance and a command and
 //! return the new instance and a list of [`Action`]s (history rows, tasks to open,
@@ -8,8 +8,8 @@
 //! drive time by hand.
 //!
 //! ```
-//! use ordo_engine::model::{self, Options};
-//! use ordo_engine::runtime::{Action, Command, InstanceStatus, Machine, SystemClock, Vars};
+//! use ordo_model::{self as model, Options};
+//! use ordo_runtime::{Action, Command, InstanceStatus, Machine, SystemClock, Vars};
 //!
 //! let yaml = "
 //! id: approve

@@ -1,12 +1,12 @@
 //! One test per construct the runtime runs, with a manual clock.
 
 use super::*;
-use crate::model::{self, Options, Process};
 use chrono::{DateTime, TimeZone, Utc};
+use ordo_model::{self, Options, Process};
 use serde_json::{Value, json};
 
 fn process(yaml: &str) -> Process {
-    let loaded = model::load("t.yaml", yaml, &Options::default());
+    let loaded = ordo_model::load("t.yaml", yaml, &Options::default());
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
     loaded.process.expect("valid")
 }
@@ -1012,7 +1012,7 @@ mod generated {
         #[test]
         fn random_graphs_run_to_completion(b in block(), k in 0i64..12) {
             let yaml = source(&b);
-            let loaded = model::load("gen.yaml", &yaml, &Options::default());
+            let loaded = ordo_model::load("gen.yaml", &yaml, &Options::default());
             prop_assert!(!loaded.has_errors(), "{:?}\n{}", loaded.diagnostics, yaml);
             let Some(p) = loaded.process else { return Err(TestCaseError::fail("no process")) };
             let m = Machine::new(&p).expect("supported");

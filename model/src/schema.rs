@@ -92,6 +92,17 @@ pub(crate) fn name_or_expression(_: &mut SchemaGenerator) -> Schema {
 
 /// `candidate_users`, `candidate_groups`: a list of names (each may be
 /// `=expression`), or one name or `=expression`.
+/// Examples an editor shows for `candidate_users` (a plain function: the
+/// derive takes an expression, and array literals need syn's full parser).
+pub(crate) fn example_users() -> Value {
+    serde_json::json!(["alice", "bob"])
+}
+
+/// Examples for `candidate_groups`.
+pub(crate) fn example_groups() -> Value {
+    serde_json::json!(["sales"])
+}
+
 pub(crate) fn names(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "oneOf": [

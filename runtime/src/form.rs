@@ -1,8 +1,7 @@
 //! Checking what a person submits against a user task's form: one error per field.
 
-use crate::model::raw::{FieldType, FormField};
-use crate::model::validate;
 use indexmap::IndexMap;
+use ordo_model::raw::{FieldType, FormField};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -60,7 +59,7 @@ pub fn validate(
             max: None,
             ..f.clone()
         };
-        if !validate::field_accepts(&unbounded, v) {
+        if !ordo_model::field_accepts(&unbounded, v) {
             let msg = if f.ty == FieldType::Enum {
                 format!("{label} must be one of: {}", f.options.join(", "))
             } else {

@@ -1,6 +1,6 @@
 //! Evaluating compiled expressions against an instance's JSON variables.
 
-use crate::model::{Expression, Process};
+use ordo_model::{Expression, Process};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ impl<'p> Evaluator<'p> {
     /// depth.
     pub fn value(&self, v: &Value) -> Result<Value, Error> {
         match v {
-            Value::String(s) => match crate::model::expr::as_expression(s) {
+            Value::String(s) => match ordo_model::expr::as_expression(s) {
                 Some((e, _)) => self.eval(e),
                 None => Ok(v.clone()),
             },
@@ -173,7 +173,7 @@ impl<'p> Evaluator<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{self, Options};
+    use ordo_model::{self, Options};
     use serde_json::json;
 
     fn process() -> Process {
@@ -191,7 +191,7 @@ nodes:
     next: b
   b: { type: end }
 "#;
-        model::load("e.yaml", yaml, &Options::default())
+        ordo_model::load("e.yaml", yaml, &Options::default())
             .process
             .expect("valid")
     }

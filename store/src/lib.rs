@@ -10,10 +10,8 @@
 //! connection (or transaction, which derefs to one). A PostgreSQL backend for
 //! several nodes implements the same traits.
 
-use crate::runtime::{
-    Action, Instance, InstanceStatus, Lifecycle, Subscription, TaskSpec, Trigger,
-};
 use chrono::{DateTime, Utc};
+use ordo_runtime::{Action, Instance, InstanceStatus, Lifecycle, Subscription, TaskSpec, Trigger};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -1506,7 +1504,7 @@ pub struct InstanceRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{HistoryEntry, InstanceStatus, Lifecycle};
+    use ordo_runtime::{HistoryEntry, InstanceStatus, Lifecycle};
 
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -1840,7 +1840,8 @@ pub(crate) fn var_accepts(ty: VarType, v: &Value) -> bool {
     shape::type_fits(ty, v)
 }
 
-pub(crate) fn field_accepts(f: &FormField, v: &Value) -> bool {
+/// Whether `v` is a value the form field takes (type, range, options).
+pub fn field_accepts(f: &FormField, v: &Value) -> bool {
     let in_range = |x: f64| f.min.is_none_or(|m| x >= m) && f.max.is_none_or(|m| x <= m);
     match f.ty {
         FieldType::String | FieldType::Text | FieldType::User => v.is_string(),
