@@ -383,6 +383,16 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     );
     let listed = env.get("ada", "/api/instances?process=lead-to-cash");
     assert_eq!(listed, json!([]), "a refused lead starts nothing");
+    // The message takes exactly its declared variables.
+    let mut extra = lead_message(&email, "Li Lei", "Donghai Textiles", "+86 138 0000 0001");
+    extra["variables"]["discount"] = json!(0.9);
+    let (status, r) = env.call("erp", "POST", "/api/messages", Some(extra));
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(
+        r["problems"],
+        json!(["discount is not a variable of this message (lead)"]),
+        "{r}"
+    );
 
     // 1. A lead arrives by message, from the integrator.
     let r = env.ok(

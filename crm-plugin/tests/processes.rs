@@ -538,8 +538,7 @@ async fn a_contract_within_the_limit_needs_only_the_supervisor() {
 async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_signer_only() {
     let c = crm().await;
     // Sue wrote sam's contract terms (his task was handed to her): she is an
-    // author, so the first approval skips her, and the sales supervisors (only
-    // her) leave the admins to decide.
+    // author, so the first approval passes her for the next one up, dora.
     let cust = customer(&c, "Wang", "sam", 1);
     let now = c.clock.now().to_rfc3339();
     c.db.execute(
@@ -567,19 +566,47 @@ async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_s
     let i = complete(
         &c,
         &id,
-        "ada",
+        "dora",
         "approve_contract",
         json!({"approved": true}),
     )
     .await;
     assert_eq!(
         i.scopes[&0].vars["first_approvers"]["people"],
-        json!(["ada"])
+        json!(["dora"])
     );
-    // The next approver: above ada nobody; sue is excluded; dora is not in the
-    // fallback group; so the admins again, without ada, who approved: nobody.
-    // The step stops with an incident that says so.
-    assert_eq!(i.active_nodes(), ["find_next_approver"]);
+    assert_eq!(
+        i.scopes[&0].vars["first_approvers"]["skipped"][0]["person"],
+        "sue"
+    );
+    // Above dora nobody; the fallback group is sue alone: the admins decide.
+    assert_eq!(i.scopes[&0].vars["next_approver"]["people"], json!(["ada"]));
+    let i = complete(
+        &c,
+        &id,
+        "ada",
+        "approve_large_contract",
+        json!({"approved": true}),
+    )
+    .await;
+    assert!(i.active_nodes().iter().all(|n| *n == "countersign"));
+    // With every admin excluded too, the step stops with an incident that
+    // says why.
+    let id = c
+        .engine
+        .start(
+            "contract-approval",
+            None,
+            None,
+            vars(
+                json!({"contract": {"id": contract, "amount": 250_000, "owner": "sam"},
+                        "requester": "sam", "supervisor": "sue",
+                        "authors": ["sue", "dora", "ada"]}),
+            ),
+        )
+        .await
+        .unwrap()
+        .id;
     let incidents = c.engine.instance_incidents(&id).await.unwrap();
     assert!(
         incidents
@@ -606,7 +633,16 @@ async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_s
         json!({"approved": true}),
     )
     .await;
-    let fionas = c.engine.tasks_of("fiona", 10).await.unwrap();
+    let mine = |who: &'static str| {
+        let (engine, id) = (&c.engine, id.clone());
+        async move {
+            let all = engine.tasks_of(who, 20).await.unwrap();
+            all.into_iter()
+                .filter(|t| t.instance_id == id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let fionas = mine("fiona").await;
     c.engine
         .change_task(
             &id,
@@ -619,7 +655,7 @@ async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_s
         .await
         .unwrap();
     let mut last = None;
-    for t in c.engine.tasks_of("carl", 10).await.unwrap() {
+    for t in mine("carl").await {
         last = Some(
             c.engine
                 .complete_task(

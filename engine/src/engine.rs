@@ -728,6 +728,15 @@ impl Engine {
             let Some(decl) = p.def.messages.get(name) else {
                 continue;
             };
+            if !decl.additional_variables {
+                let known: Vec<&str> = decl.variables.keys().map(String::as_str).collect();
+                for var in variables.keys().filter(|v| !known.contains(&v.as_str())) {
+                    problems.push(format!(
+                        "{var} is not a variable of this message ({})",
+                        known.join(", ")
+                    ));
+                }
+            }
             for (var, d) in &decl.variables {
                 match variables.get(var) {
                     None | Some(Value::Null) if d.required => {
@@ -1052,6 +1061,13 @@ impl Engine {
             pool.push(conn);
         }
         out.map_err(Into::into)
+    }
+
+    /// Whether the tree of instance `id` holds a task one of `people` held or
+    /// holds.
+    pub async fn instance_among(&self, id: &str, people: Vec<String>) -> Result<bool> {
+        let id = id.to_owned();
+        self.read(move |c| c.instance_among(&id, &people)).await
     }
 
     /// An instance's current state.
@@ -1817,8 +1833,8 @@ impl State {
                             process: Some(s.process_id.clone()),
                             status: Some("active".into()),
                             business_key: Some(k.clone()),
-                            offset: 0,
                             limit: 1,
+                            ..InstanceFilter::default()
                         })?
                         .into_iter()
                         .next()

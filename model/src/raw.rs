@@ -138,7 +138,7 @@ impl Starters {
 }
 
 /// The payload a message carries.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageDef {
     /// What the message means and who sends it.
@@ -147,6 +147,10 @@ pub struct MessageDef {
     /// Its variables, declared as process variables are (type, `required`, shape).
     #[serde(default)]
     pub variables: IndexMap<String, VariableDef>,
+    /// Whether variables it does not declare are accepted (the default) or
+    /// refused (`false`).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub additional_variables: bool,
 }
 
 /// A declared variable: its type and, optionally, the shape of its values.

@@ -155,13 +155,13 @@ pub const SERVER: &[Rule] = &[
         "GET",
         "/api/instances",
         Roles(WATCHERS),
-        "`?process=&status=&business_key=&offset=&limit=`",
+        "`?process=&status=&business_key=&offset=&limit=`; supervisors: the instances (with their whole tree) where they or someone below them in the reporting line held a task",
     ),
     rule(
         "GET",
         "/api/instances/{id}",
         Roles(WATCHERS),
-        "state, variables, history, tree",
+        "state, variables, history, tree; for a supervisor, one of their team's (404 otherwise)",
     ),
     rule("POST", "/api/instances/{id}/cancel", Roles(ADMIN), ""),
     rule(
@@ -294,7 +294,7 @@ pub const SERVER: &[Rule] = &[
         "GET",
         "/monitor",
         Roles(WATCHERS),
-        "instances by process, state and business key",
+        "instances by process, state and business key (supervisors: their team's)",
     ),
     rule(
         "GET",

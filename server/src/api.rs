@@ -358,7 +358,9 @@ async fn instances(
     Query(q): Query<InstanceQuery>,
 ) -> Result<Json<Vec<InstanceRow>>> {
     caller.require(WATCHERS)?;
+    let among = watch_scope(&st, &caller).await?;
     let filter = InstanceFilter {
+        among,
         process: q.process,
         status: q.status,
         business_key: q.business_key,
@@ -405,6 +407,7 @@ async fn instance(
     Path(id): Path<String>,
 ) -> Result<Json<InstanceDetails>> {
     caller.require(WATCHERS)?;
+    visible_instance(&st, &caller, &id).await?;
     let inst = st.engine.instance(&id).await?;
     let history = st.engine.history(&id).await?;
     let tree = st.engine.tree(&id).await?;
@@ -683,6 +686,34 @@ async fn may_hand_on(st: &AppState, caller: &Caller, task: &TaskRow) -> Result<(
         task.instance_id,
         task.activity
     )))
+}
+
+/// Whose instances the caller may watch: `None` for an admin (all); for a
+/// supervisor, themselves and everyone below them in the reporting line (an
+/// instance is theirs to watch when a task of its tree was held by one of
+/// them); others may watch none.
+pub(crate) async fn watch_scope(st: &AppState, caller: &Caller) -> Result<Option<Vec<String>>> {
+    caller.require(WATCHERS)?;
+    if caller.0.has_any(&[Role::Admin]) {
+        return Ok(None);
+    }
+    let mut people = team(st, &caller.0.user).await?;
+    people.push(caller.0.user.clone());
+    Ok(Some(people))
+}
+
+/// An instance the caller may watch, else 404 (as if it did not exist).
+pub(crate) async fn visible_instance(st: &AppState, caller: &Caller, id: &str) -> Result<()> {
+    let Some(people) = watch_scope(st, caller).await? else {
+        return Ok(());
+    };
+    if st.engine.instance_among(id, people).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "instance `{id}` does not exist"
+        )))
+    }
 }
 
 /// Refuses a name that is nobody in the directory (a typo would orphan a task).

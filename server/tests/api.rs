@@ -832,3 +832,36 @@ async fn a_method_a_route_does_not_take_is_405_with_allow() {
     let allow = res.headers()["allow"].to_str().unwrap().to_owned();
     assert!(allow.contains("POST") && allow.contains("GET"), "{allow}");
 }
+
+#[tokio::test]
+async fn a_supervisor_watches_only_the_instances_of_the_people_they_lead() {
+    let a = api().await;
+    a.deploy("dee", FLOW).await;
+    let (_, v) = a
+        .call(
+            Some("bob"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "expense"})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/instances/{id}");
+    // Nobody sam leads has held a task of it yet: it is not his to watch.
+    let (s, list) = a.call(Some("sam"), "GET", "/api/instances", None).await;
+    assert_eq!((s, list.as_array().unwrap().len()), (StatusCode::OK, 0));
+    let (s, v) = a.call(Some("sam"), "GET", &path, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // Ann, whom sam leads, takes its task: now he watches it; the admin always.
+    let (_, tasks) = a
+        .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
+        .await;
+    let task = format!("/api/tasks/{id}/{}/claim", tasks[0]["activity"]);
+    a.call(Some("ann"), "POST", &task, None).await;
+    let (_, list) = a.call(Some("sam"), "GET", "/api/instances", None).await;
+    assert_eq!(list[0]["id"], id.as_str());
+    let (s, v) = a.call(Some("sam"), "GET", &path, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = a.call(Some("root"), "GET", &path, None).await;
+    assert_eq!(s, StatusCode::OK);
+}

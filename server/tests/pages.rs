@@ -631,11 +631,23 @@ impl ordo_engine::worker::JobHandler for Down {
 #[tokio::test]
 async fn an_admin_retries_and_resolves_an_incident_from_the_monitor() {
     let s = site().await;
-    let flow = "id: pay\nstart: [{id: s, next: charge}]\nnodes:\n  charge: {type: service, name: Charge the card, action: bank.charge, retries: 0, next: e}\n  e: {type: end}\n";
+    // Ann (whom sue leads) approves the payment; then the bank is down.
+    let flow = "id: pay\nstart: [{id: s, next: approve}]\nnodes:\n  approve: {type: user, assignee: ann, next: charge}\n  charge: {type: service, name: Charge the card, action: bank.charge, retries: 0, next: e}\n  e: {type: end}\n";
     s.engine.deploy("pay.yaml", flow).await.unwrap();
     let inst = s
         .engine
         .start("pay", None, None, Default::default())
+        .await
+        .unwrap();
+    let approve = s.engine.tasks_of("ann", 10).await.unwrap()[0].activity;
+    s.engine
+        .complete_task(
+            &inst.id,
+            approve,
+            Default::default(),
+            Some("ann".into()),
+            None,
+        )
         .await
         .unwrap();
     let worker = ordo_engine::worker::Worker::new(Arc::clone(&s.engine), "w")
@@ -649,10 +661,25 @@ async fn an_admin_retries_and_resolves_an_incident_from_the_monitor() {
     let activity = s.engine.incidents(true, 10, 0).await.unwrap()[0].activity;
     let retry = format!("{path}/incidents/{activity}/retry");
     assert!(page.html.contains(&format!("action=\"{retry}\"")));
-    // A supervisor reads the page but has no levers.
+    // Ann's supervisor reads the page but has no levers.
     let watching = s.get(Some("sue"), &path).await;
     assert!(watching.html.contains("bank unreachable"));
     assert!(!watching.html.contains(&retry));
+    // An instance nobody of sue's team worked on is not hers to watch.
+    s.engine
+        .deploy(
+            "lone.yaml",
+            "id: lone\nstart: [{id: s, next: w}]\nnodes:\n  w: {type: catch, timer: PT1H, next: e}\n  e: {type: end}\n",
+        )
+        .await
+        .unwrap();
+    let other = s
+        .engine
+        .start("lone", None, None, Default::default())
+        .await
+        .unwrap();
+    let away = s.get(Some("sue"), &format!("/monitor/{}", other.id)).await;
+    assert_eq!(away.status, StatusCode::NOT_FOUND);
 
     let p = s.post(Some("root"), &retry, &[]).await;
     assert_eq!(p.location.as_deref(), Some(path.as_str()), "{}", p.html);

@@ -248,6 +248,11 @@ pub struct InstanceFilter {
     pub status: Option<String>,
     /// Only this business key.
     pub business_key: Option<String>,
+    /// Only instances whose tree (the instance, its caller, the instances it
+    /// called) holds a task that one of these people held or holds: a
+    /// supervisor's view of their team's work. `None`: every instance.
+    #[serde(default)]
+    pub among: Option<Vec<String>>,
     /// Rows to skip.
     pub offset: u32,
     /// Most rows to return.
@@ -262,6 +267,9 @@ pub trait ReadInstances {
     fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRow>>;
     /// One instance's row.
     fn instance_row(&self, id: &str) -> Result<Option<InstanceRow>>;
+    /// Whether the tree of instance `id` holds a task one of `people` held or
+    /// holds (see [`InstanceFilter::among`]).
+    fn instance_among(&self, id: &str, people: &[String]) -> Result<bool>;
     /// The instances `parent` called or spawned, oldest first.
     fn children(&self, parent: &str) -> Result<Vec<InstanceRow>>;
     /// The active instances one call or spawn activity of `parent` started.
@@ -415,11 +423,32 @@ impl ReadInstances for Connection {
             "SELECT id, process_id, process_version, business_key, status, started_at, parent_id, parent_activity, root_id FROM instances
              WHERE (?1 IS NULL OR process_id = ?1) AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR business_key = ?3)
+               AND (?6 IS NULL OR COALESCE(root_id, id) IN (
+                   SELECT COALESCE(i.root_id, i.id) FROM tasks t JOIN instances i ON i.id = t.instance_id
+                   WHERE t.assignee IN (SELECT value FROM json_each(?6))))
              ORDER BY started_at DESC, id DESC LIMIT ?4 OFFSET ?5",
         )?;
-        let params = params![f.process, f.status, f.business_key, f.limit, f.offset];
+        let among = f.among.as_ref().map(serde_json::to_string).transpose()?;
+        let params = params![
+            f.process,
+            f.status,
+            f.business_key,
+            f.limit,
+            f.offset,
+            among
+        ];
         let rows = st.query_map(params, instance_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+    fn instance_among(&self, id: &str, people: &[String]) -> Result<bool> {
+        let people = serde_json::to_string(people)?;
+        Ok(self
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM instances me, tasks t JOIN instances i ON i.id = t.instance_id
+                 WHERE me.id = ?1 AND COALESCE(i.root_id, i.id) = COALESCE(me.root_id, me.id)
+                   AND t.assignee IN (SELECT value FROM json_each(?2)))",
+            )?
+            .query_row(params![id, people], |r| r.get(0))?)
     }
     fn instance_row(&self, id: &str) -> Result<Option<InstanceRow>> {
         Ok(self

@@ -404,10 +404,14 @@ struct SignInForm {
 /// `//evil.example`, and a newline cannot go in a header). Anything else is `/`.
 fn safe_next(next: Option<&str>) -> &str {
     let Some(n) = next else { return "/" };
+    // Printable ASCII only (a real path arrives percent-encoded), no empty or
+    // dot segment (`//`, `/../`), which browsers may turn into another host.
+    let path = n.split(['?', '#']).next().unwrap_or_default();
     let plain = n.starts_with('/')
-        && !n.starts_with("//")
+        && n.chars().all(|c| c.is_ascii_graphic())
         && !n.contains('\\')
-        && !n.chars().any(char::is_control);
+        && !path.contains("//")
+        && !path.split('/').any(|seg| seg == "." || seg == "..");
     let local = plain
         && n.parse::<axum::http::Uri>()
             .is_ok_and(|u| u.scheme().is_none() && u.authority().is_none());
@@ -527,6 +531,11 @@ mod tests {
         assert_eq!(safe_next(Some("/tasks\r\nSet-Cookie: x=1")), "/");
         assert_eq!(safe_next(Some("/\u{7f}/evil.example")), "/");
         assert_eq!(safe_next(Some("/%09/evil.example")), "/%09/evil.example");
+        assert_eq!(safe_next(Some("/..//evil.example")), "/");
+        assert_eq!(safe_next(Some("/a/../b")), "/");
+        assert_eq!(safe_next(Some("/tasks//x")), "/");
+        assert_eq!(safe_next(Some("/\u{ff}\u{fe}")), "/");
+        assert_eq!(safe_next(Some("/crm?q=a//b")), "/crm?q=a//b");
         assert_eq!(safe_next(None), "/");
     }
 

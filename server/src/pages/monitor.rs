@@ -36,11 +36,12 @@ pub(super) async fn list(
     viewer: Viewer,
     Query(q): Query<ListQuery>,
 ) -> PageResult {
-    viewer.0.require(api::WATCHERS)?;
+    let among = api::watch_scope(&st, &viewer.0).await?;
     let (process, status, key) = (some(q.process), some(q.status), some(q.business_key));
     let rows = st
         .engine
         .list_instances(InstanceFilter {
+            among,
             process: process.clone(),
             status: status.clone(),
             business_key: key.clone(),
@@ -103,7 +104,7 @@ pub(super) async fn instance(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> PageResult {
-    viewer.0.require(api::WATCHERS)?;
+    api::visible_instance(&st, &viewer.0, &id).await?;
     let inst = st.engine.instance(&id).await?;
     let history = st.engine.history(&id).await?;
     let tree = st.engine.tree(&id).await?;
@@ -180,7 +181,7 @@ pub(super) async fn version(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, super::PageError> {
-    viewer.0.require(api::WATCHERS)?;
+    api::visible_instance(&st, &viewer.0, &id).await?;
     let inst = st.engine.instance(&id).await?;
     Ok(Json(
         json!({ "revision": inst.version, "status": inst.status }),
