@@ -542,6 +542,21 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
         let plans = env.get("sally", "/api/crm/payments");
         let expected = if i == 0 { "partial" } else { "paid" };
         assert_eq!(plans["items"][0]["payment"]["state"], expected, "{plans}");
+        if i == 0 {
+            // The ERP sends the first payment again under a new message id:
+            // its reference says it is the same payment, recorded once.
+            let r = env.ok(
+                "erp",
+                "/api/messages",
+                json!({"name": "payment.recorded", "correlation_key": order_id.to_string(),
+                       "message_id": format!("pay-{order_id}-{i}-retry"),
+                       "variables": {"amount": amount, "method": "bank_transfer", "handler": "fiona",
+                                     "reference": "BANK-0", "paid_at": "2026-11-30"}}),
+            );
+            assert_eq!(r["result"], "correlated", "{r}");
+            let plans = env.get("sally", "/api/crm/payments");
+            assert_eq!(plans["items"][0]["payment"]["paid"], 30000.5, "{plans}");
+        }
     }
     let done = env.get("ada", &format!("/api/instances/{instance}"));
     assert_eq!(done["status"], "completed", "{done}");

@@ -324,7 +324,8 @@ pub fn payment_state(tx: &Connection, plan: i64) -> Result<PaymentState, String>
 }
 
 /// `crm.record_payment {plan, payment: {amount, method, paid_at?, handler,
-/// reference?}}` (or
+/// reference?}}` (a reference already recorded for the plan records nothing
+/// again: `duplicate: true`) (or
 /// the payment's fields at the top level) → the payment's id and the plan's
 /// payment state after it.
 #[derive(Debug)]
@@ -357,6 +358,25 @@ impl InlineAction for RecordPayment {
             .or_insert_with(|| json!(call.now.to_rfc3339()));
         let kind = records::kind("payment").map_err(err)?;
         let before = payment_state(tx, plan)?;
+        // The same payment reported twice (a retry under a new message id) is
+        // recorded once: its reference is its identity within the plan.
+        if let Some(reference) = payment.get("reference").and_then(Value::as_str) {
+            let seen: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM crm_payments WHERE plan_id = ?1 AND reference = ?2",
+                    rusqlite::params![plan, reference],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| e.to_string())?;
+            if let Some(existing) = seen {
+                return Ok(json!({
+                    "payment": existing, "duplicate": true, "paid": before.paid,
+                    "total": before.total, "outstanding": before.outstanding,
+                    "state": before.state,
+                }));
+            }
+        }
         if before.state == "paid" {
             return Err(format!(
                 "receivable plan {plan} is already paid ({} of {})",
