@@ -103,7 +103,7 @@ pub const RULES: &[Rule] = &[
         "PUT",
         "/api/crm/assignment-rules",
         Roles(MANAGERS),
-        "`[{region?, industry?, grade?, person | group}]`",
+        "`[{region?, industry?, grade?, person | group}]`: each rule's person works here, its group has members, its region and grade are known values (422 otherwise)",
     ),
     rule("GET", "/api/crm/pool-rules", Roles(SALES), ""),
     rule("PUT", "/api/crm/pool-rules", Roles(ADMIN), ""),

@@ -133,10 +133,39 @@ pub struct Rule {
 /// Replaces the rule table, in order.
 pub fn set_rules(tx: &Connection, rules: &[Rule]) -> Result<(), String> {
     for (i, r) in rules.iter().enumerate() {
+        let n = i + 1;
         if r.person.is_some() == r.group.is_some() {
             return Err(format!(
-                "rule {}: give either `person` or `group`, not both or neither",
-                i + 1
+                "rule {n}: give either `person` or `group`, not both or neither"
+            ));
+        }
+        let closed = [
+            ("region", &r.region, records::REGIONS),
+            ("grade", &r.grade, records::GRADES),
+        ];
+        for (field, value, allowed) in closed {
+            if let Some(v) = value
+                && !allowed.contains(&v.as_str())
+            {
+                return Err(format!(
+                    "rule {n}: `{field}` must be one of {}, not `{v}`",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        let db = |e: rusqlite::Error| e.to_string();
+        if let Some(p) = &r.person
+            && !org::is_active(tx, p).map_err(db)?
+        {
+            return Err(format!(
+                "rule {n}: `{p}` is nobody active in the directory; name a salesperson who works here"
+            ));
+        }
+        if let Some(g) = &r.group
+            && org::active_members(tx, g).map_err(db)?.is_empty()
+        {
+            return Err(format!(
+                "rule {n}: the group `{g}` has no active member, so nobody would get the record"
             ));
         }
     }

@@ -147,8 +147,8 @@ pub struct Kind {
 
 const CUSTOMER_TYPES: &[&str] = &["prospect", "intention", "paused"];
 const APPROVAL: &[&str] = &["none", "pending", "approved", "rejected"];
-const GRADES: &[&str] = &["ordinary", "vip"];
-const REGIONS: &[&str] = &["east", "north", "north_east", "north_west", "south"];
+pub(crate) const GRADES: &[&str] = &["ordinary", "vip"];
+pub(crate) const REGIONS: &[&str] = &["east", "north", "north_east", "north_west", "south"];
 const SOURCES: &[&str] = &[
     "inbound",
     "advertising",

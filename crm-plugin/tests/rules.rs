@@ -266,6 +266,34 @@ fn the_rule_table_takes_the_first_match_skipping_people_who_left() {
         }],
     );
     assert!(bad.unwrap_err().contains("either `person` or `group`"));
+    // A rule that could never match or never give the record away is refused.
+    for (rule, says) in [
+        (
+            assign::Rule {
+                person: Some("ghost".into()),
+                ..Default::default()
+            },
+            "`ghost` is nobody active",
+        ),
+        (
+            assign::Rule {
+                group: Some("nogroup".into()),
+                ..Default::default()
+            },
+            "has no active member",
+        ),
+        (
+            assign::Rule {
+                region: Some("moon".into()),
+                group: Some("sales".into()),
+                ..Default::default()
+            },
+            "`region` must be one of",
+        ),
+    ] {
+        let err = assign::set_rules(&d.conn, &[rule]).unwrap_err();
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 #[test]
