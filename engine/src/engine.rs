@@ -349,6 +349,11 @@ pub fn start_timer_incident(process: &str, event: &str) -> String {
     format!("start:{process}:{event}")
 }
 
+/// Runs a statement from the connection's statement cache.
+fn run_cached(tx: &Connection, sql: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// What a panic carried, as text.
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -1336,7 +1341,10 @@ impl Writer {
             let tx =
                 rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
             for req in pending.by_ref() {
-                if let Err(e) = tx.execute_batch("SAVEPOINT cmd") {
+                // Prepared once per connection: the savepoint statements are
+                // run for every command, and parsing them each time showed in
+                // the writer's profile.
+                if let Err(e) = run_cached(&tx, "SAVEPOINT cmd") {
                     req.fail(&e.to_string());
                     return Err(e.into());
                 }
@@ -1346,9 +1354,9 @@ impl Writer {
                 if !ok {
                     (state.started, state.completed) = before;
                     failed += 1;
-                    tx.execute_batch("ROLLBACK TO cmd")?;
+                    run_cached(&tx, "ROLLBACK TO cmd")?;
                 }
-                tx.execute_batch("RELEASE cmd")?;
+                run_cached(&tx, "RELEASE cmd")?;
             }
             tx.commit()?;
             Ok(())
