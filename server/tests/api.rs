@@ -106,6 +106,34 @@ impl Api {
         (status, v)
     }
 
+    /// Bob starts an expense claim (FLOW, deployed); its instance id and the
+    /// path of its review task, offered to ann's group.
+    async fn expense(&self, key: &str) -> (String, String) {
+        let (s, v) = self
+            .call(
+                Some("bob"),
+                "POST",
+                "/api/instances",
+                Some(json!({"process": "expense", "business_key": key})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (_, tasks) = self
+            .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
+            .await;
+        let activity = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["instance_id"] == id.as_str())
+            .unwrap()["activity"]
+            .as_u64()
+            .unwrap();
+        let task = format!("/api/tasks/{id}/{activity}");
+        (id, task)
+    }
+
     async fn deploy(&self, who: &str, yaml: &str) -> (StatusCode, Value) {
         let req = Request::post("/api/definitions?name=flow.yaml")
             .header("authorization", format!("Bearer {}", self.tokens[who]))
@@ -680,28 +708,7 @@ async fn of_racing_completions_one_wins_and_every_other_gets_409() {
     a.deploy("dee", FLOW).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let (s, v) = a
-            .call(
-                Some("bob"),
-                "POST",
-                "/api/instances",
-                Some(json!({"process": "expense", "business_key": format!("R-{i}")})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let id = v["id"].as_str().unwrap().to_owned();
-        let (_, v) = a
-            .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
-            .await;
-        let activity = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["instance_id"] == id.as_str())
-            .unwrap()["activity"]
-            .as_u64()
-            .unwrap();
-        let task = format!("/api/tasks/{id}/{activity}");
+        let (_, task) = a.expense(&format!("R-{i}")).await;
         a.call(Some("ann"), "POST", &format!("{task}/claim"), None)
             .await;
         tasks.push(task);
@@ -745,19 +752,7 @@ async fn of_racing_completions_one_wins_and_every_other_gets_409() {
 async fn only_a_holder_their_supervisors_or_an_admin_hand_a_task_on() {
     let a = api().await;
     a.deploy("dee", FLOW).await;
-    let (_, v) = a
-        .call(
-            Some("bob"),
-            "POST",
-            "/api/instances",
-            Some(json!({"process": "expense"})),
-        )
-        .await;
-    let id = v["id"].as_str().unwrap().to_owned();
-    let (_, v) = a
-        .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
-        .await;
-    let task = format!("/api/tasks/{id}/{}", v[0]["activity"]);
+    let (_, task) = a.expense("H-1").await;
     let delegate = |who: &'static str, to: &'static str| {
         let task = task.clone();
         let a = &a;
@@ -837,15 +832,7 @@ async fn a_method_a_route_does_not_take_is_405_with_allow() {
 async fn a_supervisor_watches_only_the_instances_of_the_people_they_lead() {
     let a = api().await;
     a.deploy("dee", FLOW).await;
-    let (_, v) = a
-        .call(
-            Some("bob"),
-            "POST",
-            "/api/instances",
-            Some(json!({"process": "expense"})),
-        )
-        .await;
-    let id = v["id"].as_str().unwrap().to_owned();
+    let (id, task) = a.expense("W-1").await;
     let path = format!("/api/instances/{id}");
     // Nobody sam leads has held a task of it yet: it is not his to watch.
     let (s, list) = a.call(Some("sam"), "GET", "/api/instances", None).await;
@@ -853,11 +840,8 @@ async fn a_supervisor_watches_only_the_instances_of_the_people_they_lead() {
     let (s, v) = a.call(Some("sam"), "GET", &path, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     // Ann, whom sam leads, takes its task: now he watches it; the admin always.
-    let (_, tasks) = a
-        .call(Some("ann"), "GET", "/api/tasks?view=groups", None)
+    a.call(Some("ann"), "POST", &format!("{task}/claim"), None)
         .await;
-    let task = format!("/api/tasks/{id}/{}/claim", tasks[0]["activity"]);
-    a.call(Some("ann"), "POST", &task, None).await;
     let (_, list) = a.call(Some("sam"), "GET", "/api/instances", None).await;
     assert_eq!(list[0]["id"], id.as_str());
     let (s, v) = a.call(Some("sam"), "GET", &path, None).await;
