@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
 
+use ordo_engine::store::SqlExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -109,14 +110,15 @@ fn a_busy_hour_stores_everything_through_one_writer() {
         .block_on(server.state().engine.write(|tx| {
             let mut ids = Vec::new();
             for i in 0..POOLED {
-                tx.execute(
+                ids.push(tx.query_row(
                     "INSERT INTO crm_customers (number, name, in_pool, pool_since, created_at, updated_at)
-                     VALUES (?1, ?2, 1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-                    rusqlite::params![format!("P-{i}"), format!("Pooled {i}")],
-                )?;
-                ids.push(tx.last_insert_rowid());
+                     VALUES (?1, ?2, 1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')
+                     RETURNING id",
+                    ordo_engine::store::params![format!("P-{i}"), format!("Pooled {i}")],
+                    |r| r.get(0),
+                )?);
             }
-            Ok::<_, rusqlite::Error>(ids)
+            Ok::<_, ordo_engine::store::Error>(ids)
         }))
         .unwrap()
         .unwrap();

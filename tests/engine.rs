@@ -5,7 +5,7 @@
 
 use ordo_engine::engine::{Config, Engine, Error, InlineAction};
 use ordo_engine::runtime::{InstanceStatus, Vars};
-use ordo_engine::store::InstanceFilter;
+use ordo_engine::store::{InstanceFilter, SqlExt, params};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -259,14 +259,17 @@ struct Note;
 impl InlineAction for Note {
     fn call(
         &self,
-        tx: &rusqlite::Connection,
+        tx: &dyn ordo_engine::store::Sql,
         call: &ordo_engine::engine::ActionCall<'_>,
     ) -> Result<Value, String> {
         let text = call.input["text"].as_str().ok_or("no text")?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
             .map_err(|e| e.to_string())?;
-        tx.execute("INSERT INTO notes (text) VALUES (?1)", [text])
-            .map_err(|e| e.to_string())?;
+        tx.execute(
+            "INSERT INTO notes (text) VALUES (?1)",
+            ordo_engine::store::params![text],
+        )
+        .map_err(|e| e.to_string())?;
         Ok(json!({"saved": text}))
     }
 }
@@ -489,9 +492,9 @@ async fn a_panic_in_one_unit_of_work_fails_that_caller_only() {
         let e = Arc::clone(&e);
         tokio::spawn(async move {
             e.write(move |tx| -> Result<i64, String> {
-                tx.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", [])
+                tx.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)", params![])
                     .map_err(|x| x.to_string())?;
-                tx.execute("INSERT INTO t (n) VALUES (1)", [])
+                tx.execute("INSERT INTO t (n) VALUES (1)", params![])
                     .map_err(|x| x.to_string())?;
                 assert!(!panics, "a bug in a plugin");
                 Ok(1)
@@ -508,7 +511,7 @@ async fn a_panic_in_one_unit_of_work_fails_that_caller_only() {
     assert_eq!(good.await.unwrap().unwrap(), Ok(1));
     // The panicking unit left nothing; the writer still serves everyone.
     let rows = e
-        .query(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)))
+        .query(|c| c.query_row("SELECT COUNT(*) FROM t", params![], |r| r.get::<i64>(0)))
         .await
         .unwrap()
         .unwrap();

@@ -323,7 +323,7 @@ struct Flaky(std::sync::atomic::AtomicUsize);
 impl InlineAction for Flaky {
     fn call(
         &self,
-        _tx: &rusqlite::Connection,
+        _tx: &dyn ordo_engine::store::Sql,
         _call: &ordo_engine::engine::ActionCall<'_>,
     ) -> Result<Value, String> {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -1,36 +1,62 @@
-//! The one-writer rule, checked in the source: in a server process only the
-//! engine's writer opens a writable connection. Every `Connection::open` in the
-//! product's code is listed here with why it is allowed; a new one fails this
-//! test until it is either removed (use `Engine::write` / `Engine::query`) or
-//! added to the list with its reason.
+//! The one-writer rule and the store's layering, checked in the source:
+//! - only `ordo-store` names the SQLite driver: the engine, the server, the CRM
+//!   plugin and the `ordo` command reach the database through the store's
+//!   `Conn`, its table traits and the backend-neutral `Sql` handle (their
+//!   manifests do not even depend on the driver, so the compiler keeps it so);
+//! - every place that opens a writable connection is listed here with why it is
+//!   allowed; in a server process that is only the engine's writer. A new one
+//!   fails this test until it is removed (use `Engine::write` / `Engine::query`)
+//!   or added to the list with its reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
 
 use std::path::{Path, PathBuf};
 
-/// (file, what the line holds, why it may open a writable connection)
+/// (where: a file, or a folder ending in `/`; what the line holds; why it may
+/// open a writable connection)
 const ALLOWED: &[(&str, &str, &str)] = &[
     (
-        "store/src/lib.rs",
+        "store/src/",
         "let conn = Connection::open(path)?;",
-        "open_writer: the engine's one writer",
+        "Conn::open_writer (the engine's one writer) and Conn::open_shared (a command-line tool beside a server: IMMEDIATE transactions, busy timeout)",
     ),
     (
-        "store/src/lib.rs",
+        "store/src/",
         "let mut dst = Connection::open(to)?;",
         "backup: the new copy, another file",
     ),
     (
-        "server/src/auth.rs",
-        "let conn = Connection::open(path)?;",
-        "Directory::open: creates the directory's tables before the engine starts, and is the CLI's own (IMMEDIATE, busy timeout); `attach` swaps it for a read-only one in a server",
+        "store/src/sqlite.rs",
+        "Ok(Conn(Connection::open_in_memory()?))",
+        "Conn::open_in_memory: a database of its own, no file, for tests of SQL against `Sql`",
     ),
     (
-        "crm-plugin/src/lib.rs",
-        "let mut conn = rusqlite::Connection::open(&config.db).map_err(migrate)?;",
-        "install: the CRM's migrations, before the engine's writer starts",
+        "store/src/sqlite.rs",
+        "Conn::open_writer(path, sync)",
+        "store::open_writer, the function form of Conn::open_writer",
+    ),
+    (
+        "engine/src/engine.rs",
+        "let conn = store::open_writer(&config.db, config.sync)?;",
+        "Engine::open: the one writer, which also runs the plugins' migrations",
+    ),
+    (
+        "server/src/auth.rs",
+        "let conn = Conn::open_shared(path)?;",
+        "Directory::open: the `ordo user`/`token` commands' own connection; in a server `attach` swaps it for a read-only one before the first request",
     ),
 ];
+
+/// What opens a writable connection, in product code.
+const OPENERS: &[&str] = &[
+    "Connection::open(",
+    "open_writer(",
+    "open_shared(",
+    "Connection::open_in_memory(",
+];
+
+/// The crates above the store: none may name the driver.
+const ABOVE_THE_STORE: &[&str] = &["engine", "server", "crm-plugin", "."];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -43,9 +69,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn only_the_engines_writer_opens_a_writable_connection() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// Each product source file (relative path) with its text before unit tests.
+fn product_sources(root: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     for dir in [
         "model/src",
@@ -58,48 +83,105 @@ fn only_the_engines_writer_opens_a_writable_connection() {
     ] {
         rust_files(&root.join(dir), &mut files);
     }
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Unit tests at the end of a file may open what they like.
+            let product = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let rel = f
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            (rel, product)
+        })
+        .collect()
+}
+
+fn code_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with("///"))
+}
+
+#[test]
+fn only_the_engines_writer_opens_a_writable_connection() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        // Unit tests at the end of a file may open what they like.
-        let product = text.split("#[cfg(test)]").next().unwrap_or_default();
-        let rel = f
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        let lines: Vec<&str> = product.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let l = line.trim();
-            if l.starts_with("//") {
-                continue;
-            }
-            let writable = if l.contains("Connection::open(") {
-                true
-            } else if l.contains("Connection::open_with_flags(") {
-                // Read-only opens name the flag within the call's next lines.
-                let call = lines[i..lines.len().min(i + 4)].join(" ");
-                !call.contains("SQLITE_OPEN_READ_ONLY")
-            } else {
-                false
-            };
-            if writable {
+    for (rel, text) in product_sources(root) {
+        for l in code_lines(&text) {
+            if OPENERS.iter().any(|o| l.contains(o)) && !l.starts_with("pub fn") {
                 found.push((rel.clone(), l.to_owned()));
             }
         }
     }
-    let unexpected: Vec<_> = found
-        .iter()
-        .filter(|(f, l)| !ALLOWED.iter().any(|(af, al, _)| af == f && al == l))
-        .collect();
+    let allowed = |f: &str, l: &str| {
+        ALLOWED
+            .iter()
+            .any(|(af, al, _)| (af == &f || (af.ends_with('/') && f.starts_with(af))) && al == &l)
+    };
+    let unexpected: Vec<_> = found.iter().filter(|(f, l)| !allowed(f, l)).collect();
     assert!(
         unexpected.is_empty(),
         "a writable connection besides the engine's writer: {unexpected:#?}; write through `Engine::write`"
     );
     for (f, l, why) in ALLOWED {
         assert!(
-            found.iter().any(|(ff, ll)| ff == f && ll == l),
+            found
+                .iter()
+                .any(|(ff, ll)| (ff == f || (f.ends_with('/') && ff.starts_with(f))) && ll == l),
             "stale allowance in {f} ({why}): `{l}` is gone"
+        );
+    }
+}
+
+#[test]
+fn nothing_above_the_store_names_the_driver() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = Vec::new();
+    for (rel, text) in product_sources(root) {
+        let above = ABOVE_THE_STORE.iter().any(|c| {
+            let prefix = if *c == "." {
+                "src/".to_owned()
+            } else {
+                format!("{c}/")
+            };
+            rel.starts_with(&prefix)
+        });
+        if above {
+            for l in code_lines(&text) {
+                if l.contains("rusqlite") {
+                    named.push(format!("{rel}: {l}"));
+                }
+            }
+        }
+    }
+    assert!(
+        named.is_empty(),
+        "code above the store names the SQLite driver; use ordo_store's Conn, table traits or `Sql`: {named:#?}"
+    );
+    for c in ABOVE_THE_STORE {
+        let manifest = std::fs::read_to_string(root.join(c).join("Cargo.toml")).unwrap();
+        // The product's dependencies (tests may inspect a file with the driver).
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .unwrap_or_default()
+            .split("\n[")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            !deps.lines().any(|l| l.trim_start().starts_with("rusqlite")),
+            "{c}/Cargo.toml depends on rusqlite; only ordo-store may"
+        );
+        assert!(
+            deps.contains("ordo-engine") || deps.contains("ordo-store") || *c == ".",
+            "{c}/Cargo.toml: the check reads the wrong section"
         );
     }
 }

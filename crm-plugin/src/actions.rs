@@ -6,7 +6,7 @@
 
 use crate::records::{self, Why};
 use ordo_engine::engine::{ActionCall, InlineAction};
-use rusqlite::{Connection, OptionalExtension};
+use ordo_engine::store::{self, Sql, SqlExt, params};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ fn err(e: records::Error) -> String {
 pub struct CreateRecord;
 
 impl InlineAction for CreateRecord {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let kind = records::kind(text(call.input, "record")?).map_err(err)?;
         let fields = object(call.input, "fields")?;
         let new = records::create(tx, kind, fields, &why(call)).map_err(err)?;
@@ -88,7 +88,7 @@ impl InlineAction for CreateRecord {
 pub struct UpdateRecord;
 
 impl InlineAction for UpdateRecord {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let kind = records::kind(text(call.input, "record")?).map_err(err)?;
         let record = id(call.input, "id")?;
         let why = why(call);
@@ -136,7 +136,7 @@ impl InlineAction for UpdateRecord {
 pub struct FindDuplicate;
 
 impl InlineAction for FindDuplicate {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let input = match &call.input["of"] {
             Value::Object(_) => &call.input["of"],
             _ => call.input,
@@ -147,7 +147,7 @@ impl InlineAction for FindDuplicate {
 
 /// The customer (or open lead) with the same e-mail, phone or company as
 /// `input` (whichever it has), wherever it is: see [`FindDuplicate`].
-pub fn find_duplicate(tx: &Connection, input: &Value) -> Result<Option<Value>, String> {
+pub fn find_duplicate(tx: &dyn Sql, input: &Value) -> Result<Option<Value>, String> {
     {
         let probes = [
             (
@@ -169,8 +169,9 @@ pub fn find_duplicate(tx: &Connection, input: &Value) -> Result<Option<Value>, S
                 "SELECT id, owner, in_pool FROM crm_customers WHERE {on}_key = ?1 ORDER BY id LIMIT 1"
             );
             let found: Option<(i64, Option<String>, bool)> = tx
-                .query_row(&sql, [key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
+                .query_opt(&sql, params![key], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .map_err(|e| e.to_string())?;
             if let Some((id, owner, in_pool)) = found {
                 return Ok(Some(json!({
@@ -187,8 +188,7 @@ pub fn find_duplicate(tx: &Connection, input: &Value) -> Result<Option<Value>, S
                  AND status IN ('new', 'assigned', 'in_process') ORDER BY id LIMIT 1"
             );
             let found: Option<(i64, Option<String>)> = tx
-                .query_row(&sql, [key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+                .query_opt(&sql, params![key], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(|e| e.to_string())?;
             if let Some((id, owner)) = found {
                 return Ok(Some(json!({
@@ -209,7 +209,7 @@ pub fn find_duplicate(tx: &Connection, input: &Value) -> Result<Option<Value>, S
 pub struct ConvertLead;
 
 impl InlineAction for ConvertLead {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let lead_kind = records::kind("lead").map_err(err)?;
         let lead_id = id(call.input, "lead")?;
         let lead = records::get(tx, lead_kind, lead_id)
@@ -296,15 +296,12 @@ pub struct PaymentState {
 }
 
 /// The payment state of a plan.
-pub fn payment_state(tx: &Connection, plan: i64) -> Result<PaymentState, String> {
+pub fn payment_state(tx: &dyn Sql, plan: i64) -> Result<PaymentState, String> {
     let (total, paid): (Option<i64>, i64) = tx
-        .query_row(
+        .query_opt(
             "SELECT p.total_cents, (SELECT COALESCE(SUM(amount_cents), 0) FROM crm_payments WHERE plan_id = p.id)
-             FROM crm_receivable_plans p WHERE p.id = ?1",
-            [plan],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
+             FROM crm_receivable_plans p WHERE p.id = ?1", params![plan],
+            |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(|e| e.to_string())?
         .unwrap_or((None, 0));
     let total = total.ok_or_else(|| format!("there is no receivable plan {plan}"))?;
@@ -332,7 +329,7 @@ pub fn payment_state(tx: &Connection, plan: i64) -> Result<PaymentState, String>
 pub struct RecordPayment;
 
 impl InlineAction for RecordPayment {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let plan = id(call.input, "plan")?;
         let source = match &call.input["payment"] {
             Value::Object(m) => m.clone(),
@@ -362,12 +359,11 @@ impl InlineAction for RecordPayment {
         // recorded once: its reference is its identity within the plan.
         if let Some(reference) = payment.get("reference").and_then(Value::as_str) {
             let seen: Option<i64> = tx
-                .query_row(
+                .query_opt(
                     "SELECT id FROM crm_payments WHERE plan_id = ?1 AND reference = ?2",
-                    rusqlite::params![plan, reference],
+                    params![plan, reference],
                     |r| r.get(0),
                 )
-                .optional()
                 .map_err(|e| e.to_string())?;
             if let Some(existing) = seen {
                 return Ok(json!({
@@ -394,7 +390,7 @@ impl InlineAction for RecordPayment {
 
 /// The record a `{record: kind, id}` input names.
 fn subject(
-    tx: &Connection,
+    tx: &dyn Sql,
     input: &Value,
 ) -> Result<(&'static records::Kind, i64, Map<String, Value>), String> {
     let kind = records::kind(text(input, "record")?).map_err(err)?;
@@ -425,7 +421,7 @@ fn names(v: &Value, key: &str) -> Result<Vec<String>, String> {
 pub struct Assign;
 
 impl InlineAction for Assign {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let (kind, record, fields) = subject(tx, call.input)?;
         let first = crate::assign::strategy(text(call.input, "strategy")?)?;
         let fallback = match call.input["fallback"].as_str() {
@@ -461,7 +457,7 @@ impl InlineAction for Assign {
 /// has not left), then `otherwise_group` when none of those resolved anyone.
 /// People who left, and those in `exclude`, are dropped. Notifications and
 /// approvals resolve their people by this same function ([`resolve`]).
-fn people(tx: &Connection, input: &Value) -> Result<Vec<String>, String> {
+fn people(tx: &dyn Sql, input: &Value) -> Result<Vec<String>, String> {
     Ok(resolve(tx, input, false)?.people)
 }
 
@@ -482,7 +478,7 @@ fn people(tx: &Connection, input: &Value) -> Result<Vec<String>, String> {
 pub struct Approvers;
 
 impl InlineAction for Approvers {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let found = resolve(tx, call.input, true)?;
         if found.people.is_empty() {
             return Err(format!(
@@ -512,8 +508,8 @@ struct Found {
 
 /// Resolves the people `input` names (see [`people`]); with `admins_decide`,
 /// the admins when nobody else is left.
-fn resolve(tx: &Connection, input: &Value, admins_decide: bool) -> Result<Found, String> {
-    let db = |e: rusqlite::Error| e.to_string();
+fn resolve(tx: &dyn Sql, input: &Value, admins_decide: bool) -> Result<Found, String> {
+    let db = |e: store::Error| e.to_string();
     let mut f = Found::default();
     for person in names(&input["exclude"], "exclude")? {
         if !f.excluded.contains(&person) {
@@ -523,7 +519,7 @@ fn resolve(tx: &Connection, input: &Value, admins_decide: bool) -> Result<Found,
     let mut out: Vec<String> = Vec::new();
     /// Takes `person` unless excluded or gone (then says why they were skipped).
     fn take(
-        tx: &Connection,
+        tx: &dyn Sql,
         f: &mut Found,
         out: &mut Vec<String>,
         person: String,
@@ -603,7 +599,7 @@ fn resolve(tx: &Connection, input: &Value, admins_decide: bool) -> Result<Found,
 pub struct Notify;
 
 impl InlineAction for Notify {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let template = text(call.input, "template")?;
         let to = people(tx, call.input)?;
         let about = match (&call.input["record"], &call.input["id"]) {
@@ -664,7 +660,7 @@ impl InlineAction for Notify {
 pub struct MoveToPool;
 
 impl InlineAction for MoveToPool {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let reason = call.input["reason"].as_str().unwrap_or("given up");
         let record = crate::pool::move_to_pool(
             tx,
@@ -683,7 +679,7 @@ impl InlineAction for MoveToPool {
 pub struct ClaimFromPool;
 
 impl InlineAction for ClaimFromPool {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let person = text(call.input, "by")?;
         let record = crate::pool::claim(
             tx,
@@ -703,7 +699,7 @@ impl InlineAction for ClaimFromPool {
 pub struct ReclaimStale;
 
 impl InlineAction for ReclaimStale {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let done = crate::pool::reclaim_stale(tx, &why(call))?;
         serde_json::to_value(done).map_err(|e| e.to_string())
     }
@@ -715,7 +711,7 @@ impl InlineAction for ReclaimStale {
 pub struct ReleaseSalesperson;
 
 impl InlineAction for ReleaseSalesperson {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let moved = crate::pool::release(tx, text(call.input, "person")?, &why(call))?;
         Ok(json!({ "moved": moved }))
     }
@@ -729,7 +725,7 @@ impl InlineAction for ReleaseSalesperson {
 pub struct PlanReceivables;
 
 impl InlineAction for PlanReceivables {
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> Result<Value, String> {
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> Result<Value, String> {
         let contract_kind = records::kind("contract").map_err(err)?;
         let contract_id = id(call.input, "contract")?;
         let contract = records::get(tx, contract_kind, contract_id)
@@ -751,7 +747,7 @@ impl InlineAction for PlanReceivables {
         let total_cents: i64 = tx
             .query_row(
                 "SELECT amount_cents FROM crm_contracts WHERE id = ?1",
-                [contract_id],
+                params![contract_id],
                 |r| r.get(0),
             )
             .map_err(|e| e.to_string())?;

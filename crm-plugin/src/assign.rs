@@ -12,7 +12,7 @@ use crate::notify::{self, Notice};
 use crate::org;
 use crate::records::{self, Kind, Why};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension};
+use ordo_engine::store::{self, Sql, SqlExt, params};
 use serde_json::{Map, Value, json};
 use std::hash::{Hash, Hasher};
 
@@ -37,7 +37,7 @@ impl Subject {
 #[derive(Debug)]
 pub struct Context<'a> {
     /// The step's transaction.
-    pub tx: &'a Connection,
+    pub tx: &'a dyn Sql,
     /// The group to pick from, when the strategy needs one.
     pub group: Option<&'a str>,
     /// People not to pick (the previous owner on a reassignment).
@@ -131,7 +131,7 @@ pub struct Rule {
 }
 
 /// Replaces the rule table, in order.
-pub fn set_rules(tx: &Connection, rules: &[Rule]) -> Result<(), String> {
+pub fn set_rules(tx: &dyn Sql, rules: &[Rule]) -> Result<(), String> {
     for (i, r) in rules.iter().enumerate() {
         let n = i + 1;
         if r.person.is_some() == r.group.is_some() {
@@ -153,7 +153,7 @@ pub fn set_rules(tx: &Connection, rules: &[Rule]) -> Result<(), String> {
                 ));
             }
         }
-        let db = |e: rusqlite::Error| e.to_string();
+        let db = |e: store::Error| e.to_string();
         if let Some(p) = &r.person
             && !org::is_active(tx, p).map_err(db)?
         {
@@ -169,13 +169,13 @@ pub fn set_rules(tx: &Connection, rules: &[Rule]) -> Result<(), String> {
             ));
         }
     }
-    let run = || -> rusqlite::Result<()> {
-        tx.execute("DELETE FROM crm_assignment_rules", [])?;
+    let run = || -> store::Result<()> {
+        tx.execute("DELETE FROM crm_assignment_rules", params![])?;
         for (i, r) in rules.iter().enumerate() {
             tx.execute(
                 "INSERT INTO crm_assignment_rules (position, region, industry, grade, person, grp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![i + 1, r.region, r.industry, r.grade, r.person, r.group],
+                params![i + 1, r.region, r.industry, r.grade, r.person, r.group],
             )?;
         }
         Ok(())
@@ -184,20 +184,20 @@ pub fn set_rules(tx: &Connection, rules: &[Rule]) -> Result<(), String> {
 }
 
 /// The rule table, in order.
-pub fn rules(tx: &Connection) -> rusqlite::Result<Vec<Rule>> {
-    let mut st = tx.prepare_cached(
+pub fn rules(tx: &dyn Sql) -> store::Result<Vec<Rule>> {
+    tx.query_map(
         "SELECT region, industry, grade, person, grp FROM crm_assignment_rules ORDER BY position",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(Rule {
-            region: r.get(0)?,
-            industry: r.get(1)?,
-            grade: r.get(2)?,
-            person: r.get(3)?,
-            group: r.get(4)?,
-        })
-    })?;
-    rows.collect()
+        params![],
+        |r| {
+            Ok(Rule {
+                region: r.get(0)?,
+                industry: r.get(1)?,
+                grade: r.get(2)?,
+                person: r.get(3)?,
+                group: r.get(4)?,
+            })
+        },
+    )
 }
 
 impl Strategy for RuleTable {
@@ -271,12 +271,11 @@ impl Strategy for RoundRobin {
         let people = cx.candidates()?;
         let last: Option<String> = cx
             .tx
-            .query_row(
+            .query_opt(
                 "SELECT last_person FROM crm_round_robin WHERE grp = ?1",
-                [group],
+                params![group],
                 |r| r.get(0),
             )
-            .optional()
             .map_err(|e| e.to_string())?;
         let next = match &last {
             Some(l) => people.iter().find(|p| *p > l).or(people.first()),
@@ -289,7 +288,7 @@ impl Strategy for RoundRobin {
             .execute(
                 "INSERT INTO crm_round_robin (grp, last_person) VALUES (?1, ?2)
                  ON CONFLICT (grp) DO UPDATE SET last_person = excluded.last_person",
-                [group, &next],
+                params![group, &next],
             )
             .map_err(|e| e.to_string())?;
         let reason = match last {
@@ -304,17 +303,17 @@ impl Strategy for RoundRobin {
 }
 
 /// Open work per person: leads being worked and open opportunities they own.
-pub fn open_work(tx: &Connection, person: &str) -> rusqlite::Result<i64> {
-    tx.prepare_cached(
-        "SELECT (SELECT COUNT(*) FROM crm_leads WHERE owner = ?1 AND status IN ('new', 'assigned', 'in_process'))
-              + (SELECT COUNT(*) FROM crm_opportunities WHERE owner = ?1 AND COALESCE(status, 'open') = 'open')",
-    )?
-    .query_row([person], |r| r.get(0))
+pub fn open_work(tx: &dyn Sql, person: &str) -> store::Result<i64> {
+    tx.query_row("SELECT (SELECT COUNT(*) FROM crm_leads WHERE owner = ?1 AND status IN ('new', 'assigned', 'in_process'))
+              + (SELECT COUNT(*) FROM crm_opportunities WHERE owner = ?1 AND COALESCE(status, 'open') = 'open')", params![person], |r| r.get(0))
 }
 
-fn last_assigned(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
-    tx.prepare_cached("SELECT MAX(at) FROM crm_assignments WHERE person = ?1")?
-        .query_row([person], |r| r.get(0))
+fn last_assigned(tx: &dyn Sql, person: &str) -> store::Result<Option<String>> {
+    tx.query_row(
+        "SELECT MAX(at) FROM crm_assignments WHERE person = ?1",
+        params![person],
+        |r| r.get(0),
+    )
 }
 
 /// The candidate with the least open work; ties go to whoever was assigned
@@ -356,11 +355,13 @@ impl Strategy for LeastBusy {
     }
 }
 
-fn weight(tx: &Connection, person: &str) -> rusqlite::Result<i64> {
+fn weight(tx: &dyn Sql, person: &str) -> store::Result<i64> {
     Ok(tx
-        .prepare_cached("SELECT weight FROM crm_staff WHERE person = ?1")?
-        .query_row([person], |r| r.get::<_, i64>(0))
-        .optional()?
+        .query_opt(
+            "SELECT weight FROM crm_staff WHERE person = ?1",
+            params![person],
+            |r| r.get::<i64>(0),
+        )?
         .unwrap_or(1)
         .max(0))
 }
@@ -432,10 +433,8 @@ impl Strategy for Capacity {
                 .tx
                 .query_row(
                     "SELECT (SELECT daily_capacity FROM crm_staff WHERE person = ?1),
-                            (SELECT COUNT(*) FROM crm_assignments WHERE person = ?1 AND substr(at, 1, 10) = ?2)",
-                    [&p, &day],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                            (SELECT COUNT(*) FROM crm_assignments WHERE person = ?1 AND substr(at, 1, 10) = ?2)", params![&p, &day],
+                    |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(|e| e.to_string())?;
             match cap {
                 Some(c) if used >= c => {}
@@ -514,14 +513,15 @@ pub fn assign(
     };
     records::update(cx.tx, cx.subject.kind, cx.subject.id, &changes, &audited)
         .map_err(|e| e.to_string())?;
-    cx.tx
-        .execute(
+    let assignment: i64 = cx
+        .tx
+        .query_row(
             "INSERT INTO crm_assignments (record, record_id, person, strategy, reason, at, instance)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            rusqlite::params![cx.subject.kind.name, cx.subject.id, pick.person, strategy, pick.reason, cx.now.to_rfc3339(), instance],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            params![cx.subject.kind.name, cx.subject.id, pick.person, strategy, pick.reason, cx.now.to_rfc3339(), instance],
+            |r| r.get(0),
         )
         .map_err(|e| e.to_string())?;
-    let assignment = cx.tx.last_insert_rowid();
     let mut data = Map::new();
     data.insert("reason".into(), json!(pick.reason));
     data.insert("strategy".into(), json!(strategy));

@@ -11,7 +11,7 @@
 //! receiver can drop the rare duplicate.
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{Connection, OptionalExtension};
+use ordo_engine::store::{self, Sql, SqlExt, params};
 
 /// Sends after this many failures are given up.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -74,11 +74,11 @@ struct Row {
 /// [`claim_due`], [`send`] (outside any transaction), [`record`]. The server
 /// runs the two database steps as units of work on the engine's writer.
 pub fn deliver_due(
-    conn: &Connection,
+    conn: &dyn Sql,
     smtp: Option<&Smtp>,
     now: DateTime<Utc>,
     limit: u32,
-) -> rusqlite::Result<Report> {
+) -> store::Result<Report> {
     let claimed = claim_due(conn, smtp.is_some(), now, limit)?;
     let sent = send(smtp, claimed);
     record(conn, &sent, now)
@@ -101,21 +101,19 @@ pub struct Sent {
 /// [`LEASE`]. Without a relay (`email_ok` false) e-mails wait, spending no
 /// attempt.
 pub fn claim_due(
-    conn: &Connection,
+    conn: &dyn Sql,
     email_ok: bool,
     now: DateTime<Utc>,
     limit: u32,
-) -> rusqlite::Result<Vec<Claimed>> {
+) -> store::Result<Vec<Claimed>> {
     let stale = (now - LEASE).to_rfc3339();
     let rows: Vec<Row> = {
-        let mut st = conn.prepare_cached(
+        conn.query_map(
             "SELECT id, event, channel, address, subject, body, attempts FROM crm_outbox
              WHERE ((status = 'pending' AND next_at <= ?1) OR (status = 'sending' AND next_at <= ?2))
              AND (channel <> 'email' OR ?4)
              ORDER BY id LIMIT ?3",
-        )?;
-        st.query_map(
-            rusqlite::params![now.to_rfc3339(), stale, limit, email_ok],
+            params![now.to_rfc3339(), stale, limit, email_ok],
             |r| {
                 Ok(Row {
                     id: r.get(0)?,
@@ -128,14 +126,13 @@ pub fn claim_due(
                 })
             },
         )?
-        .collect::<rusqlite::Result<_>>()?
     };
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
         let n = conn.execute(
             "UPDATE crm_outbox SET status = 'sending', attempts = attempts + 1, next_at = ?2
              WHERE id = ?1 AND attempts = ?3",
-            rusqlite::params![row.id, now.to_rfc3339(), row.attempts],
+            params![row.id, now.to_rfc3339(), row.attempts],
         )?;
         if n > 0 {
             claimed.push(Claimed(row));
@@ -165,21 +162,21 @@ pub fn send(smtp: Option<&Smtp>, claimed: Vec<Claimed>) -> Vec<Sent> {
 
 /// Records what sending gave: sent; failed for good after [`MAX_ATTEMPTS`];
 /// else pending again after a backoff of 1, 2, 4, 8 minutes.
-pub fn record(conn: &Connection, sent: &[Sent], now: DateTime<Utc>) -> rusqlite::Result<Report> {
+pub fn record(conn: &dyn Sql, sent: &[Sent], now: DateTime<Utc>) -> store::Result<Report> {
     let mut report = Report::default();
     for s in sent {
         match &s.result {
             Ok(()) => {
                 conn.execute(
                     "UPDATE crm_outbox SET status = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1",
-                    rusqlite::params![s.id, now.to_rfc3339()],
+                    params![s.id, now.to_rfc3339()],
                 )?;
                 report.sent += 1;
             }
             Err(e) if s.attempts >= MAX_ATTEMPTS => {
                 conn.execute(
                     "UPDATE crm_outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
-                    rusqlite::params![s.id, e],
+                    params![s.id, e],
                 )?;
                 report.failed += 1;
             }
@@ -187,7 +184,7 @@ pub fn record(conn: &Connection, sent: &[Sent], now: DateTime<Utc>) -> rusqlite:
                 let wait = Duration::minutes(1 << (s.attempts - 1).clamp(0, 10));
                 conn.execute(
                     "UPDATE crm_outbox SET status = 'pending', last_error = ?2, next_at = ?3 WHERE id = ?1",
-                    rusqlite::params![s.id, e, (now + wait).to_rfc3339()],
+                    params![s.id, e, (now + wait).to_rfc3339()],
                 )?;
                 report.retrying += 1;
             }
@@ -271,16 +268,9 @@ pub struct OutboxRow {
 }
 
 /// The outbox, newest first; `status` filters.
-pub fn outbox(
-    conn: &Connection,
-    status: Option<&str>,
-    limit: u32,
-) -> rusqlite::Result<Vec<OutboxRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT id, event, recipient, channel, address, template, status, attempts, last_error, sent_at
-         FROM crm_outbox WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = st.query_map(rusqlite::params![status, limit], |r| {
+pub fn outbox(conn: &dyn Sql, status: Option<&str>, limit: u32) -> store::Result<Vec<OutboxRow>> {
+    conn.query_map("SELECT id, event, recipient, channel, address, template, status, attempts, last_error, sent_at
+         FROM crm_outbox WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2", params![status, limit], |r| {
         Ok(OutboxRow {
             id: r.get(0)?,
             event: r.get(1)?,
@@ -293,17 +283,15 @@ pub fn outbox(
             last_error: r.get(8)?,
             sent_at: r.get(9)?,
         })
-    })?;
-    rows.collect()
+    })
 }
 
 /// When the next row is due, if any.
-pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+pub fn next_due(conn: &dyn Sql) -> store::Result<Option<String>> {
+    conn.query_opt(
         "SELECT MIN(next_at) FROM crm_outbox WHERE status IN ('pending', 'sending')",
-        [],
+        params![],
         |r| r.get(0),
     )
-    .optional()
     .map(Option::flatten)
 }

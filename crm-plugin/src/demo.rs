@@ -5,13 +5,15 @@
 use crate::records::{self, Why};
 use crate::{assign, org};
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::Connection;
+use ordo_engine::store::{Sql, SqlExt, params};
 use serde_json::{Value, json};
 
 /// Seeds the demo, once: a second call finds the customers there and does nothing.
-pub fn seed(conn: &Connection, now: DateTime<Utc>) -> Result<(), String> {
+pub fn seed(conn: &dyn Sql, now: DateTime<Utc>) -> Result<(), String> {
     let existing: i64 = conn
-        .query_row("SELECT COUNT(*) FROM crm_customers", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM crm_customers", params![], |r| {
+            r.get(0)
+        })
         .map_err(|e| e.to_string())?;
     if existing > 0 {
         return Ok(());

@@ -12,10 +12,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json};
+use ordo_engine::store::{Sql, SqlExt, params};
 use ordo_server::api::{Body, Caller};
 use ordo_server::auth::Role;
 use ordo_server::{ApiError, AppState, Background, Plugin};
-use rusqlite::Connection;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,7 +217,7 @@ async fn import_pass(
 /// Reads on one of the engine's read-only connections, off the async threads.
 pub(crate) async fn read_db<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&dyn Sql) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     state.engine.query(f).await?
 }
@@ -227,7 +227,7 @@ pub(crate) async fn read_db<T: Send + 'static>(
 /// writable connection of its own.
 pub(crate) async fn write_db<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&dyn Sql) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     state.engine.write(f).await?
 }
@@ -352,7 +352,7 @@ async fn one_record(
 /// Record `id` if `scope` may see it (404 otherwise), with its audit trail:
 /// the API's record and the customer page.
 pub(crate) fn with_history(
-    c: &Connection,
+    c: &dyn Sql,
     scope: &Scope,
     kind: &'static records::Kind,
     id: i64,
@@ -768,10 +768,8 @@ async fn set_staff(
     write_db(&st, move |tx| {
         let known: bool = tx
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM people WHERE name = ?1)",
-                [&person],
-                |r| r.get(0),
-            )
+                "SELECT EXISTS (SELECT 1 FROM people WHERE name = ?1)", params![&person],
+                |r| r.get(0))
             .map_err(internal)?;
         if !known {
             return Err(ApiError::NotFound(format!(
@@ -906,13 +904,15 @@ async fn add_webhook(
         } else {
             hook.templates.join(",")
         };
-        c.execute(
-            "INSERT INTO crm_webhooks (url, templates) VALUES (?1, ?2)",
-            [&hook.url, &templates],
-        )
-        .map_err(internal)?;
+        let id = c
+            .query_row(
+                "INSERT INTO crm_webhooks (url, templates) VALUES (?1, ?2) RETURNING id",
+                params![&hook.url, &templates],
+                |r| r.get(0),
+            )
+            .map_err(internal)?;
         Ok(Json(WebhookAdded {
-            id: c.last_insert_rowid(),
+            id,
             url: hook.url,
             templates,
         }))

@@ -12,7 +12,7 @@
 
 use crate::records::{self, Why};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use ordo_engine::store::{self, Sql, SqlExt, params};
 use serde_json::{Map, Value, json};
 
 /// Rows imported per transaction (and per progress step).
@@ -43,7 +43,7 @@ pub enum Error {
     Duplicates(String),
     /// The database refused.
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] store::Error),
 }
 
 /// The fields an import file may have, in table order.
@@ -116,7 +116,7 @@ pub struct Skipped {
 /// `may_set_owner`: whether the file's `owner` column is kept (supervisors and
 /// admins); otherwise every row is the submitter's.
 pub fn submit(
-    conn: &Connection,
+    conn: &dyn Sql,
     by: &str,
     may_set_owner: bool,
     body: &str,
@@ -154,10 +154,10 @@ pub fn submit(
         return Err(Error::Empty);
     }
     let headers: Vec<&str> = headers.iter().map(str::trim).collect();
-    conn.execute(
+    let id = conn.query_row(
         "INSERT INTO crm_imports (kind, submitted_by, may_set_owner, status, total, headers, body,
                                   next_byte, next_line, submitted_at)
-         VALUES ('customer', ?1, ?2, 'queued', ?3, ?4, ?5, ?6, 2, ?7)",
+         VALUES ('customer', ?1, ?2, 'queued', ?3, ?4, ?5, ?6, 2, ?7) RETURNING id",
         params![
             by,
             may_set_owner,
@@ -167,15 +167,18 @@ pub fn submit(
             i64::try_from(header_end).unwrap_or(i64::MAX),
             now.to_rfc3339(),
         ],
+        |r| r.get(0),
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(id)
 }
 
 /// The jobs still to run, oldest first.
-pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn
-        .prepare("SELECT id FROM crm_imports WHERE status IN ('queued', 'running') ORDER BY id")?;
-    stmt.query_map([], |r| r.get(0))?.collect()
+pub fn pending(conn: &dyn Sql) -> store::Result<Vec<i64>> {
+    conn.query_map(
+        "SELECT id FROM crm_imports WHERE status IN ('queued', 'running') ORDER BY id",
+        params![],
+        |r| r.get(0),
+    )
 }
 
 /// Imports the next batch of job `id`'s rows, at most `batch`, on `tx`
@@ -184,31 +187,29 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
 /// back together. Returns the job's summary afterwards (`None` when there is no
 /// such job). A finished job is left as it is.
 pub fn advance(
-    tx: &Connection,
+    tx: &dyn Sql,
     id: i64,
     batch: usize,
     now: DateTime<Utc>,
 ) -> Result<Option<Job>, Error> {
-    let row = tx
-        .query_row(
-            "SELECT submitted_by, may_set_owner, status, headers, body, next_byte, next_line,
+    let row = tx.query_opt(
+        "SELECT submitted_by, may_set_owner, status, headers, body, next_byte, next_line,
                     processed, total
              FROM crm_imports WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)? + usize_i64(batch) >= r.get::<_, i64>(8)?,
-                ))
-            },
-        )
-        .optional()?;
+        params![id],
+        |r| {
+            Ok((
+                r.get::<String>(0)?,
+                r.get::<bool>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<Option<String>>(4)?,
+                r.get::<i64>(5)?,
+                r.get::<i64>(6)?,
+                r.get::<i64>(7)? + usize_i64(batch) >= r.get::<i64>(8)?,
+            ))
+        },
+    )?;
     let Some((by, may_set_owner, status, headers, body, next_byte, next_line, last)) = row else {
         return Ok(None);
     };
@@ -290,7 +291,7 @@ fn usize_i64(n: impl TryInto<i64>) -> i64 {
 
 /// Marks job `id` failed with `why` (its imported rows stay; importing the
 /// same file again skips them as duplicates).
-pub fn fail(conn: &Connection, id: i64, why: &str, now: DateTime<Utc>) -> rusqlite::Result<()> {
+pub fn fail(conn: &dyn Sql, id: i64, why: &str, now: DateTime<Utc>) -> store::Result<()> {
     conn.execute(
         "UPDATE crm_imports SET status = 'failed', error = ?2, body = NULL, finished_at = ?3
          WHERE id = ?1 AND status IN ('queued', 'running')",
@@ -301,7 +302,7 @@ pub fn fail(conn: &Connection, id: i64, why: &str, now: DateTime<Utc>) -> rusqli
 
 /// Imports one row: `Ok(Ok(id))` created, `Ok(Err(why))` skipped.
 fn import_row(
-    tx: &Connection,
+    tx: &dyn Sql,
     headers: &[String],
     row: &csv::StringRecord,
     by: &str,
@@ -368,13 +369,8 @@ const SUMMARY: &str = "SELECT i.id, i.submitted_by, i.status, i.total, i.process
 
 /// Jobs without their skipped rows (`skipped_rows` counts them): what progress
 /// and lists need, in one query.
-fn summaries(
-    conn: &Connection,
-    tail: &str,
-    args: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<Job>> {
-    let mut stmt = conn.prepare_cached(&format!("{SUMMARY} {tail}"))?;
-    stmt.query_map(args, |r| {
+fn summaries(conn: &dyn Sql, tail: &str, args: store::sql::Params<'_>) -> store::Result<Vec<Job>> {
+    conn.query_map(&format!("{SUMMARY} {tail}"), args, |r| {
         Ok(Job {
             id: r.get(0)?,
             submitted_by: r.get(1)?,
@@ -388,37 +384,37 @@ fn summaries(
             submitted_at: r.get(8)?,
             finished_at: r.get(9)?,
         })
-    })?
-    .collect()
+    })
 }
 
 /// Job `id` without its skipped rows (they are counted in `skipped_rows`).
-pub fn summary(conn: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
-    Ok(summaries(conn, "WHERE i.id = ?1", [id])?.into_iter().next())
+pub fn summary(conn: &dyn Sql, id: i64) -> store::Result<Option<Job>> {
+    Ok(summaries(conn, "WHERE i.id = ?1", params![id])?
+        .into_iter()
+        .next())
 }
 
 /// Job `id` with its skipped rows.
-pub fn job(conn: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
+pub fn job(conn: &dyn Sql, id: i64) -> store::Result<Option<Job>> {
     let Some(mut job) = summary(conn, id)? else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare_cached(
+    job.skipped = conn.query_map(
         "SELECT line, reason FROM crm_import_skipped WHERE import_id = ?1 ORDER BY line, id",
-    )?;
-    job.skipped = stmt
-        .query_map([id], |r| {
+        params![id],
+        |r| {
             Ok(Skipped {
                 line: r.get(0)?,
                 reason: r.get(1)?,
             })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+        },
+    )?;
     Ok(Some(job))
 }
 
 /// The jobs `by` submitted (everyone's when `None`), newest first, without
 /// their skipped rows.
-pub fn jobs(conn: &Connection, by: Option<&str>, limit: u32) -> rusqlite::Result<Vec<Job>> {
+pub fn jobs(conn: &dyn Sql, by: Option<&str>, limit: u32) -> store::Result<Vec<Job>> {
     summaries(
         conn,
         "WHERE ?1 IS NULL OR i.submitted_by = ?1 ORDER BY i.id DESC LIMIT ?2",
@@ -431,9 +427,9 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
-        crate::schema::migrate(&mut c).unwrap_or_else(|e| unreachable!("{e}"));
+    fn db() -> store::Conn {
+        let c = store::Conn::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
+        crate::schema::migrate(&c).unwrap_or_else(|e| unreachable!("{e}"));
         c
     }
 
@@ -507,17 +503,22 @@ mod tests {
             rest.skipped
         );
         let owners: Vec<String> = c
-            .prepare("SELECT owner FROM crm_customers ORDER BY id")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .query_map(
+                "SELECT owner FROM crm_customers ORDER BY id",
+                params![],
+                |r| r.get(0),
+            )
             .unwrap_or_default();
         assert_eq!(owners, ["sally", "sally"]);
         // Finished: nothing more happens, and the file is no longer kept.
         let again = advance(&c, id, 10, now()).ok().flatten();
         assert_eq!(again.map(|j| j.processed), Some(6));
         let body: Option<String> = c
-            .query_row("SELECT body FROM crm_imports WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT body FROM crm_imports WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(body, None);
     }

@@ -28,30 +28,18 @@ use ordo_engine::engine::Config;
 /// Plugin errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The CRM tables could not be created or upgraded.
-    #[error("cannot prepare the CRM tables in {path}: {source}")]
-    Migrate {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// Why.
-        source: rusqlite::Error,
-    },
     /// A notification template does not parse.
     #[error("the notification templates have an error: {0}")]
     Templates(String),
 }
 
-/// Creates or upgrades the CRM tables in the engine's database and registers
-/// the CRM actions with the engine's configuration.
+/// Registers the CRM's tables (created or upgraded by the engine's writer when
+/// it opens, with the engine's own) and its actions with the engine's
+/// configuration. Call before opening the engine.
 pub fn install(config: &mut Config) -> Result<(), Error> {
-    let migrate = |source| Error::Migrate {
-        path: config.db.clone(),
-        source,
-    };
-    let mut conn = rusqlite::Connection::open(&config.db).map_err(migrate)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(migrate)?;
-    schema::migrate(&mut conn).map_err(migrate)?;
+    config
+        .migrations
+        .push(("crm".to_owned(), Box::new(schema::migrate)));
     notify::check_templates().map_err(Error::Templates)?;
     config.actions.extend(actions::all());
     Ok(())

@@ -13,7 +13,7 @@ use crate::records;
 use crate::{org, records::Why};
 use chrono::{DateTime, Utc};
 use handlebars::Handlebars;
-use rusqlite::Connection;
+use ordo_engine::store::{self, Sql, SqlExt, params};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -40,7 +40,7 @@ pub enum Error {
     Record(#[from] records::Error),
     /// Storage failed.
     #[error("notification storage failed: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[from] store::Error),
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -165,7 +165,7 @@ pub struct Sent {
 }
 
 /// Renders and files a notice for each recipient, in `tx`.
-pub fn notify(tx: &Connection, notice: &Notice<'_>, why: &Why) -> Result<Sent, Error> {
+pub fn notify(tx: &dyn Sql, notice: &Notice<'_>, why: &Why) -> Result<Sent, Error> {
     if notice.to.is_empty() {
         return Err(Error::NoRecipient(notice.template.to_owned()));
     }
@@ -190,13 +190,12 @@ pub fn notify(tx: &Connection, notice: &Notice<'_>, why: &Why) -> Result<Sent, E
         let (record, record_id) = notice
             .about
             .map_or((None, None), |(k, id)| (Some(k.name), Some(id)));
-        let fresh = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO crm_inbox
+        let fresh = tx.execute(
+            "INSERT INTO crm_inbox
                  (event, person, template, subject, body, record, record_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT DO NOTHING",
+            params![
                 notice.event,
                 person,
                 notice.template,
@@ -205,7 +204,8 @@ pub fn notify(tx: &Connection, notice: &Notice<'_>, why: &Why) -> Result<Sent, E
                 record,
                 record_id,
                 now
-            ])?;
+            ],
+        )?;
         if fresh == 0 {
             continue;
         }
@@ -224,12 +224,12 @@ pub fn notify(tx: &Connection, notice: &Notice<'_>, why: &Why) -> Result<Sent, E
         }
     }
     let hooks: Vec<(i64, String)> = {
-        let mut st = tx.prepare_cached(
+        tx.query_map(
             "SELECT id, url FROM crm_webhooks WHERE active = 1
              AND (templates = '*' OR ',' || templates || ',' LIKE '%,' || ?1 || ',%')",
-        )?;
-        st.query_map([notice.template], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
+            params![notice.template],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
     };
     for (hook, url) in hooks {
         let payload = json!({
@@ -260,7 +260,7 @@ pub fn notify(tx: &Connection, notice: &Notice<'_>, why: &Why) -> Result<Sent, E
 
 #[allow(clippy::too_many_arguments)]
 fn queue(
-    tx: &Connection,
+    tx: &dyn Sql,
     event: &str,
     recipient: &str,
     channel: &str,
@@ -269,15 +269,15 @@ fn queue(
     r: &Rendered,
     now: &str,
 ) -> Result<usize, Error> {
-    Ok(tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO crm_outbox
+    Ok(tx.execute(
+        "INSERT INTO crm_outbox
              (event, recipient, channel, address, template, subject, body, next_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        )?
-        .execute(rusqlite::params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+             ON CONFLICT DO NOTHING",
+        params![
             event, recipient, channel, address, template, r.subject, r.body, now
-        ])?)
+        ],
+    )?)
 }
 
 /// One entry of a person's in-app inbox.
@@ -303,41 +303,36 @@ pub struct InboxEntry {
 
 /// A person's inbox, newest first.
 pub fn inbox(
-    tx: &Connection,
+    tx: &dyn Sql,
     person: &str,
     unread_only: bool,
     limit: u32,
-) -> rusqlite::Result<Vec<InboxEntry>> {
-    let mut st = tx.prepare_cached(
+) -> store::Result<Vec<InboxEntry>> {
+    tx.query_map(
         "SELECT id, template, subject, body, record, record_id, created_at, read_at
          FROM crm_inbox WHERE person = ?1 AND (?2 = 0 OR read_at IS NULL)
          ORDER BY id DESC LIMIT ?3",
-    )?;
-    let rows = st.query_map(rusqlite::params![person, unread_only, limit], |r| {
-        Ok(InboxEntry {
-            id: r.get(0)?,
-            template: r.get(1)?,
-            subject: r.get(2)?,
-            body: r.get(3)?,
-            record: r.get(4)?,
-            record_id: r.get(5)?,
-            created_at: r.get(6)?,
-            read_at: r.get(7)?,
-        })
-    })?;
-    rows.collect()
+        params![person, unread_only, limit],
+        |r| {
+            Ok(InboxEntry {
+                id: r.get(0)?,
+                template: r.get(1)?,
+                subject: r.get(2)?,
+                body: r.get(3)?,
+                record: r.get(4)?,
+                record_id: r.get(5)?,
+                created_at: r.get(6)?,
+                read_at: r.get(7)?,
+            })
+        },
+    )
 }
 
 /// Marks an inbox entry read; false when it is not this person's.
-pub fn mark_read(
-    tx: &Connection,
-    person: &str,
-    id: i64,
-    at: DateTime<Utc>,
-) -> rusqlite::Result<bool> {
+pub fn mark_read(tx: &dyn Sql, person: &str, id: i64, at: DateTime<Utc>) -> store::Result<bool> {
     Ok(tx.execute(
         "UPDATE crm_inbox SET read_at = COALESCE(read_at, ?3) WHERE id = ?1 AND person = ?2",
-        rusqlite::params![id, person, at.to_rfc3339()],
+        params![id, person, at.to_rfc3339()],
     )? == 1)
 }
 

@@ -7,63 +7,67 @@
 //! A person without a `crm_staff` row is active, has weight 1, no capacity limit
 //! and no e-mail address (in-app notifications only).
 
-use rusqlite::{Connection, OptionalExtension};
+use ordo_engine::store::{self, Sql, SqlExt, params};
 
 /// The active members of a group, by name.
-pub fn active_members(tx: &Connection, group: &str) -> rusqlite::Result<Vec<String>> {
-    let mut st = tx.prepare_cached(
+pub fn active_members(tx: &dyn Sql, group: &str) -> store::Result<Vec<String>> {
+    tx.query_map(
         "SELECT m.person FROM memberships m
          LEFT JOIN crm_staff s ON s.person = m.person
          WHERE m.grp = ?1 AND COALESCE(s.active, 1) = 1
          ORDER BY m.person",
-    )?;
-    let rows = st.query_map([group], |r| r.get(0))?;
-    rows.collect()
+        params![group],
+        |r| r.get(0),
+    )
 }
 
 /// The active people who hold a role (`admin`), by name.
-pub fn with_role(tx: &Connection, role: &str) -> rusqlite::Result<Vec<String>> {
-    let mut st = tx.prepare_cached(
+pub fn with_role(tx: &dyn Sql, role: &str) -> store::Result<Vec<String>> {
+    tx.query_map(
         "SELECT p.name FROM people p LEFT JOIN crm_staff s ON s.person = p.name
          WHERE (',' || p.roles || ',') LIKE '%,' || ?1 || ',%' AND COALESCE(s.active, 1) = 1
          ORDER BY p.name",
-    )?;
-    let rows = st.query_map([role], |r| r.get(0))?;
-    rows.collect()
+        params![role],
+        |r| r.get(0),
+    )
 }
 
 /// Whether a person is known to the directory and still active.
-pub fn is_active(tx: &Connection, person: &str) -> rusqlite::Result<bool> {
-    tx.prepare_cached(
+pub fn is_active(tx: &dyn Sql, person: &str) -> store::Result<bool> {
+    tx.query_opt(
         "SELECT 1 FROM people p LEFT JOIN crm_staff s ON s.person = p.name
          WHERE p.name = ?1 AND COALESCE(s.active, 1) = 1",
-    )?
-    .query_row([person], |_| Ok(()))
-    .optional()
+        params![person],
+        |_| Ok(()),
+    )
     .map(|r| r.is_some())
 }
 
 /// A person's supervisor.
-pub fn supervisor_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
+pub fn supervisor_of(tx: &dyn Sql, person: &str) -> store::Result<Option<String>> {
     Ok(tx
-        .prepare_cached("SELECT supervisor FROM people WHERE name = ?1")?
-        .query_row([person], |r| r.get::<_, Option<String>>(0))
-        .optional()?
+        .query_opt(
+            "SELECT supervisor FROM people WHERE name = ?1",
+            params![person],
+            |r| r.get::<Option<String>>(0),
+        )?
         .flatten())
 }
 
 /// Whether the CRM marked a person as gone (`active = 0`: left the company).
-pub fn has_left(tx: &Connection, person: &str) -> rusqlite::Result<bool> {
+pub fn has_left(tx: &dyn Sql, person: &str) -> store::Result<bool> {
     Ok(tx
-        .prepare_cached("SELECT active FROM crm_staff WHERE person = ?1")?
-        .query_row([person], |r| r.get::<_, bool>(0))
-        .optional()?
+        .query_opt(
+            "SELECT active FROM crm_staff WHERE person = ?1",
+            params![person],
+            |r| r.get::<bool>(0),
+        )?
         .is_some_and(|active| !active))
 }
 
 /// The nearest supervisor up the tree who has not left (a supervisor who left
 /// is passed over for theirs).
-pub fn nearest_supervisor(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
+pub fn nearest_supervisor(tx: &dyn Sql, person: &str) -> store::Result<Option<String>> {
     let mut at = person.to_owned();
     // The tree is at most a few levels deep; the bound stops a cycle.
     for _ in 0..32 {
@@ -79,8 +83,8 @@ pub fn nearest_supervisor(tx: &Connection, person: &str) -> rusqlite::Result<Opt
 /// Everyone below a supervisor in the reporting line, at any depth (the people
 /// they lead, the people those lead, …), by name. A director sees her whole
 /// organisation, not only her direct reports.
-pub fn team_of(tx: &Connection, supervisor: &str) -> rusqlite::Result<Vec<String>> {
-    let mut st = tx.prepare_cached(
+pub fn team_of(tx: &dyn Sql, supervisor: &str) -> store::Result<Vec<String>> {
+    tx.query_map(
         "WITH RECURSIVE team(name, depth) AS (
              SELECT name, 1 FROM people WHERE supervisor = ?1
              UNION
@@ -88,17 +92,19 @@ pub fn team_of(tx: &Connection, supervisor: &str) -> rusqlite::Result<Vec<String
              WHERE t.depth < 64
          )
          SELECT DISTINCT name FROM team WHERE name != ?1 ORDER BY name",
-    )?;
-    let rows = st.query_map([supervisor], |r| r.get(0))?;
-    rows.collect()
+        params![supervisor],
+        |r| r.get(0),
+    )
 }
 
 /// A person's e-mail address, when the CRM knows one.
-pub fn email_of(tx: &Connection, person: &str) -> rusqlite::Result<Option<String>> {
+pub fn email_of(tx: &dyn Sql, person: &str) -> store::Result<Option<String>> {
     Ok(tx
-        .prepare_cached("SELECT email FROM crm_staff WHERE person = ?1")?
-        .query_row([person], |r| r.get::<_, Option<String>>(0))
-        .optional()?
+        .query_opt(
+            "SELECT email FROM crm_staff WHERE person = ?1",
+            params![person],
+            |r| r.get::<Option<String>>(0),
+        )?
         .flatten())
 }
 
@@ -162,21 +168,21 @@ where
 }
 
 /// A salesperson's CRM facts as stored (the defaults without a row).
-pub fn staff(tx: &Connection, person: &str) -> rusqlite::Result<Staff> {
+pub fn staff(tx: &dyn Sql, person: &str) -> store::Result<Staff> {
     Ok(tx
-        .prepare_cached(
+        .query_opt(
             "SELECT email, weight, daily_capacity, active FROM crm_staff WHERE person = ?1",
+            params![person],
+            |r| {
+                Ok(Staff {
+                    person: person.to_owned(),
+                    email: r.get(0)?,
+                    weight: r.get::<Option<i64>>(1)?.unwrap_or(1),
+                    daily_capacity: r.get(2)?,
+                    active: r.get::<Option<bool>>(3)?.unwrap_or(true),
+                })
+            },
         )?
-        .query_row([person], |r| {
-            Ok(Staff {
-                person: person.to_owned(),
-                email: r.get(0)?,
-                weight: r.get::<_, Option<i64>>(1)?.unwrap_or(1),
-                daily_capacity: r.get(2)?,
-                active: r.get::<_, Option<bool>>(3)?.unwrap_or(true),
-            })
-        })
-        .optional()?
         .unwrap_or(Staff {
             person: person.to_owned(),
             email: None,
@@ -206,13 +212,13 @@ impl Staff {
 }
 
 /// Creates or replaces a salesperson's CRM facts.
-pub fn set_staff(tx: &Connection, s: &Staff) -> rusqlite::Result<()> {
+pub fn set_staff(tx: &dyn Sql, s: &Staff) -> store::Result<()> {
     tx.execute(
         "INSERT INTO crm_staff (person, active, email, weight, daily_capacity)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (person) DO UPDATE SET active = excluded.active, email = excluded.email,
            weight = excluded.weight, daily_capacity = excluded.daily_capacity",
-        rusqlite::params![
+        params![
             s.person,
             s.active,
             s.email,

@@ -12,7 +12,7 @@
 use crate::notify::{self, Notice};
 use crate::records::{self, Why};
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{Connection, OptionalExtension};
+use ordo_engine::store::{self, Sql, SqlExt, params};
 use serde_json::{Map, Value, json};
 
 /// The pool's rules; kept in `crm_settings`, these are the defaults.
@@ -48,26 +48,24 @@ impl Default for Rules {
 }
 
 /// The pool's rules as set (defaults for what is not).
-pub fn rules(tx: &Connection) -> rusqlite::Result<Rules> {
-    let stored: Option<String> = tx
-        .query_row(
-            "SELECT value FROM crm_settings WHERE key = 'pool'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+pub fn rules(tx: &dyn Sql) -> store::Result<Rules> {
+    let stored: Option<String> = tx.query_opt(
+        "SELECT value FROM crm_settings WHERE key = 'pool'",
+        params![],
+        |r| r.get(0),
+    )?;
     Ok(stored
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default())
 }
 
 /// Sets the pool's rules.
-pub fn set_rules(tx: &Connection, rules: &Rules) -> rusqlite::Result<()> {
+pub fn set_rules(tx: &dyn Sql, rules: &Rules) -> store::Result<()> {
     let text = serde_json::to_string(rules).unwrap_or_default();
     tx.execute(
         "INSERT INTO crm_settings (key, value) VALUES ('pool', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [text],
+        params![text],
     )?;
     Ok(())
 }
@@ -83,7 +81,7 @@ fn kind(name: &str) -> Result<&'static records::Kind, String> {
 
 /// Moves a customer or lead to the pool: no owner, the previous one kept.
 pub fn move_to_pool(
-    tx: &Connection,
+    tx: &dyn Sql,
     record: &str,
     id: i64,
     reason: &str,
@@ -159,7 +157,7 @@ pub enum Refused {
 
 /// Claims a pool record for `person`, within the pool's limits.
 pub fn claim(
-    tx: &Connection,
+    tx: &dyn Sql,
     record: &str,
     id: i64,
     person: &str,
@@ -175,7 +173,7 @@ pub fn claim(
         return Err(Refused::NotInPool(k.name, id));
     }
     let day = why.at.format("%Y-%m-%d").to_string();
-    let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<i64, Refused> {
+    let count = |sql: &str, p: store::sql::Params<'_>| -> Result<i64, Refused> {
         tx.query_row(sql, p, |r| r.get(0))
             .map_err(|e| other(e.to_string()))
     };
@@ -231,7 +229,7 @@ pub fn claim(
     let after = records::update(tx, k, id, &changes, &audited).map_err(|e| other(e.to_string()))?;
     tx.execute(
         "INSERT INTO crm_pool_claims (person, record, record_id, at) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![person, k.name, id, why.at.to_rfc3339()],
+        params![person, k.name, id, why.at.to_rfc3339()],
     )
     .map_err(|e| other(e.to_string()))?;
     Ok(after)
@@ -249,21 +247,19 @@ pub struct Reclaimed {
 /// Moves customers nobody followed up for their grade's number of days to the
 /// pool, and reminds the owners of those `reminder_days` from it. Exempt: won
 /// (a won opportunity), locked, or with an open opportunity.
-pub fn reclaim_stale(tx: &Connection, why: &Why) -> Result<Reclaimed, String> {
+pub fn reclaim_stale(tx: &dyn Sql, why: &Why) -> Result<Reclaimed, String> {
     let rules = rules(tx).map_err(|e| e.to_string())?;
     let mut out = Reclaimed::default();
     let candidates: Vec<(i64, String, String, String)> = {
-        let mut st = tx
-            .prepare(
+        tx.query_map(
                 "SELECT c.id, c.grade, COALESCE(c.last_contact_at, c.created_at), c.owner FROM crm_customers c
                  WHERE c.in_pool = 0 AND c.owner IS NOT NULL AND c.locked = 0
                  AND NOT EXISTS (SELECT 1 FROM crm_opportunities o WHERE o.customer_id = c.id
                                  AND COALESCE(o.status, 'open') IN ('open', 'won'))
                  ORDER BY c.id",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .map_err(|e| e.to_string())?;
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .and_then(Iterator::collect)
             .map_err(|e| e.to_string())?
     };
     let customer = records::kind("customer").map_err(|e| e.to_string())?;
@@ -331,11 +327,11 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// A salesperson leaves: marked inactive (no more assignments), their
 /// customers and open leads go to the pool. Records are never deleted.
-pub fn release(tx: &Connection, person: &str, why: &Why) -> Result<Vec<(String, i64)>, String> {
+pub fn release(tx: &dyn Sql, person: &str, why: &Why) -> Result<Vec<(String, i64)>, String> {
     tx.execute(
         "INSERT INTO crm_staff (person, active, left_at) VALUES (?1, 0, ?2)
          ON CONFLICT (person) DO UPDATE SET active = 0, left_at = excluded.left_at",
-        [person, &why.at.to_rfc3339()],
+        params![person, &why.at.to_rfc3339()],
     )
     .map_err(|e| e.to_string())?;
     let mut moved = Vec::new();
@@ -350,9 +346,7 @@ pub fn release(tx: &Connection, person: &str, why: &Why) -> Result<Vec<(String, 
         ),
     ] {
         let ids: Vec<i64> = {
-            let mut st = tx.prepare(sql).map_err(|e| e.to_string())?;
-            st.query_map([person], |r| r.get(0))
-                .and_then(Iterator::collect)
+            tx.query_map(sql, params![person], |r| r.get(0))
                 .map_err(|e| e.to_string())?
         };
         for id in ids {

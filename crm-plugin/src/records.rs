@@ -9,8 +9,8 @@
 //! accepts.
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use ordo_engine::store::sql::param_refs;
+use ordo_engine::store::{self, Sql, SqlExt, Value as SqlValue, params};
 use serde_json::{Map, Value, json};
 
 /// Record errors.
@@ -67,7 +67,7 @@ pub enum Error {
     },
     /// Storage failed.
     #[error("CRM storage failed: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[from] store::Error),
 }
 
 /// Result alias.
@@ -428,7 +428,7 @@ pub struct Why {
 }
 
 /// The value as stored, after checking it against its field.
-fn to_sql(tx: &Connection, kind: &Kind, field: &'static Field, v: &Value) -> Result<Sql> {
+fn to_sql(tx: &dyn Sql, kind: &Kind, field: &'static Field, v: &Value) -> Result<SqlValue> {
     let bad = |expected: String| Error::BadValue {
         record: kind.name,
         field: field.name,
@@ -442,30 +442,30 @@ fn to_sql(tx: &Connection, kind: &Kind, field: &'static Field, v: &Value) -> Res
                 field: field.name,
             })
         } else {
-            Ok(Sql::Null)
+            Ok(SqlValue::Null)
         };
     }
     Ok(match field.ty {
         Ty::Text => match v {
-            Value::String(s) => Sql::Text(s.clone()),
-            Value::Number(n) => Sql::Text(n.to_string()),
+            Value::String(s) => SqlValue::Text(s.clone()),
+            Value::Number(n) => SqlValue::Text(n.to_string()),
             _ => return Err(bad("text".into())),
         },
-        Ty::Int => Sql::Integer(v.as_i64().ok_or_else(|| bad("a whole number".into()))?),
+        Ty::Int => SqlValue::Integer(v.as_i64().ok_or_else(|| bad("a whole number".into()))?),
         Ty::Cents => {
             let units = v
                 .as_f64()
                 .filter(|x| x.is_finite() && *x >= 0.0 && *x < 1e13)
                 .ok_or_else(|| bad("an amount of money (a number, 0 or more)".into()))?;
             #[allow(clippy::cast_possible_truncation)]
-            Sql::Integer((units * 100.0).round() as i64)
+            SqlValue::Integer((units * 100.0).round() as i64)
         }
-        Ty::Fraction => Sql::Real(
+        Ty::Fraction => SqlValue::Real(
             v.as_f64()
                 .filter(|x| (0.0..=1.0).contains(x))
                 .ok_or_else(|| bad("a fraction from 0 to 1".into()))?,
         ),
-        Ty::Bool => Sql::Integer(i64::from(
+        Ty::Bool => SqlValue::Integer(i64::from(
             v.as_bool().ok_or_else(|| bad("true or false".into()))?,
         )),
         Ty::Time => {
@@ -473,15 +473,15 @@ fn to_sql(tx: &Connection, kind: &Kind, field: &'static Field, v: &Value) -> Res
             // (the daily queries' windows); dates stay dates.
             let s = v.as_str().unwrap_or_default();
             if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                Sql::Text(t.with_timezone(&Utc).to_rfc3339())
+                SqlValue::Text(t.with_timezone(&Utc).to_rfc3339())
             } else if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() {
-                Sql::Text(s.to_owned())
+                SqlValue::Text(s.to_owned())
             } else {
                 return Err(bad("a date (2026-11-23) or a time (RFC 3339)".into()));
             }
         }
         Ty::Enum(options) => match v.as_str() {
-            Some(s) if options.contains(&s) => Sql::Text(s.to_owned()),
+            Some(s) if options.contains(&s) => SqlValue::Text(s.to_owned()),
             _ => return Err(bad(format!("one of {}", options.join(", ")))),
         },
         Ty::Ref(target) => {
@@ -495,7 +495,7 @@ fn to_sql(tx: &Connection, kind: &Kind, field: &'static Field, v: &Value) -> Res
                     id,
                 });
             }
-            Sql::Integer(id)
+            SqlValue::Integer(id)
         }
     })
 }
@@ -505,11 +505,13 @@ fn kind_of(name: &str) -> &'static Kind {
     KINDS.iter().find(|k| k.name == name).unwrap_or(&KINDS[0])
 }
 
-fn exists(tx: &Connection, kind: &Kind, id: i64) -> Result<bool> {
+fn exists(tx: &dyn Sql, kind: &Kind, id: i64) -> Result<bool> {
     Ok(tx
-        .prepare_cached(&format!("SELECT 1 FROM {} WHERE id = ?1", kind.table))?
-        .query_row([id], |_| Ok(()))
-        .optional()?
+        .query_opt(
+            &format!("SELECT 1 FROM {} WHERE id = ?1", kind.table),
+            params![id],
+            |_| Ok(()),
+        )?
         .is_some())
 }
 
@@ -550,9 +552,9 @@ fn keys(fields: &Map<String, Value>) -> [(&'static str, Option<String>); 3] {
 }
 
 /// Creates a record and audits it; returns its id.
-pub fn create(tx: &Connection, kind: &Kind, fields: &Map<String, Value>, why: &Why) -> Result<i64> {
+pub fn create(tx: &dyn Sql, kind: &Kind, fields: &Map<String, Value>, why: &Why) -> Result<i64> {
     let mut columns: Vec<&str> = Vec::new();
-    let mut values: Vec<Sql> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
     for name in fields.keys() {
         kind.field(name)?;
     }
@@ -574,32 +576,32 @@ pub fn create(tx: &Connection, kind: &Kind, fields: &Map<String, Value>, why: &W
     if kind.has_keys() {
         for (column, key) in keys(fields) {
             columns.push(column);
-            values.push(key.map_or(Sql::Null, Sql::Text));
+            values.push(key.map_or(SqlValue::Null, SqlValue::Text));
         }
     }
     let at = why.at.to_rfc3339();
     columns.extend(["created_at", "updated_at"]);
-    values.extend([Sql::Text(at.clone()), Sql::Text(at)]);
+    values.extend([SqlValue::Text(at.clone()), SqlValue::Text(at)]);
     if kind.name == "customer" && !fields.contains_key("number") {
         // A readable number, unique: C + the next id, zero-padded.
         let next: i64 = tx.query_row(
             "SELECT COALESCE(MAX(id), 0) + 1 FROM crm_customers",
-            [],
+            params![],
             |r| r.get(0),
         )?;
         columns.push("number");
-        values.push(Sql::Text(format!("C{next:06}")));
+        values.push(SqlValue::Text(format!("C{next:06}")));
     }
     let marks = vec!["?"; values.len()].join(", ");
-    tx.execute(
+    let id: i64 = tx.query_row(
         &format!(
-            "INSERT INTO {} ({}) VALUES ({marks})",
+            "INSERT INTO {} ({}) VALUES ({marks}) RETURNING id",
             kind.table,
             columns.join(", ")
         ),
-        params_from_iter(values.iter()),
+        &param_refs(&values),
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     let after = get(tx, kind, id)?.unwrap_or_default();
     audit(
         tx,
@@ -617,7 +619,7 @@ pub fn create(tx: &Connection, kind: &Kind, fields: &Map<String, Value>, why: &W
 /// changed fields only); returns the record as it is now. A locked record only
 /// takes changes that unlock it or that its approval makes.
 pub fn update(
-    tx: &Connection,
+    tx: &dyn Sql,
     kind: &Kind,
     id: i64,
     changes: &Map<String, Value>,
@@ -644,7 +646,7 @@ pub fn update(
         });
     }
     let mut sets: Vec<String> = Vec::new();
-    let mut values: Vec<Sql> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
     let (mut old, mut new) = (Map::new(), Map::new());
     for (name, v) in changes {
         let field = kind.field(name)?;
@@ -665,15 +667,15 @@ pub fn update(
         merged.extend(changes.clone());
         for (column, key) in keys(&merged) {
             sets.push(format!("{column} = ?"));
-            values.push(key.map_or(Sql::Null, Sql::Text));
+            values.push(key.map_or(SqlValue::Null, SqlValue::Text));
         }
     }
     sets.push("updated_at = ?".into());
-    values.push(Sql::Text(why.at.to_rfc3339()));
-    values.push(Sql::Integer(id));
+    values.push(SqlValue::Text(why.at.to_rfc3339()));
+    values.push(SqlValue::Integer(id));
     tx.execute(
         &format!("UPDATE {} SET {} WHERE id = ?", kind.table, sets.join(", ")),
-        params_from_iter(values.iter()),
+        &param_refs(&values),
     )?;
     audit(
         tx,
@@ -689,20 +691,22 @@ pub fn update(
 
 /// A record as processes see it: named fields, money in currency units, flags as
 /// booleans, plus `id`, `created_at` and `updated_at`.
-pub fn get(tx: &Connection, kind: &Kind, id: i64) -> Result<Option<Map<String, Value>>> {
-    Ok(select(tx, kind, "WHERE r.id = ?", &[Sql::Integer(id)])?
-        .into_iter()
-        .next())
+pub fn get(tx: &dyn Sql, kind: &Kind, id: i64) -> Result<Option<Map<String, Value>>> {
+    Ok(
+        select(tx, kind, "WHERE r.id = ?", &[SqlValue::Integer(id)])?
+            .into_iter()
+            .next(),
+    )
 }
 
 /// The records of `kind` that `tail` selects: SQL after `FROM <table> r`
 /// (`WHERE …`, `ORDER BY …`, `LIMIT …`) with `?` for each of `args`. One query
 /// for the whole list.
 pub fn select(
-    tx: &Connection,
+    tx: &dyn Sql,
     kind: &Kind,
     tail: &str,
-    args: &[Sql],
+    args: &[SqlValue],
 ) -> Result<Vec<Map<String, Value>>> {
     let columns: Vec<String> = kind
         .fields
@@ -714,36 +718,35 @@ pub fn select(
         columns.join(", "),
         kind.table
     );
-    let mut st = tx.prepare_cached(&sql)?;
-    let rows = st.query_map(params_from_iter(args.iter()), |r| {
+    let rows = tx.query_map(&sql, &param_refs(args), |r| {
         let mut m = Map::new();
-        m.insert("id".into(), json!(r.get::<_, i64>(0)?));
-        m.insert("created_at".into(), json!(r.get::<_, String>(1)?));
-        m.insert("updated_at".into(), json!(r.get::<_, String>(2)?));
+        m.insert("id".into(), json!(r.get::<i64>(0)?));
+        m.insert("created_at".into(), json!(r.get::<String>(1)?));
+        m.insert("updated_at".into(), json!(r.get::<String>(2)?));
         for (i, field) in kind.fields.iter().enumerate() {
-            let raw: Sql = r.get(i + 3)?;
+            let raw: SqlValue = r.get(i + 3)?;
             m.insert(field.name.into(), from_sql(field.ty, raw));
         }
         Ok(m)
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows)
 }
 
-fn from_sql(ty: Ty, raw: Sql) -> Value {
+fn from_sql(ty: Ty, raw: SqlValue) -> Value {
     match (ty, raw) {
-        (_, Sql::Null) => Value::Null,
-        (Ty::Bool, Sql::Integer(i)) => Value::Bool(i != 0),
+        (_, SqlValue::Null) => Value::Null,
+        (Ty::Bool, SqlValue::Integer(i)) => Value::Bool(i != 0),
         #[allow(clippy::cast_precision_loss)]
-        (Ty::Cents, Sql::Integer(c)) => json!(c as f64 / 100.0),
-        (_, Sql::Integer(i)) => json!(i),
-        (_, Sql::Real(x)) => json!(x),
-        (_, Sql::Text(s)) => json!(s),
-        (_, Sql::Blob(_)) => Value::Null,
+        (Ty::Cents, SqlValue::Integer(c)) => json!(c as f64 / 100.0),
+        (_, SqlValue::Integer(i)) => json!(i),
+        (_, SqlValue::Real(x)) => json!(x),
+        (_, SqlValue::Text(s)) => json!(s),
+        (_, SqlValue::Blob(_)) => Value::Null,
     }
 }
 
 fn audit(
-    tx: &Connection,
+    tx: &dyn Sql,
     kind: &Kind,
     id: i64,
     change: &str,
@@ -751,20 +754,20 @@ fn audit(
     after: Option<&Value>,
     why: &Why,
 ) -> Result<()> {
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO crm_audit (at, actor, record, record_id, change, before, after, why)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(rusqlite::params![
-        why.at.to_rfc3339(),
-        why.actor,
-        kind.name,
-        id,
-        change,
-        before.map(Value::to_string),
-        after.map(Value::to_string),
-        why.reason,
-    ])?;
+        params![
+            why.at.to_rfc3339(),
+            why.actor,
+            kind.name,
+            id,
+            change,
+            before.map(Value::to_string),
+            after.map(Value::to_string),
+            why.reason,
+        ],
+    )?;
     Ok(())
 }
 
@@ -786,21 +789,22 @@ pub struct AuditEntry {
 }
 
 /// A record's audit trail, oldest first.
-pub fn history(tx: &Connection, kind: &Kind, id: i64) -> Result<Vec<AuditEntry>> {
-    let mut st = tx.prepare_cached(
+pub fn history(tx: &dyn Sql, kind: &Kind, id: i64) -> Result<Vec<AuditEntry>> {
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    let rows = tx.query_map(
         "SELECT at, actor, change, before, after, why FROM crm_audit
          WHERE record = ?1 AND record_id = ?2 ORDER BY seq",
+        params![kind.name, id],
+        |r| {
+            Ok(AuditEntry {
+                at: r.get(0)?,
+                actor: r.get(1)?,
+                change: r.get(2)?,
+                before: parse(r.get(3)?),
+                after: parse(r.get(4)?),
+                why: r.get(5)?,
+            })
+        },
     )?;
-    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
-    let rows = st.query_map(rusqlite::params![kind.name, id], |r| {
-        Ok(AuditEntry {
-            at: r.get(0)?,
-            actor: r.get(1)?,
-            change: r.get(2)?,
-            before: parse(r.get(3)?),
-            after: parse(r.get(4)?),
-            why: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<std::result::Result<_, _>>()?)
+    Ok(rows)
 }

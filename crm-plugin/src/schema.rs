@@ -5,7 +5,7 @@
 //! prefixed `crm_`. Money is stored in cents (integers), times as RFC 3339 text
 //! in UTC, flags as 0/1.
 
-use rusqlite::Connection;
+use ordo_engine::store::{self, Sql, SqlExt, params};
 
 /// The migrations, in order; never edit one that has shipped, add the next.
 const MIGRATIONS: &[&str] = &[
@@ -341,17 +341,22 @@ const MIGRATIONS: &[&str] = &[
 
 /// Creates or upgrades the CRM tables. Safe to call at every start; a database
 /// from a newer Ordo is refused rather than misread.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS crm_meta (version INTEGER NOT NULL)")?;
-    let tx = conn.transaction()?;
-    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM crm_meta", [], |r| {
-        r.get(0)
-    })?;
+/// Runs inside the engine's open, on its writer, in one transaction with the
+/// engine's own migrations: it commits with them or not at all.
+pub fn migrate(tx: &dyn Sql) -> Result<(), String> {
+    migrate_tables(tx).map_err(|e| e.to_string())
+}
+
+fn migrate_tables(tx: &dyn Sql) -> Result<(), MigrateError> {
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS crm_meta (version INTEGER NOT NULL)")?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM crm_meta",
+        params![],
+        |r| r.get(0),
+    )?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
-            "the CRM tables are at version {current}, newer than this Ordo knows ({known}); run a newer Ordo"
-        )));
+        return Err(MigrateError::TooNew { current, known });
     }
     for (i, sql) in MIGRATIONS
         .iter()
@@ -359,7 +364,18 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         .skip(usize::try_from(current).unwrap_or(0))
     {
         tx.execute_batch(sql)?;
-        tx.execute("INSERT INTO crm_meta (version) VALUES (?1)", [i + 1])?;
+        tx.execute("INSERT INTO crm_meta (version) VALUES (?1)", params![i + 1])?;
     }
-    tx.commit()
+    Ok(())
+}
+
+/// Why the CRM tables could not be prepared.
+#[derive(Debug, thiserror::Error)]
+enum MigrateError {
+    #[error(
+        "the CRM tables are at version {current}, newer than this Ordo knows ({known}); run a newer Ordo"
+    )]
+    TooNew { current: i64, known: i64 },
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }

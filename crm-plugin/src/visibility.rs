@@ -7,9 +7,9 @@
 use crate::records::{self, Kind};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use ordo_engine::store::sql::param_refs;
+use ordo_engine::store::{self, Sql, SqlExt, Value as SqlValue, params};
 use ordo_server::auth::{Identity, Role};
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::{Map, Value};
 
 /// The records a caller may see.
@@ -25,7 +25,7 @@ pub enum Scope {
 
 impl Scope {
     /// The caller's scope: the widest their roles give.
-    pub fn of(tx: &Connection, who: &Identity) -> rusqlite::Result<Scope> {
+    pub fn of(tx: &dyn Sql, who: &Identity) -> store::Result<Scope> {
         if who.roles.contains(&Role::Admin) {
             return Ok(Scope::All);
         }
@@ -54,7 +54,7 @@ impl Scope {
         }
     }
 
-    fn clause(&self, alias: &str) -> (String, Vec<Sql>) {
+    fn clause(&self, alias: &str) -> (String, Vec<SqlValue>) {
         match self {
             Scope::All => ("1 = 1".into(), Vec::new()),
             Scope::Nothing => ("0 = 1".into(), Vec::new()),
@@ -64,9 +64,9 @@ impl Scope {
                     vec!["?"; people.len().max(1)].join(", ")
                 ),
                 if people.is_empty() {
-                    vec![Sql::Null]
+                    vec![SqlValue::Null]
                 } else {
-                    people.iter().map(|p| Sql::Text(p.clone())).collect()
+                    people.iter().map(|p| SqlValue::Text(p.clone())).collect()
                 },
             ),
         }
@@ -87,19 +87,17 @@ pub enum Window {
 
 /// The office's time zone: "today" and "this week" are the office's days. Kept
 /// in `crm_settings` (`time_zone`); UTC until an admin sets it.
-pub fn office_zone(tx: &Connection) -> rusqlite::Result<Tz> {
-    let name: Option<String> = tx
-        .query_row(
-            "SELECT value FROM crm_settings WHERE key = 'time_zone'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+pub fn office_zone(tx: &dyn Sql) -> store::Result<Tz> {
+    let name: Option<String> = tx.query_opt(
+        "SELECT value FROM crm_settings WHERE key = 'time_zone'",
+        params![],
+        |r| r.get(0),
+    )?;
     Ok(name.and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC))
 }
 
 /// Sets the office's time zone (an IANA name such as `Asia/Shanghai`).
-pub fn set_office_zone(tx: &Connection, name: &str) -> Result<Tz, String> {
+pub fn set_office_zone(tx: &dyn Sql, name: &str) -> Result<Tz, String> {
     let tz: Tz = name.parse().map_err(|_| {
         format!(
             "`{name}` is not a time zone; use an IANA name such as Asia/Shanghai or Europe/Paris"
@@ -108,7 +106,7 @@ pub fn set_office_zone(tx: &Connection, name: &str) -> Result<Tz, String> {
     tx.execute(
         "INSERT INTO crm_settings (key, value) VALUES ('time_zone', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [tz.name()],
+        params![tz.name()],
     )
     .map_err(|e| e.to_string())?;
     Ok(tz)
@@ -220,7 +218,7 @@ fn has(kind: &Kind, field: &str) -> bool {
 /// first; records in the pool are listed by [`pool`]. `paged: false` returns
 /// every row (exports), still scoped.
 pub fn list(
-    tx: &Connection,
+    tx: &dyn Sql,
     scope: &Scope,
     kind: &'static Kind,
     filter: &Filter,
@@ -244,12 +242,12 @@ pub fn list(
 
 /// The filter's conditions on `r`, for [`list`] and [`pool`].
 fn conditions(
-    tx: &Connection,
+    tx: &dyn Sql,
     kind: &Kind,
     filter: &Filter,
     now: DateTime<Utc>,
     wheres: &mut Vec<String>,
-    args: &mut Vec<Sql>,
+    args: &mut Vec<SqlValue>,
 ) -> Result<(), String> {
     let tz = office_zone(tx).map_err(|e| e.to_string())?;
     let mut eq = |field: &str, v: &Option<String>| -> Result<(), String> {
@@ -261,7 +259,7 @@ fn conditions(
                 ));
             }
             wheres.push(format!("r.{field} = ?"));
-            args.push(Sql::Text(v.clone()));
+            args.push(SqlValue::Text(v.clone()));
         }
         Ok(())
     };
@@ -279,7 +277,7 @@ fn conditions(
             ));
         }
         wheres.push("r.customer_id = ?".into());
-        args.push(Sql::Integer(id));
+        args.push(SqlValue::Integer(id));
     }
     for (column, window) in [
         ("last_contact_at", filter.contacted),
@@ -295,7 +293,7 @@ fn conditions(
             "(CASE WHEN length(r.{column}) = 10 THEN r.{column} >= ? AND r.{column} < ? \
               ELSE r.{column} >= ? AND r.{column} < ? END)"
         ));
-        args.extend([from_day, to_day, from, to].map(Sql::Text));
+        args.extend([from_day, to_day, from, to].map(SqlValue::Text));
     }
     if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         let searchable: Vec<&str> = ["name", "company", "phone", "email"]
@@ -313,14 +311,16 @@ fn conditions(
         );
         let mut ors: Vec<String> = searchable
             .iter()
-            .map(|f| format!("r.{f} LIKE ? ESCAPE '\\'"))
+            // LOWER on both sides: SQLite's LIKE ignores ASCII case and
+            // PostgreSQL's does not; this reads the same on both.
+            .map(|f| format!("LOWER(r.{f}) LIKE LOWER(?) ESCAPE '\\'"))
             .collect();
-        args.extend(searchable.iter().map(|_| Sql::Text(like.clone())));
+        args.extend(searchable.iter().map(|_| SqlValue::Text(like.clone())));
         if has(kind, "phone")
             && let Some(digits) = records::phone_key(q)
         {
             ors.push("r.phone_key LIKE ?".into());
-            args.push(Sql::Text(format!("%{digits}%")));
+            args.push(SqlValue::Text(format!("%{digits}%")));
         }
         wheres.push(format!("({})", ors.join(" OR ")));
     }
@@ -330,10 +330,10 @@ fn conditions(
 /// Counts the rows matching `wheres` and reads one page of them (all when not
 /// `paged`), in `order`.
 fn select_page(
-    tx: &Connection,
+    tx: &dyn Sql,
     kind: &'static Kind,
     wheres: &[String],
-    args: &[Sql],
+    args: &[SqlValue],
     order: &str,
     filter: &Filter,
     paged: bool,
@@ -342,7 +342,7 @@ fn select_page(
     let total: i64 = tx
         .query_row(
             &format!("SELECT COUNT(*) FROM {} r WHERE {where_sql}", kind.table),
-            params_from_iter(args.iter()),
+            &param_refs(args),
             |r| r.get(0),
         )
         .map_err(|e| e.to_string())?;
@@ -371,7 +371,7 @@ fn select_page(
 /// One record, if the scope covers it (records in the pool: any scope that sees
 /// records).
 pub fn visible(
-    tx: &Connection,
+    tx: &dyn Sql,
     scope: &Scope,
     kind: &'static Kind,
     id: i64,
@@ -388,7 +388,7 @@ pub fn visible(
 /// same filters as [`list`]. Visible to everyone who sees records (that is what
 /// it is for), never to maintenance.
 pub fn pool(
-    tx: &Connection,
+    tx: &dyn Sql,
     scope: &Scope,
     kind: &'static Kind,
     filter: &Filter,
@@ -411,7 +411,7 @@ pub fn pool(
 /// Receivable plans in scope, each with its payment state (derived from the
 /// payments, never stored) under `payment`.
 pub fn receivables(
-    tx: &Connection,
+    tx: &dyn Sql,
     scope: &Scope,
     filter: &Filter,
     now: DateTime<Utc>,
@@ -449,21 +449,19 @@ pub struct Stage {
 }
 
 /// Open opportunities by stage, with amounts, in scope.
-pub fn pipeline(tx: &Connection, scope: &Scope) -> Result<Vec<Stage>, String> {
+pub fn pipeline(tx: &dyn Sql, scope: &Scope) -> Result<Vec<Stage>, String> {
     let (scope_sql, args) = scope.clause("r");
-    let mut st = tx
-        .prepare(&format!(
+    let rows: Vec<(String, i64, i64, i64)> = tx
+        .query_map(
+            &format!(
             "SELECT COALESCE(r.stage, 'qualification'), COUNT(*), COALESCE(SUM(r.amount_cents), 0),
                     COALESCE(SUM(r.amount_cents * COALESCE(r.probability, 10)), 0)
              FROM crm_opportunities r WHERE {scope_sql} AND COALESCE(r.status, 'open') = 'open'
              GROUP BY 1"
-        ))
-        .map_err(|e| e.to_string())?;
-    let rows: Vec<(String, i64, i64, i64)> = st
-        .query_map(params_from_iter(args.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .and_then(Iterator::collect)
+            ),
+            &param_refs(&args),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .map_err(|e| e.to_string())?;
     let order = [
         "qualification",
@@ -524,8 +522,8 @@ mod tests {
 
     #[test]
     fn the_daily_queries_count_by_the_offices_clock() {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
-        crate::schema::migrate(&mut c).unwrap_or_else(|e| unreachable!("{e}"));
+        let c = store::Conn::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
+        crate::schema::migrate(&c).unwrap_or_else(|e| unreachable!("{e}"));
         let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
         let why = records::Why {
             actor: None,
@@ -546,12 +544,12 @@ mod tests {
         let stored: String = c
             .query_row(
                 "SELECT last_contact_at FROM crm_customers WHERE name = 'early'",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .unwrap_or_default();
         assert_eq!(stored, "2026-11-23T17:00:00+00:00", "times are kept in UTC");
-        let today = |c: &Connection| {
+        let today = |c: &dyn Sql| {
             let filter = Filter {
                 contacted: Some(Window::Today),
                 ..Filter::default()

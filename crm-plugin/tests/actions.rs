@@ -7,7 +7,7 @@
 use chrono::TimeZone;
 use ordo_engine::engine::{Config, Engine};
 use ordo_engine::runtime::ManualClock;
-use rusqlite::Connection;
+use ordo_engine::store::{Conn, SqlExt, params};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -119,12 +119,12 @@ async fn a_lead_becomes_a_customer_and_is_paid_in_two_instalments() {
     assert_eq!(v["second_payment"]["state"], "paid");
     assert_eq!(v["second_payment"]["paid"], 1000.1, "cents add up exactly");
 
-    let db = Connection::open(&c.db).unwrap();
+    let db = Conn::open_shared(&c.db).unwrap();
     let customer = v["converted"]["customer"].as_i64().unwrap();
     let (name, owner, kind, number): (String, String, String, String) = db
         .query_row(
             "SELECT name, owner, type, number FROM crm_customers WHERE id = ?1",
-            [customer],
+            params![customer],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
@@ -136,7 +136,7 @@ async fn a_lead_becomes_a_customer_and_is_paid_in_two_instalments() {
     let status: String = db
         .query_row(
             "SELECT status FROM crm_leads WHERE id = ?1",
-            [v["lead_record"]["id"].as_i64().unwrap()],
+            params![v["lead_record"]["id"].as_i64().unwrap()],
             |r| r.get(0),
         )
         .unwrap();
@@ -144,7 +144,7 @@ async fn a_lead_becomes_a_customer_and_is_paid_in_two_instalments() {
     let amount: i64 = db
         .query_row(
             "SELECT amount_cents FROM crm_opportunities WHERE id = ?1",
-            [v["converted"]["opportunity"].as_i64().unwrap()],
+            params![v["converted"]["opportunity"].as_i64().unwrap()],
             |r| r.get(0),
         )
         .unwrap();
@@ -189,7 +189,7 @@ async fn a_lead_becomes_a_customer_and_is_paid_in_two_instalments() {
     let followups: i64 = db
         .query_row(
             "SELECT COUNT(*) FROM crm_followups WHERE customer_id = ?1",
-            [customer],
+            params![customer],
             |r| r.get(0),
         )
         .unwrap();
@@ -197,7 +197,7 @@ async fn a_lead_becomes_a_customer_and_is_paid_in_two_instalments() {
     let actor: Option<String> = db
         .query_row(
             "SELECT actor FROM crm_audit WHERE record = 'followup' ORDER BY seq DESC LIMIT 1",
-            [],
+            params![],
             |r| r.get(0),
         )
         .unwrap();
@@ -250,9 +250,9 @@ async fn a_bad_field_stops_the_step_with_an_incident_that_names_it_and_stores_no
         let open = c.engine.instance_incidents(&i.id).await.unwrap();
         assert!(open[0].message.contains(says), "{}", open[0].message);
     }
-    let db = Connection::open(&c.db).unwrap();
+    let db = Conn::open_shared(&c.db).unwrap();
     let leads: i64 = db
-        .query_row("SELECT COUNT(*) FROM crm_leads", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM crm_leads", params![], |r| r.get(0))
         .unwrap();
     assert_eq!(leads, 0);
 }

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use ordo_engine::engine::{Config, Engine};
+use ordo_engine::store::{Conn, Sql, SqlExt, params};
 use ordo_server::access::Table;
 use ordo_server::auth::{Directory, Person, Role};
 use ordo_server::{AppState, Plugin, router_with};
@@ -20,7 +21,8 @@ const PASSWORD: &str = "test password";
 
 struct Site {
     app: axum::Router,
-    db: rusqlite::Connection,
+    db: Conn,
+    path: std::path::PathBuf,
     sessions: HashMap<&'static str, String>,
     _dir: tempfile::TempDir,
 }
@@ -67,7 +69,7 @@ async fn site() -> Site {
         },
         &[plugin],
     );
-    let db = rusqlite::Connection::open(&path).unwrap();
+    let db = Conn::open_shared(&path).unwrap();
     // Customer 1 is bob's, 2 is ann's, 3 is in the pool; bob's import 1; a
     // notification 1 for bob.
     db.execute_batch(
@@ -87,6 +89,7 @@ async fn site() -> Site {
     let mut site = Site {
         app,
         db,
+        path: path.clone(),
         sessions: HashMap::new(),
         _dir: dir,
     };
@@ -278,9 +281,11 @@ async fn the_customer_page_shows_a_customer_only_to_those_who_may_see_it() {
     assert!(!html.contains("/crm/customers/2\""), "{html}");
     // Nothing was changed by looking.
     let owner: String =
-        s.db.query_row("SELECT owner FROM crm_customers WHERE id = 2", [], |r| {
-            r.get(0)
-        })
+        s.db.query_row(
+            "SELECT owner FROM crm_customers WHERE id = 2",
+            params![],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(owner, "ann");
 }
@@ -303,20 +308,19 @@ async fn exported_cells_never_run_as_formulas_and_import_back_unchanged() {
         .unwrap()
         .parse()
         .unwrap();
-    let conn = rusqlite::Connection::open(s.db.path().unwrap()).unwrap();
+    let conn = Conn::open_shared(&s.path).unwrap();
     let now = chrono::Utc::now();
     while ordo_crm::import::advance(&conn, job, 200, now)
         .unwrap()
         .is_some_and(|j| j.status != "done")
     {}
     let stored: Vec<(String, Option<String>, Option<String>)> = {
-        let mut st =
-            s.db.prepare("SELECT name, company, phone FROM crm_customers WHERE id > 3 ORDER BY id")
-                .unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        s.db.query_map(
+            "SELECT name, company, phone FROM crm_customers WHERE id > 3 ORDER BY id",
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
     };
     assert_eq!(
         stored,

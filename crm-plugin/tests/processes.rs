@@ -6,15 +6,15 @@
 use chrono::{Duration, TimeZone, Utc};
 use ordo_engine::engine::{Config, Engine, Message};
 use ordo_engine::runtime::{Clock, InstanceStatus, ManualClock};
+use ordo_engine::store::{Conn, Sql, SqlExt, params};
 use ordo_server::auth::{Directory, Person, Role};
-use rusqlite::Connection;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 struct Crm {
     engine: Engine,
     clock: Arc<ManualClock>,
-    db: Connection,
+    db: Conn,
     _dir: tempfile::TempDir,
 }
 
@@ -74,7 +74,7 @@ async fn crm() -> Crm {
     Crm {
         engine,
         clock,
-        db: Connection::open(&path).unwrap(),
+        db: Conn::open_shared(&path).unwrap(),
         _dir: dir,
     }
 }
@@ -85,13 +85,13 @@ fn vars(v: Value) -> ordo_engine::runtime::Vars {
 
 fn customer(c: &Crm, name: &str, owner: &str, last_contact_days_ago: i64) -> i64 {
     let at = (c.clock.now() - Duration::days(last_contact_days_ago)).to_rfc3339();
-    c.db.execute(
+    c.db.query_row(
         "INSERT INTO crm_customers (number, name, owner, last_contact_at, created_at, updated_at)
-         VALUES ('N-' || ?1, ?1, ?2, ?3, ?3, ?3)",
-        rusqlite::params![name, owner, at],
+         VALUES ('N-' || ?1, ?1, ?2, ?3, ?3, ?3) RETURNING id",
+        params![name, owner, at],
+        |r| r.get(0),
     )
-    .unwrap();
-    c.db.last_insert_rowid()
+    .unwrap()
 }
 
 fn inbox_templates(c: &Crm, person: &str) -> Vec<String> {
@@ -125,7 +125,7 @@ async fn a_salesperson_who_leaves_hands_their_customers_to_the_pool() {
     let (owner, in_pool, previous): (Option<String>, bool, Option<String>) =
         c.db.query_row(
             "SELECT owner, in_pool, previous_owner FROM crm_customers WHERE id = ?1",
-            [gone],
+            params![gone],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
@@ -136,7 +136,7 @@ async fn a_salesperson_who_leaves_hands_their_customers_to_the_pool() {
     let still: String =
         c.db.query_row(
             "SELECT owner FROM crm_customers WHERE id = ?1",
-            [kept],
+            params![kept],
             |r| r.get(0),
         )
         .unwrap();
@@ -215,7 +215,7 @@ async fn a_complaint_is_handled_escalated_when_late_and_followed_by_a_return_vis
         .await
         .unwrap();
     let status: String =
-        c.db.query_row("SELECT status FROM crm_complaints", [], |r| r.get(0))
+        c.db.query_row("SELECT status FROM crm_complaints", params![], |r| r.get(0))
             .unwrap();
     assert_eq!(status, "resolved");
     // Three working days later (a weekend in between), the return visit.
@@ -250,7 +250,7 @@ async fn a_complaint_is_handled_escalated_when_late_and_followed_by_a_return_vis
     let (sat, complaint): (i64, Option<i64>) =
         c.db.query_row(
             "SELECT satisfaction, complaint_id FROM crm_return_visits",
-            [],
+            params![],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
@@ -287,13 +287,15 @@ async fn contract_approval(c: &Crm, amount: i64) -> String {
 async fn contract_of(c: &Crm, amount: i64, owner: &str, supervisor: &str) -> String {
     let cust = customer(c, "Zhang", owner, 1);
     let now = c.clock.now().to_rfc3339();
-    c.db.execute(
-        "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
-         VALUES (?1, 'in_approval', ?2, ?3, ?4, ?4)",
-        rusqlite::params![cust, amount * 100, owner, now],
-    )
-    .unwrap();
-    let contract = c.db.last_insert_rowid();
+    let contract: i64 = c
+        .db
+        .query_row(
+            "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
+             VALUES (?1, 'in_approval', ?2, ?3, ?4, ?4) RETURNING id",
+            params![cust, amount * 100, owner, now],
+            |r| r.get(0),
+        )
+        .unwrap();
     c.engine
         .start(
             "contract-approval",
@@ -315,7 +317,7 @@ async fn nobody_approves_what_they_own_or_already_approved() {
     // The director sits on the contract board too.
     c.db.execute(
         "INSERT INTO memberships (person, grp) VALUES ('dora', 'contract_board')",
-        [],
+        params![],
     )
     .unwrap();
     // Sue, a supervisor who also takes leads, owns a large contract.
@@ -541,13 +543,15 @@ async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_s
     // author, so the first approval passes her for the next one up, dora.
     let cust = customer(&c, "Wang", "sam", 1);
     let now = c.clock.now().to_rfc3339();
-    c.db.execute(
-        "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
-         VALUES (?1, 'in_approval', 25000000, 'sam', ?2, ?2)",
-        rusqlite::params![cust, now],
-    )
-    .unwrap();
-    let contract = c.db.last_insert_rowid();
+    let contract: i64 = c
+        .db
+        .query_row(
+            "INSERT INTO crm_contracts (customer_id, status, amount_cents, owner, created_at, updated_at)
+             VALUES (?1, 'in_approval', 25000000, 'sam', ?2, ?2) RETURNING id",
+            params![cust, now],
+            |r| r.get(0),
+        )
+        .unwrap();
     let id = c
         .engine
         .start(

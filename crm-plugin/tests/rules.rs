@@ -9,12 +9,12 @@ use ordo_crm::assign::{self, Context, Subject};
 use ordo_crm::records::{self, Why};
 use ordo_crm::visibility::{self, Filter, Scope};
 use ordo_crm::{notify, org, pool};
+use ordo_engine::store::{Conn, Sql, params};
 use ordo_server::auth::{Directory, Identity, Person, Role};
-use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 struct Db {
-    conn: Connection,
+    conn: Conn,
     _dir: tempfile::TempDir,
 }
 
@@ -59,8 +59,8 @@ fn db() -> Db {
             })
             .unwrap();
     }
-    let mut conn = Connection::open(&path).unwrap();
-    ordo_crm::schema::migrate(&mut conn).unwrap();
+    let conn = Conn::open_shared(&path).unwrap();
+    ordo_crm::schema::migrate(&conn).unwrap();
     Db { conn, _dir: dir }
 }
 
@@ -68,11 +68,11 @@ fn fields(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
 }
 
-fn create(c: &Connection, kind: &str, v: Value) -> i64 {
+fn create(c: &dyn Sql, kind: &str, v: Value) -> i64 {
     records::create(c, records::kind(kind).unwrap(), &fields(v), &why(now())).unwrap()
 }
 
-fn subject(c: &Connection, kind: &str, id: i64) -> Subject {
+fn subject(c: &dyn Sql, kind: &str, id: i64) -> Subject {
     let k = records::kind(kind).unwrap();
     Subject {
         kind: k,
@@ -81,13 +81,7 @@ fn subject(c: &Connection, kind: &str, id: i64) -> Subject {
     }
 }
 
-fn pick(
-    c: &Connection,
-    strategy: &str,
-    s: &Subject,
-    exclude: &[String],
-    seed: u64,
-) -> Option<String> {
+fn pick(c: &dyn Sql, strategy: &str, s: &Subject, exclude: &[String], seed: u64) -> Option<String> {
     let cx = Context {
         tx: c,
         group: Some("sales"),
@@ -104,7 +98,7 @@ fn pick(
 }
 
 fn run(
-    c: &Connection,
+    c: &dyn Sql,
     first: &str,
     fallback: Option<&str>,
     s: &Subject,
@@ -127,7 +121,7 @@ fn run(
     )
 }
 
-fn set_staff(c: &Connection, person: &str, active: bool, weight: i64, capacity: Option<i64>) {
+fn set_staff(c: &dyn Sql, person: &str, active: bool, weight: i64, capacity: Option<i64>) {
     org::set_staff(
         c,
         &org::Staff {
@@ -157,9 +151,9 @@ fn round_robin_takes_turns_among_active_people_and_a_rolled_back_step_keeps_the_
         "sam left: skipped"
     );
     {
-        let tx = d.conn.unchecked_transaction().unwrap();
+        let tx = d.conn.begin().unwrap();
         assert_eq!(
-            pick(&tx, "round_robin", &s, &[], 0).as_deref(),
+            pick(&*tx, "round_robin", &s, &[], 0).as_deref(),
             Some("sally")
         );
         // dropped: rolled back with the step
@@ -442,7 +436,7 @@ fn one_event_reaches_a_person_once_and_failed_deliveries_back_off_then_fail() {
         },
     )
     .unwrap();
-    d.conn.execute("INSERT INTO crm_webhooks (url, templates) VALUES ('http://127.0.0.1:9/hook', 'order_paid')", []).unwrap();
+    d.conn.execute("INSERT INTO crm_webhooks (url, templates) VALUES ('http://127.0.0.1:9/hook', 'order_paid')", params![]).unwrap();
     let order_kind = records::kind("customer").unwrap();
     let customer = create(&d.conn, "customer", json!({"name": "C", "owner": "sam"}));
     let notice = notify::Notice {

@@ -38,7 +38,6 @@ use crate::store::{
     WriteInstances, WriteTasks,
 };
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -46,6 +45,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use store::{Conn, Sql};
 use tokio::sync::oneshot;
 
 /// Most validated definitions the writer keeps in memory.
@@ -106,12 +106,15 @@ pub enum Error {
     /// The unit of work panicked; it was rolled back and the writer goes on.
     #[error("the work panicked and was rolled back: {0}")]
     Panicked(String),
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Store(store::Error::Sqlite(e))
-    }
+    /// A plugin's tables could not be created or upgraded; nothing of its
+    /// migration was stored.
+    #[error("plugin `{plugin}` cannot prepare its tables: {message}")]
+    Migration {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Result alias.
@@ -121,7 +124,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// of the step that calls it, so its writes and the step commit together.
 pub trait InlineAction: Send + Sync {
     /// Runs the action. An `Err` becomes an incident on the service task.
-    fn call(&self, tx: &Connection, call: &ActionCall<'_>) -> std::result::Result<Value, String>;
+    fn call(&self, tx: &dyn Sql, call: &ActionCall<'_>) -> std::result::Result<Value, String>;
 }
 
 /// What an inline action is asked to do, and on whose behalf: enough for a plugin
@@ -169,7 +172,15 @@ pub struct Config {
     /// The role names a process's `starters` may use (the server's roles); `None`
     /// accepts any.
     pub roles: Option<std::collections::HashSet<String>>,
+    /// Plugins' table migrations, by plugin name: run by [`Engine::open`] on
+    /// the writer's connection, after the engine's own, in one transaction.
+    pub migrations: Vec<(String, Migration)>,
 }
+
+/// A plugin's migration: creates or upgrades its tables through the writer.
+/// It must be idempotent (it runs at every open) and refuse a database newer
+/// than it knows with an error saying so.
+pub type Migration = Box<dyn Fn(&dyn Sql) -> std::result::Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,6 +189,10 @@ impl std::fmt::Debug for Config {
             .field("sync", &self.sync)
             .field("max_batch", &self.max_batch)
             .field("actions", &self.actions.keys().collect::<Vec<_>>())
+            .field(
+                "migrations",
+                &self.migrations.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -195,6 +210,7 @@ impl Config {
             calendars: Calendars::default(),
             message_ttl: chrono::Duration::hours(1),
             roles: None,
+            migrations: Vec::new(),
         }
     }
 }
@@ -327,7 +343,7 @@ pub enum TaskChange {
 trait Request: Send {
     /// Runs the work; returns whether it succeeded (a failure is rolled back to its
     /// savepoint) and the answer to send after the commit.
-    fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>);
+    fn run(self: Box<Self>, state: &mut State, tx: &Conn) -> (bool, Box<dyn Answer>);
     /// The batch failed before this request ran.
     fn fail(self: Box<Self>, message: &str);
 }
@@ -350,8 +366,8 @@ pub fn start_timer_incident(process: &str, event: &str) -> String {
 }
 
 /// Runs a statement from the connection's statement cache.
-fn run_cached(tx: &Connection, sql: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(sql)?.execute([]).map(|_| ())
+fn run_cached(tx: &Conn, sql: &str) -> store::Result<()> {
+    tx.execute(sql, &[]).map(|_| ())
 }
 
 /// What a panic carried, as text.
@@ -365,9 +381,9 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 impl<T, F> Request for Work<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&mut State, &Connection) -> Result<T> + Send + 'static,
+    F: FnOnce(&mut State, &Conn) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>) {
+    fn run(self: Box<Self>, state: &mut State, tx: &Conn) -> (bool, Box<dyn Answer>) {
         state.outbox.clear();
         let work = self.work;
         // A panic in one unit of work fails that unit only: its savepoint is
@@ -408,9 +424,9 @@ impl<T, E, F> Request for Unit<T, E, F>
 where
     T: Send + 'static,
     E: Send + 'static,
-    F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    F: FnOnce(&dyn Sql) -> std::result::Result<T, E> + Send + 'static,
 {
-    fn run(self: Box<Self>, state: &mut State, tx: &Connection) -> (bool, Box<dyn Answer>) {
+    fn run(self: Box<Self>, state: &mut State, tx: &Conn) -> (bool, Box<dyn Answer>) {
         let work = self.work;
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(tx))).map_err(|p| {
@@ -461,7 +477,7 @@ pub struct Engine {
     tx: Mutex<Option<mpsc::Sender<Box<dyn Request>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     db: PathBuf,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Conn>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -475,6 +491,15 @@ impl Engine {
     /// Opens (creating and migrating if needed) the database and starts the writer.
     pub fn open(config: Config) -> Result<Engine> {
         let conn = store::open_writer(&config.db, config.sync)?;
+        conn.transaction(|tx| {
+            for (plugin, migrate) in &config.migrations {
+                migrate(tx).map_err(|message| Error::Migration {
+                    plugin: plugin.clone(),
+                    message,
+                })?;
+            }
+            Ok::<_, Error>(())
+        })?;
         let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
         let db = config.db.clone();
         let clock = Arc::clone(&config.clock);
@@ -522,7 +547,7 @@ impl Engine {
     /// Runs `work` on the writer thread, inside a batch; answers after the commit.
     async fn send<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut State, &Connection) -> Result<T> + Send + 'static,
+        work: impl FnOnce(&mut State, &Conn) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         {
@@ -570,7 +595,7 @@ impl Engine {
     where
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> std::result::Result<T, E> + Send + 'static,
     {
         let rx = self.enqueue(work)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -585,7 +610,7 @@ impl Engine {
     where
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> std::result::Result<T, E> + Send + 'static,
     {
         let rx = self.enqueue(work)?;
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -608,7 +633,7 @@ impl Engine {
     where
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> std::result::Result<T, E> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().map_err(|_| Error::Closed)?;
@@ -624,7 +649,7 @@ impl Engine {
     where
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> std::result::Result<T, E> + Send + 'static,
     {
         self.read(move |c| Ok::<_, Error>(work(c))).await
     }
@@ -842,16 +867,12 @@ impl Engine {
             // arms it to fire on the next pass.
             let now = st.clock.now();
             if tx.set_timer_failed(&instance, activity, false, now.timestamp_millis())? {
-                tx.prepare_cached(
-                    "UPDATE incidents SET state = 'retried', closed_at = ?3, closed_by = ?4
-                     WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
-                )?
-                .execute(rusqlite::params![
-                    instance,
+                tx.close_incident_retried(
+                    &instance,
                     activity,
-                    now.to_rfc3339(),
-                    actor
-                ])?;
+                    &now.to_rfc3339(),
+                    actor.as_deref(),
+                )?;
                 return tx
                     .instance(&instance)?
                     .ok_or_else(|| Error::UnknownInstance(instance.clone()));
@@ -1046,7 +1067,7 @@ impl Engine {
 
     async fn read<T: Send + 'static, E: Into<Error> + Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        f: impl FnOnce(&Conn) -> std::result::Result<T, E> + Send + 'static,
     ) -> Result<T> {
         let conn = {
             let mut pool = self.readers.lock().map_err(|_| Error::Closed)?;
@@ -1162,7 +1183,7 @@ impl Drop for Engine {
 }
 
 struct Writer {
-    conn: Connection,
+    conn: Conn,
     max_batch: usize,
     stats: Arc<Counters>,
     state: State,
@@ -1196,7 +1217,7 @@ impl Definitions {
     /// the database through `conn`.
     fn load(
         &self,
-        conn: &Connection,
+        conn: &Conn,
         options: &Options,
         id: &str,
         version: Option<u32>,
@@ -1338,8 +1359,7 @@ impl Writer {
         let mut pending = batch.into_iter();
         let mut failed = 0u64;
         let outcome = (|| -> Result<()> {
-            let tx =
-                rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+            let tx = self.conn.begin()?;
             for req in pending.by_ref() {
                 // Prepared once per connection: the savepoint statements are
                 // run for every command, and parsing them each time showed in
@@ -1420,7 +1440,7 @@ impl State {
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         process: &str,
         version: Option<u32>,
         event: Option<&str>,
@@ -1451,7 +1471,7 @@ impl State {
 
     fn apply(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         instance: String,
         cmd: Command,
         expected_version: Option<u64>,
@@ -1514,7 +1534,7 @@ impl State {
     /// records its actions, and queues the messages and signals it sends.
     fn settle(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         machine: &Machine,
         mut inst: Instance,
         mut actions: Vec<Action>,
@@ -1649,7 +1669,7 @@ impl State {
     /// The instance a command left, after what it sent was delivered (a spawn's
     /// child started, a called child ended at once, a message to itself): the
     /// caller sees its state as committed.
-    fn settled(&mut self, tx: &Connection, r: Result<Instance>) -> Result<Instance> {
+    fn settled(&mut self, tx: &Conn, r: Result<Instance>) -> Result<Instance> {
         let inst = r?;
         if self.outbox.is_empty() {
             return Ok(inst);
@@ -1660,7 +1680,7 @@ impl State {
 
     /// Delivers what the request's steps sent, and what those deliveries send in
     /// turn, up to [`MAX_DELIVERIES`].
-    fn drain_outbox(&mut self, tx: &Connection) -> Result<()> {
+    fn drain_outbox(&mut self, tx: &Conn) -> Result<()> {
         let mut delivered = 0;
         while let Some(a) = self.outbox.pop_front() {
             delivered += 1;
@@ -1743,7 +1763,7 @@ impl State {
     /// completes once its child has started.
     fn start_child(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         link: ParentLink,
         process: &str,
         version: Option<u32>,
@@ -1788,7 +1808,7 @@ impl State {
         ignore_gone(self.apply(tx, parent, cmd, None)).map(|_| ())
     }
 
-    fn correlate(&mut self, tx: &Connection, msg: Message) -> Result<Correlation> {
+    fn correlate(&mut self, tx: &Conn, msg: Message) -> Result<Correlation> {
         let now = self.clock.now();
         let now_ms = now.timestamp_millis();
         let ttl = msg.ttl.unwrap_or(self.message_ttl);
@@ -1881,7 +1901,7 @@ impl State {
         Ok(Correlation::Buffered { until: expires })
     }
 
-    fn signal(&mut self, tx: &Connection, name: &str, variables: &Vars) -> Result<Signalled> {
+    fn signal(&mut self, tx: &Conn, name: &str, variables: &Vars) -> Result<Signalled> {
         let mut out = Signalled::default();
         for (instance, sub) in tx.signal_subscribers(name)? {
             let cmd = Command::Trigger {
@@ -1914,7 +1934,7 @@ impl State {
     /// Fires up to [`TIMER_BATCH`] due timers, each in its own savepoint: the timer's
     /// row goes in the same transaction as the step it triggers, so a timer fires
     /// once, and a failing one is dropped with an error logged in `failed`.
-    fn fire_due(&mut self, tx: &Connection) -> Result<Fired> {
+    fn fire_due(&mut self, tx: &Conn) -> Result<Fired> {
         let now = self.clock.now();
         let now_ms = now.timestamp_millis();
         let mut fired = Fired::default();
@@ -2007,7 +2027,7 @@ impl State {
 
     fn acquire_jobs(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         worker: &str,
         actions: &[String],
         max: u32,
@@ -2043,25 +2063,13 @@ impl State {
     }
 
     /// The job a worker reports on, checked to be held by that worker; removed.
-    fn take_job(
-        &self,
-        tx: &Connection,
-        instance: &str,
-        activity: u64,
-        worker: &str,
-    ) -> Result<JobRow> {
+    fn take_job(&self, tx: &Conn, instance: &str, activity: u64, worker: &str) -> Result<JobRow> {
         let job = self.leased_job(tx, instance, activity, worker)?;
         tx.delete_job(instance, activity)?;
         Ok(job)
     }
 
-    fn leased_job(
-        &self,
-        tx: &Connection,
-        instance: &str,
-        activity: u64,
-        worker: &str,
-    ) -> Result<JobRow> {
+    fn leased_job(&self, tx: &Conn, instance: &str, activity: u64, worker: &str) -> Result<JobRow> {
         let conflict = |reason: String| Error::Conflict {
             instance: instance.to_owned(),
             reason,
@@ -2079,7 +2087,7 @@ impl State {
 
     fn fail_job(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         instance: &str,
         activity: u64,
         worker: &str,
@@ -2103,7 +2111,7 @@ impl State {
     }
 
     /// A job's attempts are spent: an incident holds the error and the count.
-    fn give_up(&mut self, tx: &Connection, job: &JobRow, message: String) -> Result<()> {
+    fn give_up(&mut self, tx: &Conn, job: &JobRow, message: String) -> Result<()> {
         tx.delete_job(&job.instance_id, job.activity)?;
         let cmd = Command::FailJob {
             activity: job.activity,
@@ -2115,7 +2123,7 @@ impl State {
     }
 
     /// Records the start events of a process's newly deployed latest version.
-    fn index_start_events(&self, tx: &Connection, p: &Process, version: u32) -> Result<()> {
+    fn index_start_events(&self, tx: &Conn, p: &Process, version: u32) -> Result<()> {
         let now = self.clock.now();
         let mut rows = Vec::new();
         for e in &p.def.start {
@@ -2141,7 +2149,7 @@ impl State {
         Ok(())
     }
 
-    fn deploy(&mut self, tx: &Connection, name: &str, source: &str) -> Result<Deployed> {
+    fn deploy(&mut self, tx: &Conn, name: &str, source: &str) -> Result<Deployed> {
         let loaded = model::load(name, source, &self.options());
         let process = match loaded.process {
             Some(p) if !loaded.diagnostics.iter().any(Diagnostic::is_error) => p,
@@ -2174,7 +2182,7 @@ impl State {
 
     fn change_task(
         &mut self,
-        tx: &Connection,
+        tx: &Conn,
         instance: &str,
         activity: u64,
         change: TaskChange,
@@ -2248,7 +2256,7 @@ impl State {
         }
     }
 
-    fn latest_version(&mut self, tx: &Connection, id: &str) -> Result<u32> {
+    fn latest_version(&mut self, tx: &Conn, id: &str) -> Result<u32> {
         if let Some(v) = self.latest.get(id) {
             return Ok(*v);
         }
@@ -2260,7 +2268,7 @@ impl State {
         Ok(v)
     }
 
-    fn process(&mut self, tx: &Connection, id: &str, version: Option<u32>) -> Result<Arc<Process>> {
+    fn process(&mut self, tx: &Conn, id: &str, version: Option<u32>) -> Result<Arc<Process>> {
         let version = match version {
             Some(v) => v,
             None => self.latest_version(tx, id)?,

@@ -11,7 +11,7 @@
 //! [`SESSION_HOURS`] or at sign-out.
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use rusqlite::{Connection, OptionalExtension, params};
+use ordo_engine::store::{Conn, Sql, SqlExt, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -22,7 +22,7 @@ use std::sync::Mutex;
 pub enum Error {
     /// Storage failed.
     #[error("the directory's storage failed: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Store(#[from] ordo_engine::store::Error),
     /// No such person.
     #[error("there is no person named `{0}`; add them with `ordo user add {0} --role ...`")]
     UnknownPerson(String),
@@ -63,10 +63,6 @@ pub enum Error {
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
-
-/// How long a directory write waits for SQLite's lock (a server writing the
-/// same file) before it gives up.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -203,7 +199,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 /// sessions) is a unit of work on the engine's one writer.
 #[derive(Debug)]
 pub struct Directory {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     path: std::path::PathBuf,
     writer: std::sync::OnceLock<std::sync::Arc<ordo_engine::engine::Engine>>,
 }
@@ -211,10 +207,8 @@ pub struct Directory {
 impl Directory {
     /// Opens the directory in the SQLite file at `path`, creating its tables.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = Conn::open_shared(path)?;
+        conn.transaction(|tx| tx.execute_batch(SCHEMA))?;
         Ok(Directory {
             conn: Mutex::new(conn),
             path: path.to_owned(),
@@ -225,17 +219,12 @@ impl Directory {
     /// Hands every write to `engine`'s writer from now on, and reads through a
     /// read-only connection: in a server, nothing but the engine writes.
     pub fn attach(&self, engine: std::sync::Arc<ordo_engine::engine::Engine>) -> Result<()> {
-        let reader = Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        reader.busy_timeout(BUSY_TIMEOUT)?;
-        *self.conn()? = reader;
+        *self.conn()? = Conn::open_reader(&self.path)?;
         let _ = self.writer.set(engine);
         Ok(())
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Conn>> {
         self.conn.lock().map_err(|_| Error::Poisoned)
     }
 
@@ -244,18 +233,14 @@ impl Directory {
     /// the directory's own connection.
     fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&dyn Sql) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         if let Some(engine) = self.writer.get() {
             return engine
                 .write_blocking(f)
                 .map_err(|e| Error::Writer(e.to_string()))?;
         }
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        self.conn()?.transaction(|tx| f(tx))
     }
 
     /// Adds a person, or replaces their roles, groups and supervisor.
@@ -275,13 +260,12 @@ impl Directory {
     /// A person by name.
     pub fn person(&self, name: &str) -> Result<Option<Identity>> {
         let conn = self.conn()?;
-        person(&conn, name)
+        person(&*conn, name)
     }
 
     /// The people `supervisor` leads, directly or through the people they lead.
     pub fn team(&self, supervisor: &str) -> Result<Vec<String>> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
+        Ok(self.conn()?.query_map(
             "WITH RECURSIVE team(name, depth) AS (
                  SELECT name, 1 FROM people WHERE supervisor = ?1
                  UNION
@@ -289,9 +273,9 @@ impl Directory {
                  WHERE t.depth < 32
              )
              SELECT DISTINCT name FROM team ORDER BY name",
-        )?;
-        let rows = st.query_map(params![supervisor], |r| r.get(0))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+            params![supervisor],
+            |r| r.get(0),
+        )?)
     }
 
     /// Creates an API token for `person` and returns it; it cannot be read again.
@@ -314,12 +298,13 @@ impl Directory {
     /// The person a token belongs to.
     pub fn identify(&self, token: &str) -> Result<Option<Identity>> {
         let conn = self.conn()?;
-        let name: Option<String> = conn
-            .prepare_cached("SELECT person FROM tokens WHERE hash = ?1")?
-            .query_row(params![digest(token)], |r| r.get(0))
-            .optional()?;
+        let name: Option<String> = conn.query_opt(
+            "SELECT person FROM tokens WHERE hash = ?1",
+            params![digest(token)],
+            |r| r.get(0),
+        )?;
         match name {
-            Some(n) => person(&conn, &n),
+            Some(n) => person(&*conn, &n),
             None => Ok(None),
         }
     }
@@ -354,11 +339,11 @@ impl Directory {
     /// (for the cookie) with the person. A wrong name and a wrong password are
     /// told apart to no one.
     pub fn sign_in(&self, name: &str, password: &str) -> Result<Option<(String, Identity)>> {
-        let stored: Option<String> = self
-            .conn()?
-            .prepare_cached("SELECT hash FROM passwords WHERE person = ?1")?
-            .query_row(params![name], |r| r.get(0))
-            .optional()?;
+        let stored: Option<String> = self.conn()?.query_opt(
+            "SELECT hash FROM passwords WHERE person = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
         // A name without a password is checked against a dummy hash, so that
         // both answers take one Argon2 verification and timing tells nothing.
         let verified = match &stored {
@@ -391,15 +376,13 @@ impl Directory {
     /// The person a live session belongs to.
     pub fn session(&self, id: &str) -> Result<Option<Identity>> {
         let conn = self.conn()?;
-        let name: Option<String> = conn
-            .prepare_cached("SELECT person FROM sessions WHERE hash = ?1 AND expires_ms > ?2")?
-            .query_row(
-                params![digest(id), chrono::Utc::now().timestamp_millis()],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let name: Option<String> = conn.query_opt(
+            "SELECT person FROM sessions WHERE hash = ?1 AND expires_ms > ?2",
+            params![digest(id), chrono::Utc::now().timestamp_millis()],
+            |r| r.get(0),
+        )?;
         match name {
-            Some(n) => person(&conn, &n),
+            Some(n) => person(&*conn, &n),
             None => Ok(None),
         }
     }
@@ -437,7 +420,7 @@ fn dummy_hash() -> &'static str {
 
 /// Adds or replaces a person, refusing a supervisor who does not exist or who
 /// would make the reporting line loop.
-fn add_person(tx: &Connection, p: &Person) -> Result<()> {
+fn add_person(tx: &dyn Sql, p: &Person) -> Result<()> {
     if let Some(sup) = &p.supervisor {
         let bad = |why: &str| Error::BadSupervisor {
             person: p.name.clone(),
@@ -450,17 +433,17 @@ fn add_person(tx: &Connection, p: &Person) -> Result<()> {
             )));
         }
         // Walking up from the supervisor must not reach the person.
-        let above: bool = tx
-            .prepare_cached(
-                "WITH RECURSIVE up(name, depth) AS (
+        let above: bool = tx.query_row(
+            "WITH RECURSIVE up(name, depth) AS (
                      SELECT ?1, 0
                      UNION
                      SELECT p.supervisor, u.depth + 1 FROM people p JOIN up u ON p.name = u.name
                      WHERE p.supervisor IS NOT NULL AND u.depth < 64
                  )
                  SELECT EXISTS (SELECT 1 FROM up WHERE name = ?2)",
-            )?
-            .query_row(params![sup, p.name], |r| r.get(0))?;
+            params![sup, p.name],
+            |r| r.get(0),
+        )?;
         if above {
             return Err(bad("that would make a loop in the reporting line"));
         }
@@ -474,7 +457,7 @@ fn add_person(tx: &Connection, p: &Person) -> Result<()> {
     tx.execute("DELETE FROM memberships WHERE person = ?1", params![p.name])?;
     for g in &p.groups {
         tx.execute(
-            "INSERT OR IGNORE INTO memberships (person, grp) VALUES (?1, ?2)",
+            "INSERT INTO memberships (person, grp) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![p.name, g],
         )?;
     }
@@ -488,19 +471,20 @@ fn random_hex() -> Result<String> {
     Ok(hex(&bytes))
 }
 
-fn person(conn: &Connection, name: &str) -> Result<Option<Identity>> {
-    let row: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT roles, supervisor FROM people WHERE name = ?1")?
-        .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+fn person(conn: &dyn Sql, name: &str) -> Result<Option<Identity>> {
+    let row: Option<(String, Option<String>)> = conn.query_opt(
+        "SELECT roles, supervisor FROM people WHERE name = ?1",
+        params![name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let Some((roles, supervisor)) = row else {
         return Ok(None);
     };
-    let mut st =
-        conn.prepare_cached("SELECT grp FROM memberships WHERE person = ?1 ORDER BY grp")?;
-    let groups = st
-        .query_map(params![name], |r| r.get(0))?
-        .collect::<std::result::Result<Vec<String>, _>>()?;
+    let groups = conn.query_map(
+        "SELECT grp FROM memberships WHERE person = ?1 ORDER BY grp",
+        params![name],
+        |r| r.get(0),
+    )?;
     Ok(Some(Identity {
         user: name.to_owned(),
         roles: roles.split(',').filter_map(|r| r.parse().ok()).collect(),
@@ -585,7 +569,7 @@ mod tests {
         let stored: String = d
             .conn()
             .unwrap()
-            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
+            .query_row("SELECT hash FROM tokens", params![], |r| r.get(0))
             .unwrap();
         assert_ne!(stored, token);
         assert!(matches!(
@@ -624,7 +608,7 @@ mod tests {
         let stored: String = d
             .conn()
             .unwrap()
-            .query_row("SELECT hash FROM passwords", [], |r| r.get(0))
+            .query_row("SELECT hash FROM passwords", params![], |r| r.get(0))
             .unwrap();
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         d.sign_out(&id).unwrap();

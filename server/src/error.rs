@@ -154,7 +154,7 @@ impl From<engine::Error> for ApiError {
             },
             E::NotAllowed(m) => ApiError::Forbidden(m),
             E::Runtime(r) => ApiError::Unprocessable(r.to_string()),
-            E::Store(_) | E::CommitFailed(_) | E::Closed | E::Panicked(_) => {
+            E::Store(_) | E::CommitFailed(_) | E::Closed | E::Panicked(_) | E::Migration { .. } => {
                 ApiError::Internal(e.to_string())
             }
         }

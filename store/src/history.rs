@@ -1,0 +1,279 @@
+//! The `history` table: each activity instance's lifecycle transitions and each
+//! task's change of holder, numbered per instance. The transitions one command
+//! makes to one activity instance are stored as one row and expanded on read.
+
+use crate::{Conn, Result};
+use ordo_runtime::Lifecycle;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+/// The `history` table.
+pub trait ReadHistory {
+    /// An instance's transitions, in order.
+    fn history(&self, instance: &str) -> Result<Vec<HistoryRow>>;
+}
+
+/// One history row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HistoryRow {
+    /// Activity instance.
+    pub activity: u64,
+    /// Node.
+    pub node: String,
+    /// Lifecycle state entered.
+    pub state: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub actor: Option<String>,
+}
+
+impl ReadHistory for Conn {
+    fn history(&self, instance: &str) -> Result<Vec<HistoryRow>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT activity, node, state, at, actor FROM history WHERE instance_id = ?1 ORDER BY seq",
+        )?;
+        let rows = st.query_map(rusqlite::params![instance], |r| {
+            Ok(HistoryRow {
+                activity: r.get(0)?,
+                node: r.get(1)?,
+                state: r.get(2)?,
+                at: r.get(3)?,
+                actor: r.get(4)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row?;
+            if row.state.contains(',') {
+                for state in row.state.split(',') {
+                    out.push(HistoryRow {
+                        state: state.to_owned(),
+                        ..row.clone()
+                    });
+                }
+            } else {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appends rows to one instance's history, numbering them after the last one.
+pub(crate) struct HistoryWriter<'c> {
+    insert: rusqlite::CachedStatement<'c>,
+    instance: &'c str,
+    seq: i64,
+}
+
+impl<'c> HistoryWriter<'c> {
+    pub(crate) fn new(conn: &'c Connection, instance: &'c str) -> Result<Self> {
+        let seq = conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")?
+            .query_row(rusqlite::params![instance], |r| r.get(0))?;
+        let insert = conn.prepare_cached(
+            "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        Ok(HistoryWriter {
+            insert,
+            instance,
+            seq,
+        })
+    }
+
+    /// One row; `state` is a lifecycle state, a comma list of them, or a task event.
+    pub(crate) fn write(
+        &mut self,
+        activity: u64,
+        node: &str,
+        state: &str,
+        at: &str,
+        actor: Option<&str>,
+    ) -> Result<()> {
+        self.seq += 1;
+        self.insert.execute(rusqlite::params![
+            self.instance,
+            self.seq,
+            activity,
+            node,
+            state,
+            at,
+            actor
+        ])?;
+        Ok(())
+    }
+}
+
+/// A lifecycle state as history and the tasks table store it.
+pub(crate) fn lifecycle_text(s: Lifecycle) -> &'static str {
+    match s {
+        Lifecycle::Ready => "ready",
+        Lifecycle::Active => "active",
+        Lifecycle::Completing => "completing",
+        Lifecycle::Completed => "completed",
+        Lifecycle::Aborting => "aborting",
+        Lifecycle::Aborted => "aborted",
+        Lifecycle::Faulted => "faulted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{at, db, instance};
+    use crate::{SqlExt, WriteInstances};
+    use chrono::{DateTime, Utc};
+    use ordo_runtime::{Action, HistoryEntry};
+
+    fn entry(activity: u64, state: Lifecycle, at: DateTime<Utc>, actor: Option<&str>) -> Action {
+        Action::History(HistoryEntry {
+            activity,
+            node: format!("n{activity}"),
+            state,
+            at,
+            actor: actor.map(str::to_owned),
+        })
+    }
+
+    fn stored_rows(conn: &Conn) -> Result<i64> {
+        conn.query_row("SELECT COUNT(*) FROM history", &[], |r| r.get(0))
+    }
+
+    #[test]
+    fn history_rows_group_one_commands_transitions_and_expand_on_read() -> Result<()> {
+        let (_d, conn) = db();
+        let inst = instance("1", 1);
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let h = |activity, state| entry(activity, state, at, None);
+        let actions = [
+            h(1, Lifecycle::Ready),
+            h(1, Lifecycle::Active),
+            h(2, Lifecycle::Ready),
+            h(1, Lifecycle::Completed),
+        ];
+        conn.record(&inst, &actions, at)?;
+        assert_eq!(
+            stored_rows(&conn)?,
+            3,
+            "only consecutive transitions of one activity are grouped"
+        );
+        let read: Vec<(u64, String)> = conn
+            .history("1")?
+            .into_iter()
+            .map(|r| (r.activity, r.state))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (1, "ready".into()),
+                (1, "active".into()),
+                (2, "ready".into()),
+                (1, "completed".into())
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn transitions_at_another_time_or_by_another_actor_keep_rows_of_their_own() -> Result<()> {
+        let (_d, conn) = db();
+        let actions = [
+            entry(1, Lifecycle::Ready, at(0), None),
+            entry(1, Lifecycle::Active, at(0), None),
+            entry(1, Lifecycle::Completing, at(1_000), None),
+            entry(1, Lifecycle::Completed, at(1_000), Some("ann")),
+        ];
+        conn.record(&instance("1", 1), &actions, at(1_000))?;
+        assert_eq!(stored_rows(&conn)?, 3);
+        let row = |state: &str, ms, actor: Option<&str>| HistoryRow {
+            activity: 1,
+            node: "n1".into(),
+            state: state.into(),
+            at: at(ms).to_rfc3339(),
+            actor: actor.map(str::to_owned),
+        };
+        assert_eq!(
+            conn.history("1")?,
+            [
+                row("ready", 0, None),
+                row("active", 0, None),
+                row("completing", 1_000, None),
+                row("completed", 1_000, Some("ann")),
+            ],
+            "each expanded state keeps its row's time and actor"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn history_goes_on_in_order_across_commands_and_instances_do_not_mix() -> Result<()> {
+        let (_d, conn) = db();
+        let one = instance("1", 1);
+        let two = instance("2", 1);
+        conn.record(&one, &[entry(1, Lifecycle::Ready, at(0), None)], at(0))?;
+        conn.record(&two, &[entry(5, Lifecycle::Ready, at(1), None)], at(1))?;
+        conn.record(
+            &one,
+            &[
+                entry(2, Lifecycle::Ready, at(2), None),
+                entry(1, Lifecycle::Aborted, at(2), Some("admin")),
+            ],
+            at(2),
+        )?;
+        conn.record(&one, &[entry(2, Lifecycle::Faulted, at(3), None)], at(3))?;
+        let states: Vec<(u64, String)> = conn
+            .history("1")?
+            .into_iter()
+            .map(|r| (r.activity, r.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (1, "ready".into()),
+                (2, "ready".into()),
+                (1, "aborted".into()),
+                (2, "faulted".into()),
+            ]
+        );
+        assert_eq!(conn.history("2")?.len(), 1);
+        assert_eq!(conn.history("3")?, []);
+        Ok(())
+    }
+
+    #[test]
+    fn a_writer_numbers_its_rows_after_the_last_one_stored() -> Result<()> {
+        let (_d, conn) = db();
+        conn.record(
+            &instance("1", 1),
+            &[entry(1, Lifecycle::Ready, at(0), None)],
+            at(0),
+        )?;
+        let mut w = HistoryWriter::new(&conn.0, "1")?;
+        w.write(1, "n1", "claimed", "t1", Some("ann"))?;
+        w.write(1, "n1", "unclaimed", "t2", Some("ann"))?;
+        let seqs: Vec<i64> = conn.query_map(
+            "SELECT seq FROM history WHERE instance_id = '1' ORDER BY seq",
+            &[],
+            |r| r.get(0),
+        )?;
+        assert_eq!(seqs, [1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn lifecycle_text_is_the_state_as_json_names_it() -> Result<()> {
+        for s in [
+            Lifecycle::Ready,
+            Lifecycle::Active,
+            Lifecycle::Completing,
+            Lifecycle::Completed,
+            Lifecycle::Aborting,
+            Lifecycle::Aborted,
+            Lifecycle::Faulted,
+        ] {
+            assert_eq!(serde_json::to_value(s)?, lifecycle_text(s));
+        }
+        Ok(())
+    }
+}
