@@ -153,6 +153,48 @@ struct MessageDecls {
     by_name: HashMap<String, Arc<Vec<Arc<Process>>>>,
 }
 
+/// The latest version of each process as callers last read it; cleared by every
+/// deploy. Only a hint: the writer checks it against its own (it is the only
+/// deployer) before it applies a prepared start.
+#[derive(Debug, Default)]
+struct LatestVersions {
+    generation: u64,
+    by_process: HashMap<String, u32>,
+}
+
+/// How many instance ids callers reserve at a time (one committed update of
+/// the sequence per block).
+const ID_BLOCK: u64 = 256;
+
+/// Instance ids reserved (committed in the sequence) and not yet used: the
+/// rest of the current block, and ids handed back by starts the machine
+/// refused (so a refused start leaves no gap). Ids left when the engine closes
+/// are never used: a restart leaves a gap, never a repeat.
+#[derive(Debug, Default)]
+struct IdBlock {
+    next: std::ops::Range<u64>,
+    returned: Vec<u64>,
+}
+
+impl IdBlock {
+    fn take(&mut self) -> Option<u64> {
+        self.returned.pop().or_else(|| self.next.next())
+    }
+}
+
+/// A start run on the caller's thread (see [`Engine::start`]): the writer
+/// checks the version it used is still the one to run, then settles it.
+struct PreparedStart {
+    process: String,
+    pinned: Option<u32>,
+    version: u32,
+    inst: Instance,
+    actions: Vec<Action>,
+    /// The business key and variables as given, to run the start on the
+    /// writer instead when a deploy came between.
+    given: (Option<String>, Vars),
+}
+
 /// Engine settings.
 pub struct Config {
     /// The SQLite file.
@@ -479,6 +521,12 @@ pub struct Engine {
     db: PathBuf,
     readers: Mutex<Vec<Conn>>,
     clock: Arc<dyn Clock>,
+    calendars: Arc<Calendars>,
+    /// Instance ids reserved for starts prepared on callers' threads.
+    ids: Mutex<IdBlock>,
+    /// One caller at a time reserves the next block.
+    id_refill: tokio::sync::Mutex<()>,
+    latest: Mutex<LatestVersions>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -510,6 +558,7 @@ impl Engine {
             roles: config.roles.clone(),
             ..Options::default()
         };
+        let calendars = Arc::new(config.calendars);
         let mut writer = Writer {
             conn,
             max_batch: config.max_batch.max(1),
@@ -521,7 +570,7 @@ impl Engine {
                 actions: config.actions,
                 processes: Arc::clone(&definitions),
                 latest: HashMap::new(),
-                calendars: Arc::new(config.calendars),
+                calendars: Arc::clone(&calendars),
                 message_ttl: config.message_ttl,
                 roles: config.roles,
                 outbox: VecDeque::new(),
@@ -541,6 +590,10 @@ impl Engine {
             db,
             readers: Mutex::new(Vec::new()),
             clock,
+            calendars,
+            ids: Mutex::new(IdBlock::default()),
+            id_refill: tokio::sync::Mutex::new(()),
+            latest: Mutex::new(LatestVersions::default()),
         })
     }
 
@@ -663,6 +716,10 @@ impl Engine {
             decls.generation += 1;
             decls.by_name.clear();
         }
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.generation += 1;
+            latest.by_process.clear();
+        }
         deployed
     }
 
@@ -675,12 +732,102 @@ impl Engine {
         business_key: Option<String>,
         variables: Vars,
     ) -> Result<Instance> {
-        let process = process.to_owned();
+        // The pure part (the machine's run to the first wait) happens here, on
+        // the caller's thread; the writer only checks the version and stores.
+        let prepared = self
+            .prepare_start(process, version, business_key, variables)
+            .await?;
         self.send(move |st, tx| {
-            let r = st.start(tx, &process, version, None, business_key, variables, None);
+            let r = st.start_prepared(tx, prepared);
             st.settled(tx, r)
         })
         .await
+    }
+
+    async fn prepare_start(
+        &self,
+        process: &str,
+        pinned: Option<u32>,
+        business_key: Option<String>,
+        variables: Vars,
+    ) -> Result<PreparedStart> {
+        let version = match pinned {
+            Some(v) => v,
+            None => self.latest_version(process).await?,
+        };
+        let p = self.process(process, Some(version)).await?;
+        let id = self.take_id().await?;
+        let given = (business_key.clone(), variables.clone());
+        let machine = Machine::new(&p)?.with_calendars(&self.calendars);
+        let started = machine.start_child(
+            None,
+            id.to_string(),
+            version,
+            business_key,
+            variables,
+            None,
+            self.clock.as_ref(),
+        );
+        let (inst, actions) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // Refused before anything was stored: the id is still unused.
+                if let Ok(mut ids) = self.ids.lock() {
+                    ids.returned.push(id);
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(PreparedStart {
+            process: process.to_owned(),
+            pinned,
+            version,
+            inst,
+            actions,
+            given,
+        })
+    }
+
+    /// The latest version of `process`, as last read (a hint the writer checks).
+    async fn latest_version(&self, process: &str) -> Result<u32> {
+        let generation = {
+            let latest = self.latest.lock().map_err(|_| Error::Closed)?;
+            if let Some(v) = latest.by_process.get(process) {
+                return Ok(*v);
+            }
+            latest.generation
+        };
+        let name = process.to_owned();
+        let found = self.read(move |c| c.latest_definition(&name)).await?;
+        let v = found
+            .ok_or_else(|| Error::UnknownProcess(process.to_owned()))?
+            .0;
+        let mut latest = self.latest.lock().map_err(|_| Error::Closed)?;
+        if latest.generation == generation && latest.by_process.len() < MAX_CACHED_DEFINITIONS {
+            latest.by_process.insert(process.to_owned(), v);
+        }
+        Ok(v)
+    }
+
+    /// An instance id of a block reserved (and committed) beforehand: never
+    /// used twice, even across restarts; a start that is refused leaves a gap.
+    async fn take_id(&self) -> Result<u64> {
+        let take = |ids: &Mutex<IdBlock>| -> Result<Option<u64>> {
+            Ok(ids.lock().map_err(|_| Error::Closed)?.take())
+        };
+        if let Some(id) = take(&self.ids)? {
+            return Ok(id);
+        }
+        let _refill = self.id_refill.lock().await;
+        if let Some(id) = take(&self.ids)? {
+            return Ok(id);
+        }
+        let mut block = self
+            .send(|_, tx| Ok(store::reserve_instance_ids(tx, ID_BLOCK)?))
+            .await?;
+        let id = block.next().ok_or(Error::Closed)?;
+        self.ids.lock().map_err(|_| Error::Closed)?.next = block;
+        Ok(id)
     }
 
     /// Completes a user task. With `expected_version`, a changed instance is a conflict.
@@ -1005,6 +1152,9 @@ impl Engine {
     /// A deployed process, validated (the latest version when `None`); cached,
     /// so reading a task's form or drawing a diagram does not validate again.
     pub async fn process(&self, id: &str, version: Option<u32>) -> Result<Arc<Process>> {
+        if let Some(p) = version.and_then(|v| self.definitions.cached(id, v)) {
+            return Ok(p);
+        }
         let (defs, options, id) = (
             Arc::clone(&self.definitions),
             self.options.clone(),
@@ -1197,6 +1347,14 @@ struct Definitions {
 }
 
 impl Definitions {
+    /// A version already validated, if cached.
+    fn cached(&self, id: &str, version: u32) -> Option<Arc<Process>> {
+        self.map
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(id.to_owned(), version)).cloned())
+    }
+
     fn insert(&self, id: &str, version: u32, p: Arc<Process>) {
         if let Ok(mut m) = self.map.lock() {
             if m.len() >= MAX_CACHED_DEFINITIONS {
@@ -1409,6 +1567,17 @@ impl Writer {
     }
 }
 
+/// Refuses a completion by someone the task excludes (the four-eyes rule).
+fn excluded_check(tx: &Conn, instance: &str, activity: u64, who: &str) -> Result<()> {
+    if tx.task_excludes(instance, activity, who)? {
+        return Err(Error::NotAllowed(format!(
+            "task {activity} of instance {instance} excludes {who} (the four-eyes \
+             rule: whoever requested or already approved it may not complete it)"
+        )));
+    }
+    Ok(())
+}
+
 /// A delivery to an instance that has moved on (ended, or no longer waits there)
 /// changes nothing; anything else is an error.
 fn ignore_gone(r: Result<Instance>) -> Result<()> {
@@ -1469,6 +1638,31 @@ impl State {
         self.settle(tx, &machine, inst, actions, None)
     }
 
+    /// Stores a start run on the caller's thread, if the version it ran is still
+    /// the one to run (a deploy may have come between: then it runs here).
+    fn start_prepared(&mut self, tx: &Conn, p: PreparedStart) -> Result<Instance> {
+        let current = match p.pinned {
+            Some(v) => v,
+            None => self.latest_version(tx, &p.process)?,
+        };
+        if current != p.version {
+            let (business_key, variables) = p.given;
+            return self.start(
+                tx,
+                &p.process,
+                p.pinned,
+                None,
+                business_key,
+                variables,
+                None,
+            );
+        }
+        let process = self.process(tx, &p.process, Some(p.version))?;
+        let calendars = Arc::clone(&self.calendars);
+        let machine = self.machine(&process, &calendars)?;
+        self.settle(tx, &machine, p.inst, p.actions, None)
+    }
+
     fn apply(
         &mut self,
         tx: &Conn,
@@ -1494,13 +1688,8 @@ impl State {
             Command::CompleteTask {
                 activity, actor, ..
             } => {
-                if let Some(who) = actor
-                    && tx.task_excludes(&instance, *activity, who)?
-                {
-                    return Err(Error::NotAllowed(format!(
-                        "task {activity} of instance {instance} excludes {who} (the four-eyes \
-                         rule: whoever requested or already approved it may not complete it)"
-                    )));
+                if let Some(who) = actor {
+                    excluded_check(tx, &instance, *activity, who)?;
                 }
                 Some(*activity)
             }
@@ -1611,7 +1800,7 @@ impl State {
                 reason: "it was changed by another command".into(),
             });
         }
-        tx.record(&inst, &actions, self.clock.now())?;
+        tx.record(&inst, &actions, self.clock.now(), expected.is_none())?;
         for a in actions {
             let d = match a {
                 Action::SendMessage { .. } | Action::Broadcast { .. } => Delivery::Send(a),

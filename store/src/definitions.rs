@@ -66,10 +66,7 @@ impl ReadDefinitions for Conn {
 }
 impl WriteDefinitions for Conn {
     fn insert_definition(&self, process: &str, version: u32, source: &str, at: &str) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO definitions (process_id, version, source, deployed_at) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![process, version, source, at],
-        )?;
+        self.0.prepare_cached("INSERT INTO definitions (process_id, version, source, deployed_at) VALUES (?1, ?2, ?3, ?4)")?.execute(rusqlite::params![process, version, source, at])?;
         Ok(())
     }
 }

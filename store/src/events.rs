@@ -156,11 +156,7 @@ impl ReadEvents for Conn {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
     fn next_timer(&self) -> Result<Option<i64>> {
-        Ok(self.0.query_row(
-            "SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers WHERE failed = 0 UNION ALL SELECT MIN(due) FROM start_events)",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self.0.prepare_cached("SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers WHERE failed = 0 UNION ALL SELECT MIN(due) FROM start_events)")?.query_row([], |r| r.get(0))?)
     }
     fn seen_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
         Ok(self
@@ -326,14 +322,14 @@ impl WriteEvents for Conn {
         Ok(())
     }
     fn purge_expired(&self, now_ms: i64) -> Result<usize> {
-        let a = self.0.execute(
-            "DELETE FROM messages WHERE expires <= ?1",
-            rusqlite::params![now_ms],
-        )?;
-        let b = self.0.execute(
-            "DELETE FROM message_ids WHERE expires <= ?1",
-            rusqlite::params![now_ms],
-        )?;
+        let a = self
+            .0
+            .prepare_cached("DELETE FROM messages WHERE expires <= ?1")?
+            .execute(rusqlite::params![now_ms])?;
+        let b = self
+            .0
+            .prepare_cached("DELETE FROM message_ids WHERE expires <= ?1")?
+            .execute(rusqlite::params![now_ms])?;
         Ok(a + b)
     }
 }
@@ -454,7 +450,7 @@ mod tests {
 
     /// Records one action for instance `id`.
     fn act(conn: &Conn, id: &str, action: Action) {
-        conn.record(&instance(id, 1), &[action], at(0))
+        conn.record(&instance(id, 1), &[action], at(0), false)
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -743,9 +739,9 @@ mod tests {
             node: format!("n{activity}"),
             message: "boom".into(),
         };
-        conn.record(&instance("1", 1), &[incident(1)], at(1_000))?;
-        conn.record(&instance("2", 1), &[incident(2)], at(2_000))?;
-        conn.record(&instance("1", 1), &[incident(3)], at(3_000))?;
+        conn.record(&instance("1", 1), &[incident(1)], at(1_000), false)?;
+        conn.record(&instance("2", 1), &[incident(2)], at(2_000), false)?;
+        conn.record(&instance("1", 1), &[incident(3)], at(3_000), false)?;
         conn.record(
             &instance("1", 1),
             &[Action::CloseIncident {
@@ -754,6 +750,7 @@ mod tests {
                 actor: Some("admin".into()),
             }],
             at(4_000),
+            false,
         )?;
         let keys = |rows: Vec<IncidentRow>| -> Vec<(String, u64, String)> {
             rows.into_iter()

@@ -62,23 +62,31 @@ impl ReadHistory for Conn {
 
 /// Appends rows to one instance's history, numbering them after the last one.
 pub(crate) struct HistoryWriter<'c> {
+    conn: &'c Connection,
     insert: rusqlite::CachedStatement<'c>,
     instance: &'c str,
-    seq: i64,
+    /// The last row written, once known.
+    seq: Option<i64>,
 }
 
 impl<'c> HistoryWriter<'c> {
     pub(crate) fn new(conn: &'c Connection, instance: &'c str) -> Result<Self> {
-        let seq = conn
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")?
-            .query_row(rusqlite::params![instance], |r| r.get(0))?;
+        Self::starting(conn, instance, false)
+    }
+
+    /// A writer for `instance`; `fresh`: the instance was inserted in this
+    /// transaction, so it has no history yet and its rows start at 1 without
+    /// looking. Otherwise the last row is looked up at the first write (a
+    /// command that records no history does not look at all).
+    pub(crate) fn starting(conn: &'c Connection, instance: &'c str, fresh: bool) -> Result<Self> {
         let insert = conn.prepare_cached(
             "INSERT INTO history (instance_id, seq, activity, node, state, at, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         Ok(HistoryWriter {
+            conn,
             insert,
             instance,
-            seq,
+            seq: if fresh { Some(0) } else { None },
         })
     }
 
@@ -91,10 +99,22 @@ impl<'c> HistoryWriter<'c> {
         at: &str,
         actor: Option<&str>,
     ) -> Result<()> {
-        self.seq += 1;
+        let seq = match self.seq {
+            Some(s) => s + 1,
+            None => {
+                let last: i64 = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1",
+                    )?
+                    .query_row(rusqlite::params![self.instance], |r| r.get(0))?;
+                last + 1
+            }
+        };
+        self.seq = Some(seq);
         self.insert.execute(rusqlite::params![
             self.instance,
-            self.seq,
+            seq,
             activity,
             node,
             state,
@@ -122,7 +142,7 @@ pub(crate) fn lifecycle_text(s: Lifecycle) -> &'static str {
 mod tests {
     use super::*;
     use crate::testing::{at, db, instance};
-    use crate::{SqlExt, WriteInstances};
+    use crate::{Error, SqlExt, WriteInstances};
     use chrono::{DateTime, Utc};
     use ordo_runtime::{Action, HistoryEntry};
 
@@ -152,7 +172,7 @@ mod tests {
             h(2, Lifecycle::Ready),
             h(1, Lifecycle::Completed),
         ];
-        conn.record(&inst, &actions, at)?;
+        conn.record(&inst, &actions, at, false)?;
         assert_eq!(
             stored_rows(&conn)?,
             3,
@@ -184,7 +204,7 @@ mod tests {
             entry(1, Lifecycle::Completing, at(1_000), None),
             entry(1, Lifecycle::Completed, at(1_000), Some("ann")),
         ];
-        conn.record(&instance("1", 1), &actions, at(1_000))?;
+        conn.record(&instance("1", 1), &actions, at(1_000), false)?;
         assert_eq!(stored_rows(&conn)?, 3);
         let row = |state: &str, ms, actor: Option<&str>| HistoryRow {
             activity: 1,
@@ -211,8 +231,18 @@ mod tests {
         let (_d, conn) = db();
         let one = instance("1", 1);
         let two = instance("2", 1);
-        conn.record(&one, &[entry(1, Lifecycle::Ready, at(0), None)], at(0))?;
-        conn.record(&two, &[entry(5, Lifecycle::Ready, at(1), None)], at(1))?;
+        conn.record(
+            &one,
+            &[entry(1, Lifecycle::Ready, at(0), None)],
+            at(0),
+            false,
+        )?;
+        conn.record(
+            &two,
+            &[entry(5, Lifecycle::Ready, at(1), None)],
+            at(1),
+            false,
+        )?;
         conn.record(
             &one,
             &[
@@ -220,8 +250,14 @@ mod tests {
                 entry(1, Lifecycle::Aborted, at(2), Some("admin")),
             ],
             at(2),
+            false,
         )?;
-        conn.record(&one, &[entry(2, Lifecycle::Faulted, at(3), None)], at(3))?;
+        conn.record(
+            &one,
+            &[entry(2, Lifecycle::Faulted, at(3), None)],
+            at(3),
+            false,
+        )?;
         let states: Vec<(u64, String)> = conn
             .history("1")?
             .into_iter()
@@ -248,6 +284,7 @@ mod tests {
             &instance("1", 1),
             &[entry(1, Lifecycle::Ready, at(0), None)],
             at(0),
+            false,
         )?;
         let mut w = HistoryWriter::new(&conn.0, "1")?;
         w.write(1, "n1", "claimed", "t1", Some("ann"))?;
@@ -258,6 +295,43 @@ mod tests {
             |r| r.get(0),
         )?;
         assert_eq!(seqs, [1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_fresh_instance_numbers_from_one_without_looking_and_others_look_once() -> Result<()> {
+        let (_d, conn) = db();
+        conn.record(
+            &instance("1", 1),
+            &[
+                entry(1, Lifecycle::Ready, at(0), None),
+                entry(2, Lifecycle::Ready, at(0), None),
+            ],
+            at(0),
+            true,
+        )?;
+        // A later command on the same instance goes on after the stored rows.
+        conn.record(
+            &instance("1", 2),
+            &[entry(3, Lifecycle::Ready, at(1), None)],
+            at(1),
+            false,
+        )?;
+        let seqs: Vec<(i64, i64)> = conn.query_map(
+            "SELECT seq, activity FROM history WHERE instance_id = '1' ORDER BY seq",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        assert_eq!(seqs, [(1, 1), (2, 2), (3, 3)]);
+        // Claiming "fresh" for an instance with history would collide: the
+        // primary key refuses it rather than mixing rows.
+        let wrong = conn.record(
+            &instance("1", 3),
+            &[entry(4, Lifecycle::Ready, at(2), None)],
+            at(2),
+            true,
+        );
+        assert!(matches!(wrong, Err(Error::Constraint(_))), "{wrong:?}");
         Ok(())
     }
 

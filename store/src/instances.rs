@@ -50,6 +50,20 @@ pub trait ReadInstances {
     fn children_of(&self, parent: &str, activity: u64) -> Result<Vec<String>>;
 }
 
+/// Reserves `n` instance ids from the persisted sequence, in the caller's
+/// transaction: once it commits, the ids are the caller's alone (a start that
+/// is refused leaves a gap, never a repeat).
+pub fn reserve_instance_ids(tx: &Conn, n: u64) -> Result<std::ops::Range<u64>> {
+    let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+    let first: i64 =
+        tx.0.prepare_cached(
+            "UPDATE sequences SET next = next + ?1 WHERE name = 'instance' RETURNING next - ?1",
+        )?
+        .query_row([n], |r| r.get(0))?;
+    let first = u64::try_from(first).unwrap_or(0);
+    Ok(first..first + u64::try_from(n).unwrap_or(1))
+}
+
 /// Takes the next instance id from the persisted sequence, in the caller's
 /// transaction: if it rolls back, the id is taken again by the next start.
 pub fn next_instance_id(tx: &Conn) -> Result<u64> {
@@ -67,19 +81,23 @@ pub trait WriteInstances: ReadInstances {
     /// Inserts (`expected: None`) or updates an instance; an update whose stored
     /// version is not `expected` changes nothing and returns false.
     fn save_instance(&self, inst: &Instance, expected: Option<u64>) -> Result<bool>;
-    /// Writes what `actions` say must be stored.
-    fn record(&self, inst: &Instance, actions: &[Action], now: DateTime<Utc>) -> Result<()>;
+    /// Writes what `actions` say must be stored. `fresh`: the instance was
+    /// inserted in this transaction (it has no rows yet, so none is looked up).
+    fn record(
+        &self,
+        inst: &Instance,
+        actions: &[Action],
+        now: DateTime<Utc>,
+        fresh: bool,
+    ) -> Result<()>;
 }
 
 impl ReadInstances for Conn {
     fn instance(&self, id: &str) -> Result<Option<Instance>> {
         let state: Option<String> = self
             .0
-            .query_row(
-                "SELECT state FROM instances WHERE id = ?1",
-                rusqlite::params![id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT state FROM instances WHERE id = ?1")?
+            .query_row(rusqlite::params![id], |r| r.get(0))
             .optional()?;
         Ok(match state {
             Some(s) => Some(serde_json::from_str(&s)?),
@@ -185,10 +203,16 @@ impl WriteInstances for Conn {
         };
         Ok(n == 1)
     }
-    fn record(&self, inst: &Instance, actions: &[Action], at: DateTime<Utc>) -> Result<()> {
+    fn record(
+        &self,
+        inst: &Instance,
+        actions: &[Action],
+        at: DateTime<Utc>,
+        fresh: bool,
+    ) -> Result<()> {
         let now_text = at.to_rfc3339();
         let now = now_text.as_str();
-        let mut history = HistoryWriter::new(&self.0, &inst.id)?;
+        let mut history = HistoryWriter::starting(&self.0, &inst.id, fresh)?;
         // Transitions that one activity instance makes within one command share their
         // time and actor: they are stored as one row listing the states in order
         // (`ready,active,completing,completed`), and `history` expands them again.
@@ -438,10 +462,15 @@ mod tests {
         conn.save_instance(&started("3", "p", 3_000), None)?;
         let mut t = task(1);
         t.assignee = Some("ann".into());
-        conn.record(&child, &[Action::CreateTask(t)], at(2_000))?;
+        conn.record(&child, &[Action::CreateTask(t)], at(2_000), false)?;
         let mut t = task(1);
         t.assignee = Some("bob".into());
-        conn.record(&instance("3", 1), &[Action::CreateTask(t)], at(3_000))?;
+        conn.record(
+            &instance("3", 1),
+            &[Action::CreateTask(t)],
+            at(3_000),
+            false,
+        )?;
 
         let among = |people: &[&str]| InstanceFilter {
             among: Some(people.iter().map(|p| (*p).to_owned()).collect()),
@@ -524,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn reserved_blocks_and_single_ids_never_overlap_and_a_rolled_back_block_is_not_kept()
+    -> Result<()> {
+        let (dir, conn) = db();
+        let block = conn.transaction(|tx| reserve_instance_ids(tx, 3))?;
+        assert_eq!(block, 1..4);
+        let single = conn.transaction(next_instance_id)?;
+        assert_eq!(single, 4, "a single id comes after the block");
+        let lost = conn.transaction(|tx| -> Result<std::ops::Range<u64>> {
+            reserve_instance_ids(tx, 10)?;
+            Err(Error::NoRows)
+        });
+        assert!(lost.is_err());
+        drop(conn);
+        let conn = crate::open_writer(&dir.path().join("t.db"), crate::Sync::Full)?;
+        assert_eq!(
+            conn.transaction(|tx| reserve_instance_ids(tx, 2))?,
+            5..7,
+            "the rolled back block was never handed out, so it is handed out now"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn record_writes_the_rows_the_actions_ask_for_and_skips_deliveries() -> Result<()> {
         let (_d, conn) = db();
         let inst = instance("1", 1);
@@ -542,6 +594,7 @@ mod tests {
                 },
             ],
             at(0),
+            false,
         )?;
         assert_eq!(
             conn.gauges()?,

@@ -152,6 +152,7 @@ mod tests {
             &instance(id, 1),
             &[Action::RunJob(spec(activity, action))],
             at(ms),
+            false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -246,6 +247,7 @@ mod tests {
             &instance("2", 1),
             &[Action::CancelJob { activity: 3 }],
             at(5_000),
+            false,
         )?;
         assert_eq!(conn.job("1", 2)?, None);
         assert_eq!(conn.job("2", 3)?, None);
@@ -264,6 +266,7 @@ mod tests {
                 message: "no answer".into(),
             }],
             at(0),
+            false,
         )?;
         conn.set_incident_attempts("1", 2, 4)?;
         let attempts: Vec<u32> = conn

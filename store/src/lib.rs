@@ -23,7 +23,7 @@
 //! - `jobs`: service calls, their leases, attempts and retries ([`Jobs`]).
 
 pub mod sql;
-pub use sql::{Backend, FromSql, Row, Sql, SqlExt, ToSql, Value};
+pub use sql::{Backend, FromSql, Row, Sql, SqlExt, ToSql, Value, param_refs};
 
 mod definitions;
 mod events;
@@ -36,7 +36,10 @@ mod tasks;
 pub use definitions::{DefinitionRow, ReadDefinitions, WriteDefinitions};
 pub use events::{IncidentRow, ReadEvents, StartRow, WriteEvents};
 pub use history::{HistoryRow, ReadHistory};
-pub use instances::{InstanceFilter, InstanceRow, ReadInstances, WriteInstances, next_instance_id};
+pub use instances::{
+    InstanceFilter, InstanceRow, ReadInstances, WriteInstances, next_instance_id,
+    reserve_instance_ids,
+};
 pub use jobs::{JobRow, Jobs};
 pub use sqlite::{Conn, Sync, WriteTx, backup, open_reader, open_writer};
 pub use tasks::{Candidates, ClosedTask, Gauges, ReadTasks, TaskEvent, TaskRow, WriteTasks};

@@ -361,7 +361,7 @@ mod tests {
         let inst = instance("1", 1);
         let actions: Vec<Action> = tasks.into_iter().map(Action::CreateTask).collect();
         conn.save_instance(&inst, None)
-            .and_then(|_| conn.record(&inst, &actions, at(0)))
+            .and_then(|_| conn.record(&inst, &actions, at(0), false))
             .unwrap_or_else(|e| panic!("{e}"));
         (d, conn)
     }
@@ -381,6 +381,7 @@ mod tests {
                 Action::CloseTask { activity, state },
             ],
             at(ms),
+            false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -655,6 +656,7 @@ mod tests {
                 },
             ],
             at(2),
+            false,
         )?;
         assert_eq!(
             conn.gauges()?,
