@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ordo_engine::model::{self, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// mimalloc instead of the system allocator: the writer thread allocates and
+/// frees many small strings and JSON values per command.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
