@@ -779,7 +779,8 @@ impl<'m, 'p> Step<'m, 'p> {
             Node::Parallel(_) | Node::Inclusive(_) if joins => {
                 self.inst.tokens[i].state = TokenState::Joining;
                 if matches!(node, Node::Parallel(_)) {
-                    self.fire_parallel_join(&node_id);
+                    let scope = self.inst.tokens[i].scope;
+                    self.fire_parallel_join(&node_id, scope);
                 }
                 return;
             }
@@ -1141,12 +1142,15 @@ impl<'m, 'p> Step<'m, 'p> {
         });
     }
 
-    /// A parallel join fires when a token has arrived from every incoming flow.
-    fn fire_parallel_join(&mut self, node: &str) {
+    /// A parallel join fires when a token of its scope instance has arrived
+    /// from every incoming flow: runs of a multi-instance body, or of an event
+    /// subprocess, each join their own tokens only.
+    fn fire_parallel_join(&mut self, node: &str, scope: u64) {
         let mut picked = Vec::new();
         for p in self.m.process.graph.predecessors(node) {
             match self.inst.tokens.iter().position(|t| {
                 t.node == node
+                    && t.scope == scope
                     && t.state == TokenState::Joining
                     && t.from.as_deref() == Some(p)
                     && !picked.contains(&t.id)
@@ -1289,6 +1293,18 @@ impl<'m, 'p> Step<'m, 'p> {
             return self.run_done(scope);
         }
         let container = self.container_of(scope);
+        // The body of one run of a multi-instance subprocess: what it declared
+        // stays readable by the run's `output` (evaluated when the run ends).
+        if let Some(i) = container {
+            let outer = self.inst.tokens[i].scope;
+            let body = self.inst.scopes.get(&scope).map(|s| s.vars.clone());
+            if let (Some(body), Some(run)) = (
+                body,
+                self.inst.scopes.get_mut(&outer).filter(|s| s.run.is_some()),
+            ) {
+                run.vars.extend(body);
+            }
+        }
         self.close_scope(scope);
         let Some(i) = container else {
             return;
@@ -1445,6 +1461,15 @@ impl<'m, 'p> Step<'m, 'p> {
                 .and_then(Node::compensation)
                 .is_some();
         if !own_handler && let Some(p) = sc.parent.and_then(|p| self.inst.scopes.get_mut(&p)) {
+            // A compensation handler sees the data of its activity's scope as
+            // it was when that scope completed (BPMN; Camunda 7 does the same):
+            // the scope's variables go with each entry, under the entry's own
+            // (an inner scope's value of the same name wins).
+            for c in &mut sc.done {
+                for (k, v) in &sc.vars {
+                    c.vars.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
             p.done.append(&mut sc.done);
             p.done.sort_by_key(|c| c.seq);
         }
@@ -1944,7 +1969,10 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.m.node(&self.inst.tokens[host].node),
                 Some(Node::EventSubprocess(_))
             );
-            if self.catch_on_boundary(host, code, critical) {
+            // One run of a multi-instance activity: its boundary events are the
+            // activity's, and the activity waits one level up (catching there
+            // cancels every run and leaves in the scope around the activity).
+            if !self.is_run(host) && self.catch_on_boundary(host, code, critical) {
                 return true;
             }
             scope = self.inst.tokens[host].scope;

@@ -83,8 +83,9 @@ pub struct Compensable {
     pub handler: String,
     /// When it completed, as a position in the instance's id sequence.
     pub seq: u64,
-    /// Variables local to the activity's run (a multi-instance item), given to the
-    /// handler.
+    /// The data of the activity's scopes as each was when it completed (its
+    /// multi-instance run's, then each enclosing subprocess's; the innermost
+    /// value of a name wins), given to the handler.
     #[serde(default, skip_serializing_if = "Vars::is_empty")]
     pub vars: Vars,
 }

@@ -492,3 +492,293 @@ fn a_signal_event_subprocess_lives_with_its_subprocess_scope() {
     );
     assert!(inst.subscriptions.is_empty());
 }
+
+/// Issue 16, defect 1: a parallel join inside a body that runs several times at
+/// once joins the tokens of its own run only.
+const RUNS_WITH_A_JOIN: &str = "
+id: runs
+start: [{id: go, next: body}]
+nodes:
+  body:
+    type: subprocess
+    multi: {count: \"2\", parallel: true}
+    start: s
+    nodes:
+      s: {type: parallel, next: [a, b]}
+      a: {type: user, next: j}
+      b: {type: user, next: j}
+      j: {type: parallel, next: z}
+      z: {type: end}
+    next: done
+  done: {type: end}
+";
+
+#[test]
+fn a_parallel_join_in_a_multi_instance_body_joins_only_its_own_runs_tokens() {
+    let p = process(RUNS_WITH_A_JOIN);
+    let (inst, actions) = start(&p, json!({}));
+    let (a, b) = (task_of(&actions, "a"), task_of(&actions, "b"));
+    assert_eq!((a.len(), b.len()), (2, 2), "each run opens a and b");
+    // The runs' scopes, to tell the runs' tasks apart.
+    let run_of = |inst: &Instance, activity: u64| {
+        inst.tokens
+            .iter()
+            .find(|t| matches!(t.state, TokenState::Waiting { activity: x, .. } if x == activity))
+            .map(|t| t.scope)
+            .expect("a waiting task")
+    };
+    let (a0, a1) = (a[0].activity, a[1].activity);
+    let run0 = run_of(&inst, a0);
+    let b_of_run1 = b
+        .iter()
+        .map(|t| t.activity)
+        .find(|x| run_of(&inst, *x) != run0)
+        .expect("run 1's b");
+    let b_of_run0 = b
+        .iter()
+        .map(|t| t.activity)
+        .find(|x| run_of(&inst, *x) == run0)
+        .expect("run 0's b");
+    let a_of_run1 = if run_of(&inst, a1) == run0 { a0 } else { a1 };
+    let a_of_run0 = if a_of_run1 == a0 { a1 } else { a0 };
+
+    // a of run 0 and b of run 1: two tokens at j, but of different runs.
+    let (inst, _) = complete_activity(&p, &inst, a_of_run0, json!({}));
+    let (inst, actions) = complete_activity(&p, &inst, b_of_run1, json!({}));
+    assert!(
+        !actions
+            .iter()
+            .any(|x| matches!(x, Action::History(h) if h.node == "z")),
+        "no run reached its end: the join must not mix runs"
+    );
+    let at_join: Vec<u64> = inst
+        .tokens
+        .iter()
+        .filter(|t| t.node == "j")
+        .map(|t| t.scope)
+        .collect();
+    assert_eq!(at_join.len(), 2, "both tokens still wait at the join");
+    assert_ne!(at_join[0], at_join[1], "one in each run");
+
+    // Completing each run's other branch finishes that run; then the activity.
+    let (inst, _) = complete_activity(&p, &inst, b_of_run0, json!({}));
+    assert_eq!(
+        inst.status,
+        InstanceStatus::Active,
+        "run 1 still waits for a"
+    );
+    let (inst, _) = complete_activity(&p, &inst, a_of_run1, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+}
+
+/// Issue 16, defect 3: a multi-instance subprocess's `output` reads what its
+/// body declared.
+#[test]
+fn a_multi_instance_output_reads_a_variable_its_subprocess_declares() {
+    let p = process(
+        "
+id: outs
+start: [{id: go, next: body}]
+nodes:
+  body:
+    type: subprocess
+    variables: {mine: {type: integer}}
+    multi: {count: \"3\", parallel: true, output: mine, into: outs}
+    start: s
+    nodes:
+      s: {type: assign, set: {mine: =index * 10}, next: z}
+      z: {type: end}
+    next: done
+  done: {type: end}
+",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Incident { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["outs"], json!([0, 10, 20]));
+    assert!(
+        !inst.variables().contains_key("mine"),
+        "the body's variable stays in the body"
+    );
+}
+
+/// Issue 16, defect 4: a compensation handler sees its activity's scope as it
+/// was when the scope completed.
+#[test]
+fn a_compensation_handler_reads_the_variables_of_its_completed_subprocess() {
+    let p = process(
+        "
+id: trip
+start: [{id: go, next: stay}]
+nodes:
+  stay:
+    type: subprocess
+    variables: {room: {type: string}}
+    start: s
+    nodes:
+      s: {type: assign, set: {room: '=\"R-\" + string(nights)'}, next: book}
+      book: {type: service, action: hotel.book, compensation: unbook, next: z}
+      unbook: {type: service, action: hotel.unbook, with: {room: =room}}
+      z: {type: end}
+    next: charge
+  charge:
+    type: service
+    action: pay.charge
+    boundary: [{error: DECLINED, to: undo}]
+    next: done
+  undo: {type: end, compensate: all}
+  done: {type: end}
+",
+    );
+    let (inst, actions) = start(&p, json!({"nights": 3}));
+    let (inst, actions, booked) = finish_job(&p, &inst, &actions);
+    assert_eq!(booked, "hotel.book");
+    assert!(
+        !inst.variables().contains_key("room"),
+        "room was the subprocess's own"
+    );
+    let charge = jobs(&actions)[0].activity;
+    let (_, actions) = apply(
+        &p,
+        &inst,
+        Command::JobError {
+            activity: charge,
+            code: "DECLINED".into(),
+            message: String::new(),
+        },
+    )
+    .expect("raises");
+    let unbook = jobs(&actions);
+    assert_eq!(unbook.len(), 1, "{actions:?}");
+    assert_eq!(unbook[0].action, "hotel.unbook");
+    assert_eq!(unbook[0].input, json!({"room": "R-3"}));
+}
+
+/// Issue 16, defect 2: an error raised in one run of a multi-instance
+/// subprocess is caught on the activity: every run ends, the boundary path runs
+/// in the scope around the activity, and the normal path never does.
+#[test]
+fn an_error_in_one_run_ends_the_multi_instance_activity_and_runs_the_boundary_path_outside() {
+    let p = process(
+        "
+id: runs_fail
+start: [{id: go, next: body}]
+nodes:
+  body:
+    type: subprocess
+    multi: {count: \"2\", parallel: true}
+    boundary: [{error: RUN_FAILED, to: on_fail}]
+    start: s
+    nodes:
+      s: {type: user, next: check}
+      check:
+        type: exclusive
+        branches: [{when: index == 0, to: boom}]
+        default: z
+      boom: {type: end, error: RUN_FAILED}
+      z: {type: end}
+    next: normal
+  on_fail: {type: assign, set: {failed_at: =\"run 0\"}, next: wait}
+  wait: {type: user, next: e1}
+  normal: {type: end}
+  e1: {type: end}
+",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let runs = task_of(&actions, "s");
+    assert_eq!(runs.len(), 2);
+    // Which task is whose: a run's scope holds its index.
+    let index_of = |activity: u64| -> Value {
+        let t = inst
+            .tokens
+            .iter()
+            .find(|t| matches!(t.state, TokenState::Waiting { activity: x, .. } if x == activity))
+            .expect("waiting");
+        inst.visible_vars(t.scope)["index"].clone()
+    };
+    let (run0, run1) = if index_of(runs[0].activity) == json!(0) {
+        (runs[0].activity, runs[1].activity)
+    } else {
+        (runs[1].activity, runs[0].activity)
+    };
+    let (inst, actions) = complete_activity(&p, &inst, run0, json!({}));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::History(h) if h.node == "on_fail")),
+        "the boundary path runs: {actions:?}"
+    );
+    assert_eq!(
+        inst.variables()["failed_at"],
+        json!("run 0"),
+        "on_fail ran in the scope around the activity: its write is kept"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::History(h) if h.activity == run1 && h.state == Lifecycle::Aborted)),
+        "the other run's task is aborted: {actions:?}"
+    );
+    assert!(
+        !inst
+            .tokens
+            .iter()
+            .any(|t| t.node == "body" || t.node == "s"),
+        "nothing of the activity is left: {:?}",
+        inst.tokens
+    );
+    // The other run's task is gone: completing it is refused, and the normal
+    // path never runs.
+    assert!(
+        apply(
+            &p,
+            &inst,
+            Command::CompleteTask {
+                activity: run1,
+                variables: Vars::new(),
+                actor: None
+            }
+        )
+        .is_err()
+    );
+    assert!(!completed(&actions).contains(&"normal".to_owned()));
+}
+
+/// Issue 16, defect 2 (escalation): a non-interrupting escalation from one run
+/// is caught on the activity; its path runs around the activity (its write is
+/// kept) while every run goes on.
+#[test]
+fn a_non_interrupting_escalation_from_a_run_keeps_the_runs_and_its_paths_writes() {
+    let p = process(
+        "
+id: runs_warn
+start: [{id: go, next: body}]
+nodes:
+  body:
+    type: subprocess
+    multi: {count: \"2\", parallel: true}
+    boundary: [{escalation: late, interrupting: false, to: tell}]
+    start: warn
+    nodes:
+      warn: {type: throw, escalation: late, next: wait}
+      wait: {type: user, next: z}
+      z: {type: end}
+    next: done
+  tell: {type: assign, set: {told: true}, next: told_end}
+  told_end: {type: end}
+  done: {type: end}
+",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    assert_eq!(inst.variables()["told"], json!(true), "{actions:?}");
+    let waiting = task_of(&actions, "wait");
+    assert_eq!(waiting.len(), 2, "both runs go on");
+    let (inst, _) = complete_activity(&p, &inst, waiting[0].activity, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Active);
+    let (inst, actions) = complete_activity(&p, &inst, waiting[1].activity, json!({}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert!(completed(&actions).contains(&"done".to_owned()));
+}
