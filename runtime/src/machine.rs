@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_ITERATIONS: u32 = 1000;
 /// Most runs of one multi-instance activity.
 pub const MAX_RUNS: usize = 10_000;
 
+/// Where a run's token comes from when only its `output` is left to evaluate
+/// (after an incident on it): not a node id, which cannot hold `#`.
+const RUN_OUTPUT: &str = "#output";
+
 /// Why a command was refused. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -759,6 +763,13 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     fn enter(&mut self, i: usize) {
+        // A run whose `output` failed, retried or resolved: only the output is
+        // evaluated again; the run's work is not redone.
+        if self.inst.tokens[i].from.as_deref() == Some(RUN_OUTPUT) && self.is_run(i) {
+            let run = self.inst.tokens[i].scope;
+            self.inst.tokens.remove(i);
+            return self.run_done(run);
+        }
         let node_id = self.inst.tokens[i].node.clone();
         let Some(node) = self.m.node(&node_id) else {
             let a = self.id();
@@ -2300,6 +2311,26 @@ impl<'m, 'p> Step<'m, 'p> {
                     .map_err(|e| format!("the `output` of run {k}: {e}"))
             }
         };
+        let output = match output {
+            Ok(v) => v,
+            Err(e) => {
+                // An incident on this run alone: the other runs go on, and a
+                // retry (or a resolve with the missing variables) evaluates
+                // this run's output again without redoing its work.
+                let a = self.id();
+                let id = self.id();
+                self.inst.tokens.push(Token {
+                    id,
+                    node: node_id.clone(),
+                    scope: run,
+                    from: Some(RUN_OUTPUT.to_owned()),
+                    state: TokenState::Arriving,
+                });
+                let i = self.inst.tokens.len() - 1;
+                self.history(a, &node_id, Lifecycle::Ready, None);
+                return self.incident(i, a, e);
+            }
+        };
         self.close_scope(run);
         let outer = self.inst.tokens[c].scope;
         let TokenState::Waiting {
@@ -2319,16 +2350,6 @@ impl<'m, 'p> Step<'m, 'p> {
         let a = *a;
         runs.retain(|r| *r != run);
         *completed += 1;
-        let output = match output {
-            Ok(v) => v,
-            Err(e) => {
-                self.interrupt(token, None);
-                if let Some(c) = self.token_index(token) {
-                    self.incident(c, a, e);
-                }
-                return;
-            }
-        };
         if let Some(slot) = outputs.get_mut(k) {
             *slot = output;
         }

@@ -782,3 +782,119 @@ nodes:
     assert_eq!(inst.status, InstanceStatus::Completed);
     assert!(completed(&actions).contains(&"done".to_owned()));
 }
+
+/// Issue 16, defect 3 (incident): an `output` that fails is an incident on
+/// that run alone; the other runs keep their open tasks, and a retry evaluates
+/// the failed run's output again without redoing its work.
+#[test]
+fn a_failing_output_is_an_incident_of_its_run_only_and_a_retry_resumes_it() {
+    let p = process(
+        "
+id: outs_fail
+start: [{id: go, next: t}]
+nodes:
+  t:
+    type: user
+    multi: {count: \"2\", parallel: false, output: answer, into: answers}
+    next: done
+  done: {type: end}
+",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let first = task_of(&actions, "t")[0].activity;
+    // Run 0 completes without `answer`: its output fails.
+    let (inst, actions) = complete_activity(&p, &inst, first, json!({}));
+    let incident = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Incident {
+                activity, message, ..
+            } => Some((*activity, message.clone())),
+            _ => None,
+        })
+        .expect("an incident");
+    assert!(
+        incident.1.contains("the `output` of run 0"),
+        "{}",
+        incident.1
+    );
+    assert!(
+        task_of(&actions, "t").is_empty(),
+        "a sequential activity waits for the failed run before opening the next"
+    );
+    // Resolving with the missing variable evaluates the output again; the run's
+    // task is not opened again, and the next run starts.
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::Resolve {
+            activity: incident.0,
+            variables: vars(json!({"answer": "yes"})),
+            actor: None,
+        },
+    )
+    .expect("resolves");
+    let next = task_of(&actions, "t");
+    assert_eq!(next.len(), 1, "run 1 opens: {actions:?}");
+    let (inst, _) = complete_activity(&p, &inst, next[0].activity, json!({"answer": "no"}));
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["answers"], json!(["yes", "no"]));
+}
+
+#[test]
+fn in_a_parallel_activity_a_failing_output_leaves_the_other_runs_open() {
+    let p = process(
+        "
+id: outs_fail_par
+start: [{id: go, next: t}]
+nodes:
+  t:
+    type: user
+    multi: {count: \"2\", parallel: true, output: answer, into: answers}
+    next: done
+  done: {type: end}
+",
+    );
+    let (inst, actions) = start(&p, json!({}));
+    let tasks = task_of(&actions, "t");
+    let (a0, a1) = (tasks[0].activity, tasks[1].activity);
+    let (inst, actions) = complete_activity(&p, &inst, a0, json!({}));
+    let incident = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Incident { activity, .. } => Some(*activity),
+            _ => None,
+        })
+        .expect("an incident");
+    assert!(
+        !actions.iter().any(
+            |a| matches!(a, Action::History(h) if h.activity == a1 && h.state == Lifecycle::Aborted)
+        ),
+        "the other run's task stays open: {actions:?}"
+    );
+    let (inst, _) = complete_activity(&p, &inst, a1, json!({"answer": "b"}));
+    assert_eq!(
+        inst.status,
+        InstanceStatus::Active,
+        "run 0 is still in its incident"
+    );
+    // A retry with the missing variable evaluates run 0's output again; its
+    // task is not opened again.
+    let (inst, actions) = apply(
+        &p,
+        &inst,
+        Command::Retry {
+            activity: incident,
+            retries: None,
+            variables: vars(json!({"answer": "a"})),
+            actor: None,
+        },
+    )
+    .expect("retries");
+    assert!(
+        task_of(&actions, "t").is_empty(),
+        "the run's task is not opened again"
+    );
+    assert_eq!(inst.status, InstanceStatus::Completed);
+    assert_eq!(inst.variables()["answers"], json!(["a", "b"]));
+}
