@@ -120,6 +120,11 @@ impl<'p> Evaluator<'p> {
     fn expression(&self, src: &str) -> Result<&'p Expression, Error> {
         self.process
             .expression(src)
+            // A field that is always an expression tolerates a leading `=`
+            // (`key: =email`); the loader compiled it without.
+            .or_else(|| {
+                ordo_model::expr::as_expression(src).and_then(|(e, _)| self.process.expression(e))
+            })
             .ok_or_else(|| Error::NotCompiled(src.to_owned()))
     }
 
@@ -209,6 +214,11 @@ nodes:
             Ok(json!({"name": "Acme", "fixed": 1, "list": [2, 2]}))
         );
         assert!(matches!(ev.eval("missing + 1"), Err(Error::Failed { .. })));
+        assert_eq!(
+            ev.eval("= price * double(qty)"),
+            Ok(json!(25.0)),
+            "a tolerated leading `=` finds the expression compiled without it"
+        );
         assert!(matches!(
             ev.eval("never compiled"),
             Err(Error::NotCompiled(_))
