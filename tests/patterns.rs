@@ -277,6 +277,86 @@ async fn wcp_29_cancelling_discriminator() {
     assert_eq!(c.done().await, ["B", "D"]);
 }
 
+/// Three branches into a complex gateway; `activation` and `rest` vary.
+fn complex(activation: &str, rest: &str) -> String {
+    format!(
+        "id: p\nstart: [{{id: s, next: split}}]\nnodes:\n  split: {{type: parallel, next: [A, B, C]}}\n  A: {{type: user, assignee: u, next: gate}}\n  B: {{type: user, assignee: u, next: gate}}\n  C: {{type: user, assignee: u, next: gate}}\n  gate: {{type: complex, activation: \"{activation}\", rest: {rest}, next: D}}\n  D: {{type: user, assignee: u, next: e}}\n  e: {{type: end}}\n"
+    )
+}
+
+#[tokio::test]
+async fn wcp_09_structured_discriminator() {
+    let c = case(&complex("arrived >= 1", "wait"), &[], json!({})).await;
+    c.complete("B").await;
+    assert_eq!(c.open().await, ["A", "C", "D"], "the first branch goes on");
+    c.complete("A").await;
+    c.complete("C").await;
+    assert_eq!(c.open().await, ["D"], "the others are absorbed, not passed");
+    c.complete("D").await;
+    assert_eq!(c.done().await, ["B", "A", "C", "D"]);
+    assert_eq!(c.status().await, InstanceStatus::Completed);
+}
+
+#[tokio::test]
+async fn wcp_28_blocking_discriminator() {
+    // Two rounds of the same gateway: the second round's first token waits
+    // until the first round's last branch has arrived.
+    let c = case("id: p\nstart: [{id: s, next: loop}]\nnodes:\n  loop: {type: exclusive, next: split}\n  split: {type: parallel, next: [A, B]}\n  A: {type: user, assignee: u, next: gate}\n  B: {type: user, assignee: u, next: gate}\n  gate: {type: complex, activation: arrived >= 1, next: D}\n  D: {type: user, assignee: u, next: again}\n  again:\n    type: exclusive\n    branches: [{when: more == true, to: loop}]\n    default: e\n  e: {type: end}\n", &[], json!({})).await;
+    c.complete("A").await;
+    c.complete_with("D", json!({"more": true})).await;
+    assert_eq!(c.open().await, ["A", "B", "B"]);
+    c.complete("A").await;
+    assert_eq!(
+        c.open().await,
+        ["B", "B"],
+        "blocked: round 1's B has not arrived"
+    );
+    c.complete("B").await;
+    assert_eq!(c.open().await, ["B", "D"], "round 1 is over; round 2 fires");
+    c.complete_with("D", json!({"more": false})).await;
+    c.complete("B").await;
+    assert_eq!(c.status().await, InstanceStatus::Completed);
+}
+
+#[tokio::test]
+async fn wcp_30_structured_partial_join() {
+    let c = case(&complex("arrived >= 2", "wait"), &[], json!({})).await;
+    c.complete("C").await;
+    assert_eq!(c.open().await, ["A", "B"], "one of two");
+    c.complete("A").await;
+    assert_eq!(c.open().await, ["B", "D"], "two of three: on");
+    c.complete("B").await;
+    assert_eq!(c.open().await, ["D"], "the third is absorbed");
+    c.complete("D").await;
+    assert_eq!(c.done().await, ["C", "A", "B", "D"]);
+}
+
+#[tokio::test]
+async fn wcp_31_blocking_partial_join() {
+    // As 30, with the gateway blocking until the third branch has arrived
+    // before it could fire again: the instance ends only then.
+    let c = case(&complex("arrived >= 2", "wait"), &[], json!({})).await;
+    c.complete("A").await;
+    c.complete("B").await;
+    c.complete("D").await;
+    assert_eq!(c.status().await, InstanceStatus::Active, "C still owed");
+    assert_eq!(c.open().await, ["C"]);
+    c.complete("C").await;
+    assert_eq!(c.status().await, InstanceStatus::Completed);
+    assert_eq!(c.done().await, ["A", "B", "D", "C"]);
+}
+
+#[tokio::test]
+async fn wcp_32_cancelling_partial_join() {
+    let c = case(&complex("arrived >= 2", "cancel"), &[], json!({})).await;
+    c.complete("B").await;
+    c.complete("C").await;
+    assert_eq!(c.open().await, ["D"], "A is withdrawn when two are in");
+    c.complete("D").await;
+    assert_eq!(c.done().await, ["B", "C", "D"]);
+    assert_eq!(c.status().await, InstanceStatus::Completed);
+}
+
 #[tokio::test]
 async fn wcp_37_local_synchronizing_merge() {
     let c = case(

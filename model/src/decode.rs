@@ -390,6 +390,7 @@ impl Decoder<'_> {
             "exclusive" => self.decode_at(value, path, &what).map(Node::Exclusive),
             "inclusive" => self.decode_at(value, path, &what).map(Node::Inclusive),
             "parallel" => self.decode_at(value, path, &what).map(Node::Parallel),
+            "complex" => self.decode_at(value, path, &what).map(Node::Complex),
             "event" => self.decode_at(value, path, &what).map(Node::Event),
             "subprocess" => self.decode_at(value, path, &what).map(Node::Subprocess),
             "event_subprocess" => self

@@ -155,11 +155,12 @@ impl FlowGraph {
             let _ = match el.kind {
                 "start" => writeln!(out, "{pad}{id}((\"{label}\"))"),
                 "end" => writeln!(out, "{pad}{id}(((\"{label}\")))"),
-                "exclusive" | "inclusive" | "parallel" | "event" => {
+                "exclusive" | "inclusive" | "parallel" | "complex" | "event" => {
                     let mark = match el.kind {
                         "exclusive" => "X",
                         "inclusive" => "O",
                         "parallel" => "+",
+                        "complex" => "*",
                         _ => "E",
                     };
                     writeln!(out, "{pad}{id}{{\"{mark} {label}\"}}")
@@ -190,7 +191,7 @@ impl FlowGraph {
             let el = &self.graph[i];
             let shape = match el.kind {
                 "start" | "end" | "catch" | "throw" => "circle",
-                "exclusive" | "inclusive" | "parallel" | "event" => "diamond",
+                "exclusive" | "inclusive" | "parallel" | "complex" | "event" => "diamond",
                 _ => "box",
             };
             let label = el.name.as_deref().unwrap_or(&el.id);

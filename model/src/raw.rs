@@ -594,6 +594,9 @@ pub enum Node {
     Inclusive(Inclusive),
     /// Parallel gateway (BPML all): splits into every `next`, or joins every incoming flow.
     Parallel(Parallel),
+    /// Complex gateway: a join that fires once its `activation` condition holds
+    /// over the branches arrived (the discriminator, N-of-M partial joins).
+    Complex(Complex),
     /// Event-based gateway (BPML choice): the first event to happen wins.
     Event(EventGateway),
     /// Embedded subprocess with its own scope (BPML sequence within a scope).
@@ -624,6 +627,7 @@ impl Node {
         "exclusive",
         "inclusive",
         "parallel",
+        "complex",
         "event",
         "subprocess",
         "event_subprocess",
@@ -650,6 +654,7 @@ impl Node {
             Node::Exclusive(_) => "exclusive",
             Node::Inclusive(_) => "inclusive",
             Node::Parallel(_) => "parallel",
+            Node::Complex(_) => "complex",
             Node::Event(_) => "event",
             Node::Subprocess(_) => "subprocess",
             Node::EventSubprocess(_) => "event_subprocess",
@@ -673,6 +678,7 @@ impl Node {
             Node::Exclusive(n) => n.next.as_ref(),
             Node::Inclusive(n) => n.next.as_ref(),
             Node::Parallel(n) => n.next.as_ref(),
+            Node::Complex(n) => n.next.as_ref(),
             Node::Subprocess(n) => n.next.as_ref(),
             Node::Loop(n) => n.next.as_ref(),
             Node::Call(n) => n.next.as_ref(),
@@ -1017,6 +1023,44 @@ pub struct Inclusive {
     /// As a join (no branches): the node that follows.
     #[serde(default)]
     pub next: Option<Next>,
+}
+
+/// `type: complex`: BPMN's complex gateway as a join. Each round it waits for
+/// tokens on its incoming flows; once `activation` holds it lets one token
+/// through, and the branches that have not arrived are either waited for and
+/// absorbed (`rest: wait`, the default: the next round starts when every flow
+/// has delivered) or withdrawn at once (`rest: cancel`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Complex {
+    /// A label for diagrams.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// When to fire: a condition over `arrived` (incoming flows a token has come
+    /// from this round), `total` (incoming flows) and the variables, for example
+    /// `arrived >= 2`.
+    pub activation: Expr,
+    /// The branches still to come when it fires.
+    #[serde(default)]
+    pub rest: Rest,
+    /// The node that follows.
+    #[serde(default)]
+    pub next: Option<Next>,
+}
+
+/// What a complex gateway does with the branches that have not arrived when it
+/// fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(transform = schema::closed_set)]
+pub enum Rest {
+    /// Wait for them and absorb them as they arrive; the next round starts once
+    /// every incoming flow has delivered (blocking discriminator, WCP 9/28/30/31).
+    #[default]
+    Wait,
+    /// Withdraw them: every token of the scope that can still reach the gateway
+    /// is cancelled, and the next round starts at once (WCP 29/32).
+    Cancel,
 }
 
 /// `type: parallel`.

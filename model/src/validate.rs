@@ -521,6 +521,7 @@ impl<'a> Validator<'a> {
         }
         match p.node {
             Node::Empty(_) | Node::Parallel(_) => {}
+            Node::Complex(c) => self.expr(&c.activation.0, &path.join("activation")),
             Node::Assign(n) => self.mapping(&n.set, &path.join("set"), true),
             Node::Service(n) => {
                 if !valid_name(&n.action) || !n.action.contains('.') {
@@ -1576,6 +1577,16 @@ impl<'a> Validator<'a> {
             let (inc, out) = (graph.incoming(id), graph.outgoing(id));
             let ty = p.node.type_name();
             match p.node {
+                Node::Complex(_) if inc < 2 => {
+                    self.err_key(
+                        "gateway-flows",
+                        &p.path,
+                        format!(
+                            "complex gateway `{id}` joins {inc} flow(s); it decides between two or more"
+                        ),
+                        Some("lead two or more branches into it, or use an `exclusive` gateway".to_owned()),
+                    );
+                }
                 Node::Parallel(_) | Node::Inclusive(_) if inc > 1 && out > 1 => {
                     self.err_key(
                         "gateway-flows",
@@ -1796,6 +1807,7 @@ fn node_name(n: &Node) -> Option<String> {
         Node::Exclusive(x) => &x.name,
         Node::Inclusive(x) => &x.name,
         Node::Parallel(x) => &x.name,
+        Node::Complex(x) => &x.name,
         Node::Event(x) => &x.name,
         Node::Subprocess(x) => &x.name,
         Node::EventSubprocess(x) => &x.name,

@@ -465,6 +465,7 @@ impl<'p> Machine<'p> {
                     how: "resolved".into(),
                     actor: actor.clone(),
                 });
+                let i = step.take_round(i);
                 step.complete(i, activity, actor);
             }
             Command::Cancel { actor } => {
@@ -787,6 +788,11 @@ impl<'m, 'p> Step<'m, 'p> {
         }
         let joins = self.m.process.graph.incoming(&node_id) > 1;
         match node {
+            Node::Complex(c) => {
+                self.inst.tokens[i].state = TokenState::Joining;
+                let (token, scope) = (self.inst.tokens[i].id, self.inst.tokens[i].scope);
+                return self.fire_complex(&node_id, c, scope, token);
+            }
             Node::Parallel(_) | Node::Inclusive(_) if joins => {
                 self.inst.tokens[i].state = TokenState::Joining;
                 if matches!(node, Node::Parallel(_)) {
@@ -802,7 +808,7 @@ impl<'m, 'p> Step<'m, 'p> {
         self.history(a, &node_id, Lifecycle::Active, None);
         let scope = self.inst.tokens[i].scope;
         match node {
-            Node::Empty(_) | Node::Parallel(_) => self.complete(i, a, None),
+            Node::Empty(_) | Node::Parallel(_) | Node::Complex(_) => self.complete(i, a, None),
             Node::Exclusive(g) if g.branches.is_empty() => self.complete(i, a, None),
             Node::Inclusive(g) if g.branches.is_empty() => self.complete(i, a, None),
             Node::Assign(n) => {
@@ -1171,6 +1177,183 @@ impl<'m, 'p> Step<'m, 'p> {
             }
         }
         self.merge(node, &picked);
+    }
+
+    /// A complex gateway: token `arrived` has just come to `node` in `scope`.
+    ///
+    /// After a round fired with `rest: wait`, a token from a flow still owed is
+    /// absorbed; once every owed flow has delivered, the next round begins with
+    /// the tokens that came early for it. In a round, one token per incoming
+    /// flow counts (`arrived`), and when `activation` holds one token goes on;
+    /// with `rest: cancel` every other token of the scope that can still reach
+    /// the gateway is withdrawn.
+    fn fire_complex(&mut self, node: &str, c: &raw::Complex, scope: u64, arrived: u64) {
+        let incoming: Vec<String> = self
+            .m
+            .process
+            .graph
+            .predecessors(node)
+            .map(str::to_owned)
+            .collect();
+        if let Some(owed) = self.inst.scopes.get(&scope).and_then(|s| s.gates.get(node)) {
+            let from = self
+                .token_index(arrived)
+                .and_then(|i| self.inst.tokens[i].from.clone());
+            let Some(pos) = from.and_then(|f| owed.iter().position(|o| *o == f)) else {
+                return; // from a flow already heard this round: it waits for the next
+            };
+            let mut owed = owed.clone();
+            owed.remove(pos);
+            self.inst.tokens.retain(|t| t.id != arrived);
+            if let Some(sc) = self.inst.scopes.get_mut(&scope) {
+                if owed.is_empty() {
+                    sc.gates.remove(node);
+                } else {
+                    sc.gates.insert(node.to_owned(), owed);
+                }
+            }
+            if self
+                .inst
+                .scopes
+                .get(&scope)
+                .is_some_and(|s| s.gates.contains_key(node))
+            {
+                return self.scope_maybe_done(scope);
+            }
+            // The round is over: tokens that came early start the next one.
+            if !self
+                .inst
+                .tokens
+                .iter()
+                .any(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
+            {
+                return self.scope_maybe_done(scope);
+            }
+        }
+        // This round: the oldest waiting token of each incoming flow.
+        let mut picked: Vec<(String, u64)> = Vec::new();
+        let mut waiting: Vec<&Token> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
+            .collect();
+        waiting.sort_by_key(|t| t.id);
+        for t in waiting {
+            if let Some(f) = &t.from
+                && !picked.iter().any(|(p, _)| p == f)
+            {
+                picked.push((f.clone(), t.id));
+            }
+        }
+        if picked.is_empty() {
+            return;
+        }
+        let mut vars = self.inst.visible_vars(scope);
+        vars.insert("arrived".into(), Value::from(picked.len()));
+        vars.insert("total".into(), Value::from(incoming.len()));
+        let fire = Evaluator::new(self.m.process, &vars).condition(&c.activation.0);
+        let at = picked.last().map_or(arrived, |(_, id)| *id);
+        match fire {
+            Err(e) => {
+                if let Some(i) = self.token_index(at) {
+                    let a = self.id();
+                    self.history(a, node, Lifecycle::Ready, None);
+                    self.incident(i, a, format!("the `activation` condition: {e}"));
+                }
+            }
+            Ok(false) if picked.len() >= incoming.len() => {
+                if let Some(i) = self.token_index(at) {
+                    let a = self.id();
+                    self.history(a, node, Lifecycle::Ready, None);
+                    self.incident(
+                        i,
+                        a,
+                        format!(
+                            "every incoming flow has arrived and `activation` ({}) still does not hold: this round can never fire",
+                            c.activation.0.trim()
+                        ),
+                    );
+                }
+            }
+            Ok(false) => {}
+            Ok(true) => {
+                let owed: Vec<String> = incoming
+                    .iter()
+                    .filter(|f| !picked.iter().any(|(p, _)| p == *f))
+                    .cloned()
+                    .collect();
+                match c.rest {
+                    raw::Rest::Cancel => self.withdraw_reaching(node, scope),
+                    raw::Rest::Wait => {
+                        if !owed.is_empty()
+                            && let Some(sc) = self.inst.scopes.get_mut(&scope)
+                        {
+                            sc.gates.insert(node.to_owned(), owed);
+                        }
+                    }
+                }
+                let ids: Vec<u64> = picked.iter().map(|(_, id)| *id).collect();
+                self.merge(node, &ids);
+            }
+        }
+    }
+
+    /// Before a failed complex gateway is resolved by hand: the other tokens of
+    /// its round (one per incoming flow, waiting there) go through with it.
+    /// Returns the failed token's index again.
+    fn take_round(&mut self, i: usize) -> usize {
+        let (id, node, scope) = {
+            let t = &self.inst.tokens[i];
+            (t.id, t.node.clone(), t.scope)
+        };
+        if !matches!(self.m.node(&node), Some(Node::Complex(_))) {
+            return i;
+        }
+        let mut seen: Vec<String> = self.inst.tokens[i].from.iter().cloned().collect();
+        let mut round = Vec::new();
+        let mut waiting: Vec<&Token> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
+            .collect();
+        waiting.sort_by_key(|t| t.id);
+        for t in waiting {
+            if let Some(f) = &t.from
+                && !seen.contains(f)
+            {
+                seen.push(f.clone());
+                round.push(t.id);
+            }
+        }
+        self.inst.tokens.retain(|t| !round.contains(&t.id));
+        self.token_index(id).unwrap_or(i)
+    }
+
+    /// Withdraws every token of `scope` (but those at `node`) that can still
+    /// reach `node`: the branches a cancelling complex gateway no longer needs.
+    fn withdraw_reaching(&mut self, node: &str, scope: u64) {
+        let doomed: Vec<u64> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.scope == scope && t.node != node && self.reaches(&t.node, node))
+            .map(|t| t.id)
+            .collect();
+        for id in doomed {
+            self.interrupt(id, None);
+            if let Some(i) = self.token_index(id)
+                && let TokenState::Incident { activity, .. } = self.inst.tokens[i].state
+            {
+                self.actions.push(Action::CloseIncident {
+                    activity,
+                    how: "withdrawn".into(),
+                    actor: None,
+                });
+            }
+            self.inst.tokens.retain(|t| t.id != id);
+        }
     }
 
     /// An inclusive join fires when no other live token of its scope can still reach it.

@@ -59,6 +59,11 @@ pub struct Scope {
     /// in order of completion (BPML compensate undoes them in reverse).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<Compensable>,
+    /// Complex gateways of this scope that fired and wait for their other
+    /// branches (`rest: wait`): by gateway, the incoming flows (the node each
+    /// comes from) still to be absorbed before the next round.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<String, Vec<String>>,
 }
 
 impl Scope {
@@ -70,6 +75,7 @@ impl Scope {
             vars,
             run: None,
             done: Vec::new(),
+            gates: BTreeMap::new(),
         }
     }
 }
