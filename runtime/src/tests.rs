@@ -888,7 +888,10 @@ fn retry_reruns_a_failed_job_with_new_retries() {
 
 mod generated {
     //! Property test: random structured graphs run to completion without losing a
-    //! token, and every activity instance that started also ended.
+    //! token, and every activity instance that started also ended. The graphs
+    //! nest gateways, multi-instance subprocesses (sequential and parallel, their
+    //! bodies with joins of their own) and subprocesses whose body may raise an
+    //! error that a boundary event on the subprocess catches.
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -903,6 +906,12 @@ mod generated {
         Xor(Vec<Block>),
         And(Vec<Block>),
         Or(Vec<Block>),
+        /// A multi-instance subprocess over `count` runs around the block.
+        Multi(Box<Block>, u8, bool),
+        /// A subprocess (multi-instance when `Some(count)`) whose body runs the
+        /// block and then, when `k % 3 == 0`, raises an error its boundary
+        /// catches.
+        Raise(Box<Block>, Option<u8>),
     }
 
     fn block() -> impl Strategy<Value = Block> {
@@ -912,7 +921,13 @@ mod generated {
                 prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Seq),
                 prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Xor),
                 prop::collection::vec(inner.clone(), 2..4).prop_map(Block::And),
-                prop::collection::vec(inner, 1..4).prop_map(Block::Or),
+                prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Or),
+                (inner.clone(), 0u8..3, any::<bool>()).prop_map(|(b, n, par)| Block::Multi(
+                    Box::new(b),
+                    n,
+                    par
+                )),
+                (inner, prop::option::of(1u8..3)).prop_map(|(b, n)| Block::Raise(Box::new(b), n)),
             ]
         })
     }
@@ -920,6 +935,8 @@ mod generated {
     struct Gen {
         yaml: String,
         n: usize,
+        /// The indentation of this level's node entries.
+        pad: String,
     }
 
     impl Gen {
@@ -927,25 +944,60 @@ mod generated {
             self.n += 1;
             format!("{p}{}", self.n)
         }
+
+        /// Emits `b` as the body of a subprocess node `id` (with `extra` lines
+        /// such as `multi` or `boundary`) that continues to `next`.
+        fn scope(&mut self, id: &str, b: &Block, raise: bool, extra: &[String], next: &str) {
+            let mut inner = Gen {
+                yaml: String::new(),
+                n: self.n,
+                pad: format!("{}    ", self.pad),
+            };
+            let end = inner.id("z");
+            let _ = writeln!(inner.yaml, "{}{end}: {{type: end}}", inner.pad);
+            let after = if raise {
+                let (check, boom) = (inner.id("c"), inner.id("x"));
+                let _ = writeln!(
+                    inner.yaml,
+                    "{p}{boom}: {{type: end, error: FAIL}}\n{p}{check}:\n{p}  type: exclusive\n{p}  branches: [{{when: k % 3 == 0, to: {boom}}}]\n{p}  default: {end}",
+                    p = inner.pad
+                );
+                check
+            } else {
+                end
+            };
+            let entry = inner.emit(b, &after);
+            self.n = inner.n;
+            let p = &self.pad;
+            let _ = writeln!(
+                self.yaml,
+                "{p}{id}:\n{p}  type: subprocess\n{p}  start: {entry}\n{p}  next: {next}"
+            );
+            for line in extra {
+                let _ = writeln!(self.yaml, "{p}  {line}");
+            }
+            let _ = writeln!(self.yaml, "{p}  nodes:\n{}", inner.yaml.trim_end());
+        }
         /// Emits `b` so that it continues to `next`; returns its entry node.
         fn emit(&mut self, b: &Block, next: &str) -> String {
             match b {
                 Block::Empty => {
                     let id = self.id("e");
-                    let _ = writeln!(self.yaml, "  {id}: {{type: empty, next: {next}}}");
+                    let _ = writeln!(self.yaml, "{}{id}: {{type: empty, next: {next}}}", self.pad);
                     id
                 }
                 Block::Assign => {
                     let id = self.id("a");
                     let _ = writeln!(
                         self.yaml,
-                        "  {id}: {{type: assign, set: {{k: =k + 1}}, next: {next}}}"
+                        "{}{id}: {{type: assign, set: {{k: =k + 1}}, next: {next}}}",
+                        self.pad
                     );
                     id
                 }
                 Block::Task => {
                     let id = self.id("t");
-                    let _ = writeln!(self.yaml, "  {id}: {{type: user, next: {next}}}");
+                    let _ = writeln!(self.yaml, "{}{id}: {{type: user, next: {next}}}", self.pad);
                     id
                 }
                 Block::Seq(items) => {
@@ -962,32 +1014,57 @@ mod generated {
                     let inclusive = matches!(b, Block::Or(_));
                     let kind = if inclusive { "inclusive" } else { "exclusive" };
                     let (split, join) = (self.id("s"), self.id("j"));
-                    let _ = writeln!(self.yaml, "  {join}: {{type: {kind}, next: {next}}}");
+                    let p = self.pad.clone();
+                    let _ = writeln!(self.yaml, "{p}{join}: {{type: {kind}, next: {next}}}");
                     let entries: Vec<String> =
                         items.iter().map(|it| self.emit(it, &join)).collect();
-                    let _ = writeln!(self.yaml, "  {split}:\n    type: {kind}\n    branches:");
+                    let _ = writeln!(self.yaml, "{p}{split}:\n{p}  type: {kind}\n{p}  branches:");
                     for (i, e) in entries.iter().enumerate().skip(1) {
                         let _ = writeln!(
                             self.yaml,
-                            "      - {{when: k % {} == {}, to: {e}}}",
+                            "{p}    - {{when: k % {} == {}, to: {e}}}",
                             i + 1,
                             i % (i + 1)
                         );
                     }
-                    let _ = writeln!(self.yaml, "    default: {}", entries[0]);
+                    let _ = writeln!(self.yaml, "{p}  default: {}", entries[0]);
                     split
                 }
                 Block::And(items) => {
                     let (split, join) = (self.id("p"), self.id("q"));
-                    let _ = writeln!(self.yaml, "  {join}: {{type: parallel, next: {next}}}");
+                    let p = self.pad.clone();
+                    let _ = writeln!(self.yaml, "{p}{join}: {{type: parallel, next: {next}}}");
                     let entries: Vec<String> =
                         items.iter().map(|it| self.emit(it, &join)).collect();
                     let _ = writeln!(
                         self.yaml,
-                        "  {split}: {{type: parallel, next: [{}]}}",
+                        "{p}{split}: {{type: parallel, next: [{}]}}",
                         entries.join(", ")
                     );
                     split
+                }
+                Block::Multi(inner, count, parallel) => {
+                    let id = self.id("m");
+                    let multi = format!("multi: {{count: \"{count}\", parallel: {parallel}}}");
+                    self.scope(&id, inner, false, &[multi], next);
+                    id
+                }
+                Block::Raise(inner, count) => {
+                    // The normal and the error path meet in a merge, as a
+                    // designer would draw them (a parallel join cannot wait for
+                    // both: only one of them is taken).
+                    let (id, merge) = (self.id("r"), self.id("g"));
+                    let _ = writeln!(
+                        self.yaml,
+                        "{}{merge}: {{type: exclusive, next: {next}}}",
+                        self.pad
+                    );
+                    let mut extra = vec![format!("boundary: [{{error: FAIL, to: {merge}}}]")];
+                    if let Some(n) = count {
+                        extra.push(format!("multi: {{count: \"{n}\", parallel: true}}"));
+                    }
+                    self.scope(&id, inner, true, &extra, &merge);
+                    id
                 }
             }
         }
@@ -997,6 +1074,7 @@ mod generated {
         let mut g = Gen {
             yaml: String::new(),
             n: 0,
+            pad: "  ".to_owned(),
         };
         let _ = writeln!(g.yaml, "  done: {{type: end}}");
         let entry = g.emit(b, "done");
@@ -1018,15 +1096,31 @@ mod generated {
             let m = Machine::new(&p).expect("supported");
             let clock = ManualClock::new(friday());
             let (mut inst, mut all) = m.start("g".into(), 1, None, vars(json!({"k": k})), &clock).expect("starts");
+            let closed = |actions: &[Action]| -> Vec<u64> {
+                actions
+                    .iter()
+                    .filter_map(|x| match x {
+                        Action::CloseTask { activity, .. } => Some(*activity),
+                        _ => None,
+                    })
+                    .collect()
+            };
             let mut open: Vec<u64> = tasks(&all).iter().map(|t| t.activity).collect();
+            open.retain(|o| !closed(&all).contains(o));
             let mut rounds = 0;
             while let Some(a) = open.pop() {
                 rounds += 1;
                 prop_assert!(rounds < 1000);
-                let (next, actions) = m
-                    .apply(&inst, Command::CompleteTask { activity: a, variables: Vars::new(), actor: None }, &clock)
-                    .expect("completes");
+                let applied = m.apply(&inst, Command::CompleteTask { activity: a, variables: Vars::new(), actor: None }, &clock);
+                let (next, actions) = match applied {
+                    Ok(r) => r,
+                    Err(e) => return Err(TestCaseError::fail(format!("task {a}: {e}\n{yaml}\n{all:#?}"))),
+                };
                 open.extend(tasks(&actions).iter().map(|t| t.activity));
+                // A task closed by something else (a run cancelled by an error
+                // caught on its activity) is no longer there to complete.
+                let gone = closed(&actions);
+                open.retain(|o| !gone.contains(o));
                 all.extend(actions);
                 inst = next;
             }
