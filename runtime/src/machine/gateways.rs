@@ -1,0 +1,329 @@
+//! Gateways: splits, and the joins (parallel, inclusive, complex) that count
+//! the tokens of their own scope instance.
+
+use super::*;
+
+impl<'m, 'p> Step<'m, 'p> {
+    /// Exclusive (first match) or inclusive (every match) split.
+    pub(super) fn split(
+        &mut self,
+        i: usize,
+        a: u64,
+        branches: &[raw::Branch],
+        default: Option<&str>,
+        first_only: bool,
+    ) {
+        let scope = self.inst.tokens[i].scope;
+        let vars = self.inst.visible_vars(scope);
+        let ev = Evaluator::new(self.m.process, &vars);
+        let mut targets = Vec::new();
+        for b in branches {
+            match ev.condition(&b.when.0) {
+                Ok(true) => {
+                    targets.push(b.to.clone());
+                    if first_only {
+                        break;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return self.incident(i, a, e.to_string()),
+            }
+        }
+        if targets.is_empty() {
+            match default {
+                Some(d) => targets.push(d.to_owned()),
+                None => {
+                    let node = self.inst.tokens[i].node.clone();
+                    return self.incident(
+                        i,
+                        a,
+                        format!("no branch matched at gateway `{node}`, and it has no default"),
+                    );
+                }
+            }
+        }
+        self.history(
+            a,
+            &self.inst.tokens[i].node.clone(),
+            Lifecycle::Completing,
+            None,
+        );
+        self.history(
+            a,
+            &self.inst.tokens[i].node.clone(),
+            Lifecycle::Completed,
+            None,
+        );
+        self.leave(i, &targets);
+    }
+
+    /// A parallel join fires when a token of its scope instance has arrived
+    /// from every incoming flow: runs of a multi-instance body, or of an event
+    /// subprocess, each join their own tokens only.
+    pub(super) fn fire_parallel_join(&mut self, node: &str, scope: u64) {
+        let mut picked = Vec::new();
+        for p in self.m.process.graph.predecessors(node) {
+            match self.inst.tokens.iter().position(|t| {
+                t.node == node
+                    && t.scope == scope
+                    && t.state == TokenState::Joining
+                    && t.from.as_deref() == Some(p)
+                    && !picked.contains(&t.id)
+            }) {
+                Some(idx) => picked.push(self.inst.tokens[idx].id),
+                None => return,
+            }
+        }
+        self.merge(node, &picked);
+    }
+
+    /// A complex gateway: token `arrived` has just come to `node` in `scope`.
+    ///
+    /// After a round fired with `rest: wait`, a token from a flow still owed is
+    /// absorbed; once every owed flow has delivered, the next round begins with
+    /// the tokens that came early for it. In a round, one token per incoming
+    /// flow counts (`arrived`), and when `activation` holds one token goes on;
+    /// with `rest: cancel` every other token of the scope that can still reach
+    /// the gateway is withdrawn.
+    pub(super) fn fire_complex(&mut self, node: &str, c: &raw::Complex, scope: u64, arrived: u64) {
+        let incoming: Vec<String> = self
+            .m
+            .process
+            .graph
+            .predecessors(node)
+            .map(str::to_owned)
+            .collect();
+        if let Some(owed) = self.inst.scopes.get(&scope).and_then(|s| s.gates.get(node)) {
+            let from = self
+                .token_index(arrived)
+                .and_then(|i| self.inst.tokens[i].from.clone());
+            let Some(pos) = from.and_then(|f| owed.iter().position(|o| *o == f)) else {
+                return; // from a flow already heard this round: it waits for the next
+            };
+            let mut owed = owed.clone();
+            owed.remove(pos);
+            self.inst.tokens.retain(|t| t.id != arrived);
+            if let Some(sc) = self.inst.scopes.get_mut(&scope) {
+                if owed.is_empty() {
+                    sc.gates.remove(node);
+                } else {
+                    sc.gates.insert(node.to_owned(), owed);
+                }
+            }
+            if self
+                .inst
+                .scopes
+                .get(&scope)
+                .is_some_and(|s| s.gates.contains_key(node))
+            {
+                return self.scope_maybe_done(scope);
+            }
+            // The round is over: tokens that came early start the next one.
+            if !self
+                .inst
+                .tokens
+                .iter()
+                .any(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
+            {
+                return self.scope_maybe_done(scope);
+            }
+        }
+        // This round: the oldest waiting token of each incoming flow.
+        let mut picked: Vec<(String, u64)> = Vec::new();
+        let mut waiting: Vec<&Token> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
+            .collect();
+        waiting.sort_by_key(|t| t.id);
+        for t in waiting {
+            if let Some(f) = &t.from
+                && !picked.iter().any(|(p, _)| p == f)
+            {
+                picked.push((f.clone(), t.id));
+            }
+        }
+        if picked.is_empty() {
+            return;
+        }
+        let mut vars = self.inst.visible_vars(scope);
+        vars.insert("arrived".into(), Value::from(picked.len()));
+        vars.insert("total".into(), Value::from(incoming.len()));
+        let fire = Evaluator::new(self.m.process, &vars).condition(&c.activation.0);
+        let at = picked.last().map_or(arrived, |(_, id)| *id);
+        match fire {
+            Err(e) => {
+                if let Some(i) = self.token_index(at) {
+                    let a = self.id();
+                    self.history(a, node, Lifecycle::Ready, None);
+                    self.incident(i, a, format!("the `activation` condition: {e}"));
+                }
+            }
+            Ok(false) if picked.len() >= incoming.len() => {
+                if let Some(i) = self.token_index(at) {
+                    let a = self.id();
+                    self.history(a, node, Lifecycle::Ready, None);
+                    self.incident(
+                        i,
+                        a,
+                        format!(
+                            "every incoming flow has arrived and `activation` ({}) still does not hold: this round can never fire",
+                            c.activation.0.trim()
+                        ),
+                    );
+                }
+            }
+            Ok(false) => {}
+            Ok(true) => {
+                let owed: Vec<String> = incoming
+                    .iter()
+                    .filter(|f| !picked.iter().any(|(p, _)| p == *f))
+                    .cloned()
+                    .collect();
+                match c.rest {
+                    raw::Rest::Cancel => self.withdraw_reaching(node, scope),
+                    raw::Rest::Wait => {
+                        if !owed.is_empty()
+                            && let Some(sc) = self.inst.scopes.get_mut(&scope)
+                        {
+                            sc.gates.insert(node.to_owned(), owed);
+                        }
+                    }
+                }
+                let ids: Vec<u64> = picked.iter().map(|(_, id)| *id).collect();
+                self.merge(node, &ids);
+            }
+        }
+    }
+
+    /// Before a failed complex gateway is resolved by hand: the other tokens of
+    /// its round (one per incoming flow, waiting there) go through with it.
+    /// Returns the failed token's index again.
+    pub(super) fn take_round(&mut self, i: usize) -> usize {
+        let (id, node, scope) = {
+            let t = &self.inst.tokens[i];
+            (t.id, t.node.clone(), t.scope)
+        };
+        if !matches!(self.m.node(&node), Some(Node::Complex(_))) {
+            return i;
+        }
+        let mut seen: Vec<String> = self.inst.tokens[i].from.iter().cloned().collect();
+        let mut round = Vec::new();
+        let mut waiting: Vec<&Token> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
+            .collect();
+        waiting.sort_by_key(|t| t.id);
+        for t in waiting {
+            if let Some(f) = &t.from
+                && !seen.contains(f)
+            {
+                seen.push(f.clone());
+                round.push(t.id);
+            }
+        }
+        self.inst.tokens.retain(|t| !round.contains(&t.id));
+        self.token_index(id).unwrap_or(i)
+    }
+
+    /// Withdraws every token of `scope` (but those at `node`) that can still
+    /// reach `node`: the branches a cancelling complex gateway no longer needs.
+    pub(super) fn withdraw_reaching(&mut self, node: &str, scope: u64) {
+        let doomed: Vec<u64> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.scope == scope && t.node != node && self.reaches(&t.node, node))
+            .map(|t| t.id)
+            .collect();
+        for id in doomed {
+            self.interrupt(id, None);
+            if let Some(i) = self.token_index(id)
+                && let TokenState::Incident { activity, .. } = self.inst.tokens[i].state
+            {
+                self.actions.push(Action::CloseIncident {
+                    activity,
+                    how: "withdrawn".into(),
+                    actor: None,
+                });
+            }
+            self.inst.tokens.retain(|t| t.id != id);
+        }
+    }
+
+    /// An inclusive join fires when no other live token of its scope can still reach it.
+    ///
+    /// A token waiting at another join upstream still counts: that join will fire
+    /// later and send its token here. The one exception is a join this one also
+    /// reaches (the two lie on a cycle); counting it would make each wait for the
+    /// other forever, so it is ignored, as BPMN's OR-join semantics prescribe.
+    pub(super) fn fire_inclusive_join(&mut self) -> bool {
+        let joining: Vec<(String, u64)> = self
+            .inst
+            .tokens
+            .iter()
+            .filter(|t| t.state == TokenState::Joining)
+            .filter(|t| matches!(self.m.node(&t.node), Some(Node::Inclusive(_))))
+            .map(|t| (t.node.clone(), t.scope))
+            .collect();
+        for (node, scope) in joining {
+            let blocked = self.inst.tokens.iter().any(|t| {
+                t.scope == scope
+                    && t.node != node
+                    && self.reaches(&t.node, &node)
+                    && !(t.state == TokenState::Joining && self.reaches(&node, &t.node))
+            });
+            if !blocked {
+                let ids: Vec<u64> = self
+                    .inst
+                    .tokens
+                    .iter()
+                    .filter(|t| {
+                        t.node == node && t.scope == scope && t.state == TokenState::Joining
+                    })
+                    .map(|t| t.id)
+                    .collect();
+                self.merge(&node, &ids);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a flow path leads from `from` to `to`.
+    pub(super) fn reaches(&self, from: &str, to: &str) -> bool {
+        let g = &self.m.process.graph;
+        let (Some(&a), Some(&b)) = (g.index.get(from), g.index.get(to)) else {
+            return false;
+        };
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([a]);
+        while let Some(n) = queue.pop_front() {
+            if n == b {
+                return true;
+            }
+            if seen.insert(n) {
+                queue.extend(g.graph.neighbors(n));
+            }
+        }
+        false
+    }
+
+    /// Consumes the joined tokens and lets one through the gateway.
+    pub(super) fn merge(&mut self, node: &str, ids: &[u64]) {
+        let Some(&keep) = ids.first() else { return };
+        self.inst
+            .tokens
+            .retain(|t| t.id == keep || !ids.contains(&t.id));
+        let Some(i) = self.inst.tokens.iter().position(|t| t.id == keep) else {
+            return;
+        };
+        let a = self.id();
+        self.history(a, node, Lifecycle::Ready, None);
+        self.history(a, node, Lifecycle::Active, None);
+        self.complete(i, a, None);
+    }
+}

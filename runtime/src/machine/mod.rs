@@ -1,0 +1,796 @@
+//! The pure state machine: `(instance, command, clock) → (instance, actions)`.
+//!
+//! A command runs the instance to its next wait state: every automatic step (assign,
+//! gateways, ends, scope changes) happens inside the one call, and the call returns
+//! the new state together with what the outside world must do (history rows, tasks
+//! to open, jobs to run, incidents). Nothing here does I/O, so the store can apply
+//! the result in one transaction, and tests can check every step.
+
+use super::Clock;
+use super::eval::Evaluator;
+use super::form;
+use super::state::*;
+use chrono::{DateTime, Utc};
+use ordo_model::calendar::Calendars;
+use ordo_model::raw::{self, Node};
+use ordo_model::{Process, timer};
+use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
+
+mod calls;
+mod compensation;
+mod due;
+mod events;
+mod gateways;
+mod multi;
+mod raising;
+mod scopes;
+mod stepping;
+
+pub use due::{add_iso, next_due};
+
+/// Largest serialized size of an instance's variables.
+pub const MAX_VARIABLES_BYTES: usize = 1024 * 1024;
+/// Most automatic steps one command may take before the instance is stopped with an
+/// incident (an endless loop of automatic steps).
+pub const MAX_STEPS: usize = 10_000;
+/// Default guard of a `loop` node.
+pub const DEFAULT_MAX_ITERATIONS: u32 = 1000;
+/// Most runs of one multi-instance activity.
+pub const MAX_RUNS: usize = 10_000;
+
+/// Where a run's token comes from when only its `output` is left to evaluate
+/// (after an incident on it): not a node id, which cannot hold `#`.
+const RUN_OUTPUT: &str = "#output";
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The process uses a construct this runtime does not run yet.
+    #[error("node `{node}` uses {what}, which the runtime does not run yet")]
+    Unsupported {
+        /// The node.
+        node: String,
+        /// The construct.
+        what: String,
+    },
+    /// The instance has ended.
+    #[error("the instance is {0:?}, not active")]
+    NotActive(InstanceStatus),
+    /// No waiting activity has this id.
+    #[error("activity {0} is not waiting in this instance")]
+    UnknownActivity(u64),
+    /// The activity waits for something else.
+    #[error("activity {activity} is a {actual}, not a {expected}")]
+    WrongActivity {
+        /// The activity.
+        activity: u64,
+        /// What the command expected.
+        expected: &'static str,
+        /// What it is.
+        actual: &'static str,
+    },
+    /// The submitted form has errors, one per field.
+    #[error("the form has {} error(s)", .0.len())]
+    Form(Vec<form::FieldError>),
+    /// Start variables do not match their declarations.
+    #[error("invalid variables: {}", .0.join("; "))]
+    Variables(Vec<String>),
+    /// The variables grew past the limit.
+    #[error("the variables take {size} bytes; the limit is {MAX_VARIABLES_BYTES}")]
+    TooLarge {
+        /// Their size.
+        size: usize,
+    },
+    /// The process has no start event the API can use.
+    #[error("process `{0}` has no start event without a trigger to start it by call")]
+    NoCallStart(String),
+    /// The process has no start event of this id.
+    #[error("process `{process}` has no start event `{event}`")]
+    UnknownStart {
+        /// The process.
+        process: String,
+        /// The start event asked for.
+        event: String,
+    },
+    /// The instance no longer waits for this event (it fired, or its activity ended).
+    #[error("the instance does not wait for event {0}")]
+    UnknownSubscription(u64),
+    /// No incident holds this activity.
+    #[error("activity {0} has no open incident")]
+    NoIncident(u64),
+    /// An error or escalation from a called instance that the caller does not catch
+    /// either (it stays with the child).
+    #[error("nothing in the caller catches `{0}`")]
+    Uncaught(String),
+}
+
+/// A command for an existing instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A person completes a user task with the form's values.
+    CompleteTask {
+        /// The task's activity instance.
+        activity: u64,
+        /// The submitted values.
+        variables: Vars,
+        /// Who.
+        actor: Option<String>,
+    },
+    /// A job (service call) finished.
+    CompleteJob {
+        /// The job's activity instance.
+        activity: u64,
+        /// What the action returned.
+        result: Value,
+    },
+    /// A job failed for good (its retries are spent): an incident.
+    FailJob {
+        /// The job's activity instance.
+        activity: u64,
+        /// Why.
+        message: String,
+    },
+    /// A job raised a business error (BPML fault): it goes to a boundary `error`
+    /// event on the service task or an enclosing activity, or becomes an incident.
+    JobError {
+        /// The job's activity instance.
+        activity: u64,
+        /// The error code.
+        code: String,
+        /// Details, kept with the incident when nothing catches it.
+        message: String,
+    },
+    /// A message, timer or signal the instance waits for has come.
+    Trigger {
+        /// The subscription's id.
+        subscription: u64,
+        /// The message's or signal's variables (empty for a timer).
+        variables: Vars,
+    },
+    /// An admin runs a failed step again, after setting `variables`: a service task's
+    /// job with `retries` fresh retries; any other node is entered again.
+    Retry {
+        /// The activity the incident holds.
+        activity: u64,
+        /// Retries for a service task's job (default: the task's own).
+        retries: Option<u32>,
+        /// Variables to set first (the fix).
+        variables: Vars,
+        /// Who.
+        actor: Option<String>,
+    },
+    /// An admin marks a failed step as done by hand: the path goes on after it.
+    Resolve {
+        /// The activity the incident holds.
+        activity: u64,
+        /// Variables to set (what the step would have produced).
+        variables: Vars,
+        /// Who.
+        actor: Option<String>,
+    },
+    /// Cancel the instance.
+    Cancel {
+        /// Who.
+        actor: Option<String>,
+    },
+    /// The instance a spawn activity asked for has started: the spawn completes.
+    ChildStarted {
+        /// The spawn activity instance.
+        activity: u64,
+    },
+    /// The instance a call activity waits for has ended: on completion the call
+    /// completes, writing its `out` mappings (over the child's variables); a
+    /// cancelled child leaves an incident on the call.
+    ChildEnded {
+        /// The call activity instance.
+        activity: u64,
+        /// The child's id.
+        child: String,
+        /// How it ended.
+        status: InstanceStatus,
+        /// Its process variables.
+        variables: Vars,
+    },
+    /// A called instance raised an error or escalation it did not catch: it goes to
+    /// the call activity's boundary events and outward. Refused with
+    /// [`Error::Uncaught`] when nothing here catches it.
+    ChildRaised {
+        /// The call activity instance.
+        activity: u64,
+        /// The code.
+        code: String,
+        /// An error (true) or an escalation.
+        error: bool,
+    },
+    /// A call or spawn could not start its instance: an incident on the activity.
+    CallFailed {
+        /// The call or spawn activity instance.
+        activity: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Default retries of a service task's job after its first attempt.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Default delay before a job's first retry; each further retry doubles it.
+pub const DEFAULT_BACKOFF_MS: u64 = 10_000;
+
+/// Runs instances of one process. Cheap to make: it reads the nodes and flows from
+/// the process's graph, built once when the definition was loaded.
+#[derive(Debug)]
+pub struct Machine<'p> {
+    process: &'p Process,
+    calendars: &'p Calendars,
+}
+
+static DEFAULT_CALENDARS: std::sync::LazyLock<Calendars> =
+    std::sync::LazyLock::new(Calendars::default);
+
+impl<'p> Machine<'p> {
+    /// Prepares `process`. Every construct of the format runs; the `Result` is kept
+    /// so a future construct can be refused up front ([`Error::Unsupported`]).
+    pub fn new(process: &'p Process) -> Result<Self, Error> {
+        Ok(Machine {
+            process,
+            calendars: &DEFAULT_CALENDARS,
+        })
+    }
+
+    /// Uses these working calendars for business-day timers (default: Monday to
+    /// Friday only).
+    #[must_use]
+    pub fn with_calendars(mut self, calendars: &'p Calendars) -> Self {
+        self.calendars = calendars;
+        self
+    }
+
+    fn node(&self, id: &str) -> Option<&'p Node> {
+        self.process.node(id)
+    }
+
+    /// Starts an instance through the process's call start event.
+    pub fn start(
+        &self,
+        id: String,
+        version: u32,
+        business_key: Option<String>,
+        variables: Vars,
+        clock: &dyn Clock,
+    ) -> Result<(Instance, Vec<Action>), Error> {
+        self.start_by(None, id, version, business_key, variables, clock)
+    }
+
+    /// Starts an instance through start event `event` (a message, timer or signal
+    /// start), or the call start event when `None`.
+    pub fn start_by(
+        &self,
+        event: Option<&str>,
+        id: String,
+        version: u32,
+        business_key: Option<String>,
+        variables: Vars,
+        clock: &dyn Clock,
+    ) -> Result<(Instance, Vec<Action>), Error> {
+        self.start_child(event, id, version, business_key, variables, None, clock)
+    }
+
+    /// Starts an instance as [`Machine::start_by`] does, as the child of `parent`
+    /// (a call or spawn activity in another instance) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_child(
+        &self,
+        event: Option<&str>,
+        id: String,
+        version: u32,
+        business_key: Option<String>,
+        mut variables: Vars,
+        parent: Option<ParentLink>,
+        clock: &dyn Clock,
+    ) -> Result<(Instance, Vec<Action>), Error> {
+        let def = &self.process.def;
+        let start = match event {
+            None => def
+                .start
+                .iter()
+                .find(|s| {
+                    s.call == Some(true)
+                        || (s.call.is_none()
+                            && s.message.is_none()
+                            && s.timer.is_none()
+                            && s.signal.is_none())
+                })
+                .ok_or_else(|| Error::NoCallStart(def.id.clone()))?,
+            Some(e) => def
+                .start
+                .iter()
+                .find(|s| s.id == e)
+                .ok_or_else(|| Error::UnknownStart {
+                    process: def.id.clone(),
+                    event: e.to_owned(),
+                })?,
+        };
+        let problems = declare(&def.variables, &mut variables);
+        if !problems.is_empty() {
+            return Err(Error::Variables(problems));
+        }
+        let now = clock.now();
+        let mut inst = Instance {
+            id,
+            process: def.id.clone(),
+            process_version: version,
+            business_key,
+            status: InstanceStatus::Active,
+            version: 1,
+            scopes: [(0, Scope::new(None, None, variables))].into(),
+            tokens: vec![Token {
+                id: 1,
+                node: start.next.clone(),
+                scope: 0,
+                from: Some(start.id.clone()),
+                state: TokenState::Arriving,
+            }],
+            parent,
+            subscriptions: Vec::new(),
+            next_id: 2,
+            started_at: now,
+            ended_at: None,
+        };
+        let mut step = Step::new(self, &mut inst, now);
+        step.history(0, &start.id, Lifecycle::Completed, None);
+        // An event subprocess whose key or timer cannot be computed from the start
+        // variables refuses the start, as a missing required variable does.
+        step.arm_event_subprocesses(0)
+            .map_err(|e| Error::Variables(vec![e]))?;
+        step.run();
+        let actions = step.actions;
+        check_size(&inst)?;
+        Ok((inst, actions))
+    }
+
+    /// Applies `cmd` to `inst`, returning the new state and the actions. On error the
+    /// instance is unchanged.
+    pub fn apply(
+        &self,
+        inst: &Instance,
+        cmd: Command,
+        clock: &dyn Clock,
+    ) -> Result<(Instance, Vec<Action>), Error> {
+        if inst.status != InstanceStatus::Active {
+            return Err(Error::NotActive(inst.status));
+        }
+        let mut next = inst.clone();
+        let now = clock.now();
+        let mut step = Step::new(self, &mut next, now);
+        match cmd {
+            Command::CompleteTask {
+                activity,
+                variables,
+                actor,
+            } => {
+                let i = step.waiting(activity, "user task")?;
+                let node = step.inst.tokens[i].node.clone();
+                let mut variables = variables;
+                if let Some(Node::User(u)) = self.node(&node) {
+                    let errors = form::validate(&u.form, &variables);
+                    if !errors.is_empty() {
+                        return Err(Error::Form(errors));
+                    }
+                    // A field left out takes its default (an `=expression` is
+                    // evaluated now), so later steps can rely on the variable.
+                    let scope = step.inst.tokens[i].scope;
+                    let visible = step.inst.visible_vars(scope);
+                    let ev = Evaluator::new(self.process, &visible);
+                    for (name, field) in &u.form {
+                        if let Some(d) = &field.default
+                            && !variables.contains_key(name)
+                            && let Ok(v) = ev.value(d)
+                        {
+                            variables.insert(name.clone(), v);
+                        }
+                    }
+                    if let Some(var) = &u.completed_by {
+                        variables.insert(
+                            var.clone(),
+                            actor.clone().map_or(Value::Null, Value::String),
+                        );
+                    }
+                }
+                step.set_vars_or_refuse(i, variables)?;
+                step.actions.push(Action::CloseTask {
+                    activity,
+                    state: Lifecycle::Completed,
+                });
+                step.complete(i, activity, actor);
+            }
+            Command::CompleteJob { activity, result } => {
+                let i = step.waiting(activity, "job")?;
+                let node = step.inst.tokens[i].node.clone();
+                let scope = step.inst.tokens[i].scope;
+                let written = match self.node(&node) {
+                    Some(Node::Service(s)) => step.write_job_result(s, scope, result),
+                    _ => Ok(()),
+                };
+                match written {
+                    Ok(()) => step.complete(i, activity, None),
+                    Err(message) => step.incident(i, activity, message),
+                }
+            }
+            Command::FailJob { activity, message } => {
+                let i = step.waiting(activity, "job")?;
+                step.incident(i, activity, message);
+            }
+            Command::JobError {
+                activity,
+                code,
+                message,
+            } => {
+                let i = step.waiting(activity, "job")?;
+                let id = step.inst.tokens[i].id;
+                step.raise(
+                    id,
+                    activity,
+                    &code,
+                    Raised::Error { detail: message },
+                    true,
+                    true,
+                );
+            }
+            Command::Trigger {
+                subscription,
+                variables,
+            } => {
+                let sub = step
+                    .inst
+                    .subscriptions
+                    .iter()
+                    .find(|s| s.id == subscription)
+                    .cloned()
+                    .ok_or(Error::UnknownSubscription(subscription))?;
+                step.fire(&sub, variables);
+            }
+            Command::Retry {
+                activity,
+                retries,
+                variables,
+                actor,
+            } => {
+                let i = step.faulted(activity)?;
+                step.set_vars_or_refuse(i, variables)?;
+                step.actions.push(Action::CloseIncident {
+                    activity,
+                    how: "retried".into(),
+                    actor: actor.clone(),
+                });
+                step.retry(i, activity, retries, actor);
+            }
+            Command::Resolve {
+                activity,
+                variables,
+                actor,
+            } => {
+                let i = step.faulted(activity)?;
+                step.set_vars_or_refuse(i, variables)?;
+                step.actions.push(Action::CloseIncident {
+                    activity,
+                    how: "resolved".into(),
+                    actor: actor.clone(),
+                });
+                let i = step.take_round(i);
+                step.complete(i, activity, actor);
+            }
+            Command::Cancel { actor } => {
+                step.abort_scope_tree(0, actor.as_deref(), false);
+                step.end_instance(InstanceStatus::Cancelled);
+            }
+            Command::ChildStarted { activity } => {
+                let i = step.waiting(activity, "call")?;
+                step.complete(i, activity, None);
+            }
+            Command::ChildEnded {
+                activity,
+                child,
+                status,
+                variables,
+            } => {
+                let i = step.waiting(activity, "call")?;
+                match status {
+                    InstanceStatus::Completed | InstanceStatus::Terminated => {
+                        match step.write_call_outputs(i, variables) {
+                            Ok(()) => step.complete(i, activity, None),
+                            Err(e) => step.incident(i, activity, e),
+                        }
+                    }
+                    InstanceStatus::Cancelled => step.incident(
+                        i,
+                        activity,
+                        format!("the called instance {child} was cancelled"),
+                    ),
+                    InstanceStatus::Active => {}
+                }
+            }
+            Command::ChildRaised {
+                activity,
+                code,
+                error,
+            } => {
+                let i = step.waiting(activity, "call")?;
+                let token = step.inst.tokens[i].id;
+                let raised = if error {
+                    Raised::Error {
+                        detail: String::new(),
+                    }
+                } else {
+                    Raised::Escalation
+                };
+                if !step.raise(token, activity, &code, raised, true, false) {
+                    return Err(Error::Uncaught(code));
+                }
+            }
+            Command::CallFailed { activity, message } => {
+                let i = step.waiting(activity, "call")?;
+                step.incident(i, activity, message);
+            }
+        }
+        step.run();
+        step.finish()
+    }
+}
+
+/// Fills declared defaults into `vars` and checks required variables and types.
+fn declare(decls: &indexmap::IndexMap<String, raw::VariableDef>, vars: &mut Vars) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, d) in decls {
+        match vars.get(name) {
+            None | Some(Value::Null) => {
+                if let Some(def) = &d.default {
+                    vars.insert(name.clone(), def.clone());
+                } else if d.required {
+                    problems.push(format!("{name} is required"));
+                }
+            }
+            Some(_) if d.internal => problems.push(format!(
+                "{name} is set by the process itself; a start may not give it"
+            )),
+            Some(v) => {
+                if let Err(p) = d.check(name, v) {
+                    problems.extend(p);
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn check_size(inst: &Instance) -> Result<(), Error> {
+    let size: usize = inst
+        .scopes
+        .values()
+        .map(|s| serde_json::to_vec(&s.vars).map_or(0, |v| v.len()))
+        .sum();
+    if size > MAX_VARIABLES_BYTES {
+        return Err(Error::TooLarge { size });
+    }
+    Ok(())
+}
+
+/// One command's worth of work on an instance.
+struct Step<'m, 'p> {
+    m: &'m Machine<'p>,
+    inst: &'m mut Instance,
+    now: DateTime<Utc>,
+    actions: Vec<Action>,
+    /// Retries an admin gave to the job of a retried service task.
+    retries: Option<u32>,
+}
+
+/// What a throw or end event sends and raises.
+struct Raises<'n> {
+    message: &'n Option<String>,
+    key: Option<&'n raw::Expr>,
+    payload: &'n raw::Mapping,
+    signal: &'n Option<String>,
+    error: &'n Option<String>,
+    escalation: &'n Option<String>,
+}
+
+/// What [`Step::raise`] raises.
+enum Raised {
+    /// An error (critical): the flow does not go on.
+    Error {
+        /// Details for the incident when nothing catches it.
+        detail: String,
+    },
+    /// An escalation (non-critical).
+    Escalation,
+}
+
+/// A boundary event's id: its own, or `<activity>.boundary<N>`.
+fn boundary_id(host: &str, index: usize, b: &raw::BoundaryEvent) -> String {
+    b.id.clone()
+        .unwrap_or_else(|| format!("{host}.boundary{index}"))
+}
+
+/// A correlation key as text (`null` is no key).
+fn key_text(v: Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+impl<'m, 'p> Step<'m, 'p> {
+    fn new(m: &'m Machine<'p>, inst: &'m mut Instance, now: DateTime<Utc>) -> Self {
+        Step {
+            m,
+            inst,
+            now,
+            actions: Vec::new(),
+            retries: None,
+        }
+    }
+
+    fn finish(self) -> Result<(Instance, Vec<Action>), Error> {
+        self.inst.version += 1;
+        check_size(self.inst)?;
+        Ok((self.inst.clone(), self.actions))
+    }
+
+    fn id(&mut self) -> u64 {
+        let id = self.inst.next_id;
+        self.inst.next_id += 1;
+        id
+    }
+
+    fn history(&mut self, activity: u64, node: &str, state: Lifecycle, actor: Option<&str>) {
+        self.actions.push(Action::History(HistoryEntry {
+            activity,
+            node: node.to_owned(),
+            state,
+            at: self.now,
+            actor: actor.map(str::to_owned),
+        }));
+    }
+
+    /// The index of the token waiting in `activity`, checking what it waits for.
+    fn waiting(&self, activity: u64, expected: &'static str) -> Result<usize, Error> {
+        let i = self
+            .inst
+            .tokens
+            .iter()
+            .position(
+                |t| matches!(t.state, TokenState::Waiting { activity: a, .. } if a == activity),
+            )
+            .ok_or(Error::UnknownActivity(activity))?;
+        let actual = match &self.inst.tokens[i].state {
+            TokenState::Waiting {
+                wait: Wait::Task, ..
+            } => "user task",
+            TokenState::Waiting {
+                wait: Wait::Job, ..
+            } => "job",
+            TokenState::Waiting {
+                wait: Wait::Event, ..
+            } => "event",
+            TokenState::Waiting {
+                wait: Wait::Call, ..
+            } => "call",
+            _ => "scope",
+        };
+        if actual != expected {
+            return Err(Error::WrongActivity {
+                activity,
+                expected,
+                actual,
+            });
+        }
+        Ok(i)
+    }
+
+    /// Writes a variable where it is declared (the nearest scope that has it), else
+    /// in the process scope.
+    ///
+    /// A value that does not fit the variable's declared type is refused (`Err`
+    /// with the reason); `null` always fits.
+    fn set_var(&mut self, scope: u64, name: String, value: Value) -> Result<(), String> {
+        let mut cur = Some(scope);
+        while let Some(s) = cur {
+            let Some(sc) = self.inst.scopes.get(&s) else {
+                break;
+            };
+            let run_local = sc.run.is_some() && !self.declared_above(sc.parent, &name);
+            if sc.vars.contains_key(&name) || sc.parent.is_none() || run_local {
+                let decls = match &sc.node {
+                    _ if sc.run.is_some() => None,
+                    None => Some(&self.m.process.def.variables),
+                    Some(container) => match self.m.node(container) {
+                        Some(Node::Subprocess(sp)) => Some(&sp.variables),
+                        _ => None,
+                    },
+                };
+                if let Some(d) = decls.and_then(|d| d.get(&name))
+                    && let Err(problems) = d.check(&name, &value)
+                {
+                    return Err(problems.join("; "));
+                }
+                if let Some(sc) = self.inst.scopes.get_mut(&s) {
+                    sc.vars.insert(name, value);
+                }
+                return Ok(());
+            }
+            cur = sc.parent;
+        }
+        Ok(())
+    }
+
+    /// Writes a finished job's `result` and `out` variables.
+    fn write_job_result(
+        &mut self,
+        s: &raw::Service,
+        scope: u64,
+        result: Value,
+    ) -> Result<(), String> {
+        if let Some(r) = &s.result {
+            self.set_var(scope, r.clone(), result.clone())?;
+        }
+        if !s.out.is_empty() {
+            let mut vars = self.inst.visible_vars(scope);
+            vars.insert("result".into(), result);
+            let ev = Evaluator::new(self.m.process, &vars);
+            for (k, v) in &s.out {
+                let v = ev.value(v).map_err(|e| e.to_string())?;
+                self.set_var(scope, k.clone(), v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn token_index(&self, id: u64) -> Option<usize> {
+        self.inst.tokens.iter().position(|t| t.id == id)
+    }
+
+    /// The index of the token an open incident holds at `activity`.
+    fn faulted(&self, activity: u64) -> Result<usize, Error> {
+        self.inst
+            .tokens
+            .iter()
+            .position(
+                |t| matches!(t.state, TokenState::Incident { activity: a, .. } if a == activity),
+            )
+            .ok_or(Error::NoIncident(activity))
+    }
+
+    /// Sets submitted variables in the token's scope, refusing the command when one
+    /// does not fit its declared type.
+    fn set_vars_or_refuse(&mut self, i: usize, variables: Vars) -> Result<(), Error> {
+        let scope = self.inst.tokens[i].scope;
+        let problems: Vec<String> = variables
+            .into_iter()
+            .filter_map(|(k, v)| self.set_var(scope, k, v).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Variables(problems))
+        }
+    }
+
+    /// Runs a failed step again: the token enters its node anew.
+    fn retry(&mut self, i: usize, a: u64, retries: Option<u32>, actor: Option<String>) {
+        let node = self.inst.tokens[i].node.clone();
+        self.history(a, &node, Lifecycle::Aborted, actor.as_deref());
+        self.retries = retries;
+        self.inst.tokens[i].state = TokenState::Arriving;
+    }
+
+    fn end_instance(&mut self, status: InstanceStatus) {
+        let subs = std::mem::take(&mut self.inst.subscriptions);
+        self.actions
+            .extend(subs.into_iter().map(Action::Unsubscribe));
+        self.inst.status = status;
+        self.inst.ended_at = Some(self.now);
+        self.actions.push(Action::Ended { status });
+    }
+}

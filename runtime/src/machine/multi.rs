@@ -1,0 +1,244 @@
+//! Multi-instance activities: opening runs, collecting their outputs, the
+//! completion condition.
+
+use super::*;
+
+impl<'m, 'p> Step<'m, 'p> {
+    /// Enters a multi-instance activity: evaluates its items, then opens one run
+    /// (sequential) or every run (parallel), each in a scope of its own that holds
+    /// the item and its index. Boundary events belong to the whole activity.
+    pub(super) fn enter_multi(
+        &mut self,
+        i: usize,
+        node_id: &str,
+        node: &'p Node,
+        mi: &'p raw::MultiInstance,
+    ) {
+        let a = self.id();
+        self.history(a, node_id, Lifecycle::Ready, None);
+        self.history(a, node_id, Lifecycle::Active, None);
+        let scope = self.inst.tokens[i].scope;
+        let vars = self.inst.visible_vars(scope);
+        let ev = Evaluator::new(self.m.process, &vars);
+        let items = match (&mi.items, &mi.count) {
+            (Some(e), _) => match ev.eval(&e.0) {
+                Ok(Value::Array(v)) => Ok(v),
+                Ok(Value::Null) => Ok(Vec::new()),
+                Ok(other) => Err(format!("`items` gave {other}, not a list")),
+                Err(e) => Err(e.to_string()),
+            },
+            (None, Some(e)) => match ev.eval(&e.0) {
+                Ok(Value::Number(n)) => match n.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) if n <= MAX_RUNS => Ok((0..n).map(Value::from).collect()),
+                    _ => Err(format!(
+                        "`count` gave {n}, not a count from 0 to {MAX_RUNS}"
+                    )),
+                },
+                Ok(other) => Err(format!("`count` gave {other}, not a number")),
+                Err(e) => Err(e.to_string()),
+            },
+            (None, None) => Err("`multi` needs `items` or `count`".to_owned()),
+        };
+        let items = match items {
+            Ok(v) if v.len() <= MAX_RUNS => v,
+            Ok(v) => {
+                let n = v.len();
+                return self.incident(
+                    i,
+                    a,
+                    format!("{n} items; a multi-instance activity runs at most {MAX_RUNS}"),
+                );
+            }
+            Err(e) => return self.incident(i, a, e),
+        };
+        let total = items.len();
+        self.inst.tokens[i].state = TokenState::Waiting {
+            activity: a,
+            wait: Wait::Multi {
+                runs: Vec::new(),
+                items,
+                next: 0,
+                completed: 0,
+                outputs: vec![Value::Null; total],
+            },
+        };
+        self.arm_boundaries(i, node_id, node);
+        let token = self.inst.tokens[i].id;
+        if total == 0 {
+            return self.finish_multi(token);
+        }
+        for _ in 0..if mi.parallel { total } else { 1 } {
+            self.open_run(token);
+        }
+    }
+
+    /// Opens the next run of the multi-instance activity that `token` waits in.
+    pub(super) fn open_run(&mut self, token: u64) {
+        let Some(i) = self.token_index(token) else {
+            return;
+        };
+        let node_id = self.inst.tokens[i].node.clone();
+        let Some(mi) = self.m.node(&node_id).and_then(Node::multi) else {
+            return;
+        };
+        let outer = self.inst.tokens[i].scope;
+        let TokenState::Waiting {
+            wait: Wait::Multi { items, next, .. },
+            ..
+        } = &self.inst.tokens[i].state
+        else {
+            return;
+        };
+        let k = *next;
+        let Some(item) = items.get(k).cloned() else {
+            return;
+        };
+        let run = self.id();
+        let id = self.id();
+        if let TokenState::Waiting {
+            wait: Wait::Multi { runs, next, .. },
+            ..
+        } = &mut self.inst.tokens[i].state
+        {
+            runs.push(run);
+            *next = k + 1;
+        }
+        let mut vars = Vars::new();
+        vars.insert(mi.item_var.clone(), item);
+        vars.insert(mi.index.clone(), Value::from(k));
+        let mut sc = Scope::new(Some(node_id.clone()), Some(outer), vars);
+        sc.run = Some(k);
+        self.inst.scopes.insert(run, sc);
+        self.inst.tokens.push(Token {
+            id,
+            node: node_id,
+            scope: run,
+            from: None,
+            state: TokenState::Arriving,
+        });
+    }
+
+    /// A run has finished: its output is kept in item order, and the activity
+    /// completes when every run is done or its completion condition holds (the
+    /// runs still open are then cancelled); a sequential activity opens the next.
+    pub(super) fn run_done(&mut self, run: u64) {
+        let Some(c) = self.container_of(run) else {
+            self.close_scope(run);
+            return;
+        };
+        let token = self.inst.tokens[c].id;
+        let node_id = self.inst.tokens[c].node.clone();
+        let Some(mi) = self.m.node(&node_id).and_then(Node::multi) else {
+            return;
+        };
+        let k = self.inst.scopes.get(&run).and_then(|s| s.run).unwrap_or(0);
+        let output = match &mi.output {
+            None => Ok(Value::Null),
+            Some(e) => {
+                let vars = self.inst.visible_vars(run);
+                Evaluator::new(self.m.process, &vars)
+                    .eval(&e.0)
+                    .map_err(|e| format!("the `output` of run {k}: {e}"))
+            }
+        };
+        let output = match output {
+            Ok(v) => v,
+            Err(e) => {
+                // An incident on this run alone: the other runs go on, and a
+                // retry (or a resolve with the missing variables) evaluates
+                // this run's output again without redoing its work.
+                let a = self.id();
+                let id = self.id();
+                self.inst.tokens.push(Token {
+                    id,
+                    node: node_id.clone(),
+                    scope: run,
+                    from: Some(RUN_OUTPUT.to_owned()),
+                    state: TokenState::Arriving,
+                });
+                let i = self.inst.tokens.len() - 1;
+                self.history(a, &node_id, Lifecycle::Ready, None);
+                return self.incident(i, a, e);
+            }
+        };
+        self.close_scope(run);
+        let outer = self.inst.tokens[c].scope;
+        let TokenState::Waiting {
+            activity: a,
+            wait:
+                Wait::Multi {
+                    runs,
+                    items,
+                    next,
+                    completed,
+                    outputs,
+                },
+        } = &mut self.inst.tokens[c].state
+        else {
+            return;
+        };
+        let a = *a;
+        runs.retain(|r| *r != run);
+        *completed += 1;
+        if let Some(slot) = outputs.get_mut(k) {
+            *slot = output;
+        }
+        let (open, total, started, done) = (runs.len(), items.len(), *next, *completed);
+        let outputs = outputs.clone();
+        let early = match &mi.completion {
+            None => Ok(false),
+            Some(e) => {
+                let mut vars = self.inst.visible_vars(outer);
+                vars.insert("completed".into(), Value::from(done));
+                vars.insert("total".into(), Value::from(total));
+                vars.insert("outputs".into(), Value::Array(outputs));
+                Evaluator::new(self.m.process, &vars).condition(&e.0)
+            }
+        };
+        match early {
+            Err(e) => {
+                self.interrupt(token, None);
+                if let Some(c) = self.token_index(token) {
+                    self.incident(c, a, format!("the `completion` condition: {e}"));
+                }
+            }
+            Ok(true) => self.finish_multi(token),
+            Ok(false) if open == 0 && started >= total => self.finish_multi(token),
+            Ok(false) if open == 0 => self.open_run(token),
+            Ok(false) => {}
+        }
+    }
+
+    /// Completes a multi-instance activity: cancels its open runs, writes the
+    /// outputs `into` their variable.
+    pub(super) fn finish_multi(&mut self, token: u64) {
+        let Some(c) = self.token_index(token) else {
+            return;
+        };
+        let TokenState::Waiting {
+            activity: a,
+            wait: Wait::Multi { runs, outputs, .. },
+        } = self.inst.tokens[c].state.clone()
+        else {
+            return;
+        };
+        for run in runs {
+            self.abort_scope_tree(run, None, false);
+        }
+        let Some(c) = self.token_index(token) else {
+            return;
+        };
+        let node_id = self.inst.tokens[c].node.clone();
+        let scope = self.inst.tokens[c].scope;
+        if let Some(into) = self
+            .m
+            .node(&node_id)
+            .and_then(Node::multi)
+            .and_then(|m| m.into.clone())
+            && let Err(e) = self.set_var(scope, into, Value::Array(outputs))
+        {
+            return self.incident(c, a, e);
+        }
+        self.complete(c, a, None);
+    }
+}
