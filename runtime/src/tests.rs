@@ -890,8 +890,10 @@ mod generated {
     //! Property test: random structured graphs run to completion without losing a
     //! token, and every activity instance that started also ended. The graphs
     //! nest gateways, multi-instance subprocesses (sequential and parallel, their
-    //! bodies with joins of their own) and subprocesses whose body may raise an
-    //! error that a boundary event on the subprocess catches.
+    //! bodies with joins of their own), subprocesses whose body may raise an
+    //! error that a boundary event on the subprocess catches, and subprocesses
+    //! with a non-interrupting event subprocess whose runs (started by notes sent
+    //! at random moments) each split and join.
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -912,6 +914,10 @@ mod generated {
         /// block and then, when `k % 3 == 0`, raises an error its boundary
         /// catches.
         Raise(Box<Block>, Option<u8>),
+        /// A subprocess around the block whose scope also has a non-interrupting
+        /// event subprocess on message `note`: each note starts a run that
+        /// splits into two tasks and joins them.
+        Notes(Box<Block>),
     }
 
     fn block() -> impl Strategy<Value = Block> {
@@ -927,7 +933,9 @@ mod generated {
                     n,
                     par
                 )),
-                (inner, prop::option::of(1u8..3)).prop_map(|(b, n)| Block::Raise(Box::new(b), n)),
+                (inner.clone(), prop::option::of(1u8..3))
+                    .prop_map(|(b, n)| Block::Raise(Box::new(b), n)),
+                inner.prop_map(|b| Block::Notes(Box::new(b))),
             ]
         })
     }
@@ -947,7 +955,15 @@ mod generated {
 
         /// Emits `b` as the body of a subprocess node `id` (with `extra` lines
         /// such as `multi` or `boundary`) that continues to `next`.
-        fn scope(&mut self, id: &str, b: &Block, raise: bool, extra: &[String], next: &str) {
+        fn scope(
+            &mut self,
+            id: &str,
+            b: &Block,
+            raise: bool,
+            notes: bool,
+            extra: &[String],
+            next: &str,
+        ) {
             let mut inner = Gen {
                 yaml: String::new(),
                 n: self.n,
@@ -955,6 +971,14 @@ mod generated {
             };
             let end = inner.id("z");
             let _ = writeln!(inner.yaml, "{}{end}: {{type: end}}", inner.pad);
+            if notes {
+                let n = inner.id("n");
+                let _ = writeln!(
+                    inner.yaml,
+                    "{p}{n}:\n{p}  type: event_subprocess\n{p}  message: note\n{p}  interrupting: false\n{p}  start: {n}s\n{p}  nodes:\n{p}    {n}s: {{type: parallel, next: [{n}x, {n}y]}}\n{p}    {n}x: {{type: user, next: {n}j}}\n{p}    {n}y: {{type: user, next: {n}j}}\n{p}    {n}j: {{type: parallel, next: {n}z}}\n{p}    {n}z: {{type: end}}",
+                    p = inner.pad
+                );
+            }
             let after = if raise {
                 let (check, boom) = (inner.id("c"), inner.id("x"));
                 let _ = writeln!(
@@ -1046,7 +1070,7 @@ mod generated {
                 Block::Multi(inner, count, parallel) => {
                     let id = self.id("m");
                     let multi = format!("multi: {{count: \"{count}\", parallel: {parallel}}}");
-                    self.scope(&id, inner, false, &[multi], next);
+                    self.scope(&id, inner, false, false, &[multi], next);
                     id
                 }
                 Block::Raise(inner, count) => {
@@ -1063,7 +1087,12 @@ mod generated {
                     if let Some(n) = count {
                         extra.push(format!("multi: {{count: \"{n}\", parallel: true}}"));
                     }
-                    self.scope(&id, inner, true, &extra, &merge);
+                    self.scope(&id, inner, true, false, &extra, &merge);
+                    id
+                }
+                Block::Notes(inner) => {
+                    let id = self.id("w");
+                    self.scope(&id, inner, false, true, &[], next);
                     id
                 }
             }
@@ -1088,7 +1117,11 @@ mod generated {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
         #[test]
-        fn random_graphs_run_to_completion(b in block(), k in 0i64..12) {
+        fn random_graphs_run_to_completion(
+            b in block(),
+            k in 0i64..12,
+            notes in prop::collection::vec(any::<bool>(), 0..8),
+        ) {
             let yaml = source(&b);
             let loaded = ordo_model::load("gen.yaml", &yaml, &Options::default());
             prop_assert!(!loaded.has_errors(), "{:?}\n{}", loaded.diagnostics, yaml);
@@ -1108,7 +1141,21 @@ mod generated {
             let mut open: Vec<u64> = tasks(&all).iter().map(|t| t.activity).collect();
             open.retain(|o| !closed(&all).contains(o));
             let mut rounds = 0;
-            while let Some(a) = open.pop() {
+            let mut notes = notes.into_iter();
+            loop {
+                // Now and then a note arrives for a scope that listens for one:
+                // its event subprocess starts another run beside the others.
+                if notes.next() == Some(true)
+                    && let Some(sub) = inst.subscriptions.iter().find(|s| matches!(&s.trigger, Trigger::Message { name, .. } if name == "note")).cloned()
+                {
+                    let (next, actions) = m
+                        .apply(&inst, Command::Trigger { subscription: sub.id, variables: Vars::new() }, &clock)
+                        .map_err(|e| TestCaseError::fail(format!("note: {e}\n{yaml}")))?;
+                    open.extend(tasks(&actions).iter().map(|t| t.activity));
+                    all.extend(actions);
+                    inst = next;
+                }
+                let Some(a) = open.pop() else { break };
                 rounds += 1;
                 prop_assert!(rounds < 1000);
                 let applied = m.apply(&inst, Command::CompleteTask { activity: a, variables: Vars::new(), actor: None }, &clock);
