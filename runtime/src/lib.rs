@@ -30,6 +30,7 @@
 mod clock;
 pub mod eval;
 pub mod form;
+pub mod lifecycle;
 mod machine;
 mod state;
 

@@ -76,6 +76,21 @@ pub enum Error {
     /// Start variables do not match their declarations.
     #[error("invalid variables: {}", .0.join("; "))]
     Variables(Vec<String>),
+    /// The machine tried a lifecycle move its table does not allow (a bug in
+    /// the machine): the command is refused and nothing is stored.
+    #[error(
+        "activity {activity} (`{node}`) cannot go from {from} to {to:?}; the command was refused (this is a bug in Ordo: please report it with the process)"
+    )]
+    InvalidTransition {
+        /// The activity instance.
+        activity: u64,
+        /// Its node.
+        node: String,
+        /// The state it was in (`none` before it started).
+        from: String,
+        /// The state asked for.
+        to: Lifecycle,
+    },
     /// The variables grew past the limit.
     #[error("the variables take {size} bytes; the limit is {MAX_VARIABLES_BYTES}")]
     TooLarge {
@@ -583,6 +598,10 @@ struct Step<'m, 'p> {
     actions: Vec<Action>,
     /// Retries an admin gave to the job of a retried service task.
     retries: Option<u32>,
+    /// Where each activity moved in this command stands (see `lifecycle`).
+    lifecycle: std::collections::HashMap<u64, Lifecycle>,
+    /// The first move the table refused, if any.
+    invalid: Option<Error>,
 }
 
 /// What a throw or end event sends and raises.
@@ -629,10 +648,15 @@ impl<'m, 'p> Step<'m, 'p> {
             now,
             actions: Vec::new(),
             retries: None,
+            lifecycle: std::collections::HashMap::new(),
+            invalid: None,
         }
     }
 
     fn finish(self) -> Result<(Instance, Vec<Action>), Error> {
+        if let Some(e) = self.invalid {
+            return Err(e);
+        }
         self.inst.version += 1;
         check_size(self.inst)?;
         Ok((self.inst.clone(), self.actions))
@@ -644,7 +668,30 @@ impl<'m, 'p> Step<'m, 'p> {
         id
     }
 
+    /// The one place lifecycle moves are made: checked against the table in
+    /// `lifecycle`, and emitted as history.
     fn history(&mut self, activity: u64, node: &str, state: Lifecycle, actor: Option<&str>) {
+        let from = self.lifecycle.get(&activity).copied().or_else(|| {
+            // Not moved yet in this command: what its token says.
+            self.inst.tokens.iter().find_map(|t| match &t.state {
+                TokenState::Waiting { activity: a, .. } if *a == activity => {
+                    Some(Lifecycle::Active)
+                }
+                TokenState::Incident { activity: a, .. } if *a == activity => {
+                    Some(Lifecycle::Faulted)
+                }
+                _ => None,
+            })
+        });
+        if !crate::lifecycle::allowed(from, state) && self.invalid.is_none() {
+            self.invalid = Some(Error::InvalidTransition {
+                activity,
+                node: node.to_owned(),
+                from: from.map_or_else(|| "none".to_owned(), |f| format!("{f:?}").to_lowercase()),
+                to: state,
+            });
+        }
+        self.lifecycle.insert(activity, state);
         self.actions.push(Action::History(HistoryEntry {
             activity,
             node: node.to_owned(),

@@ -77,9 +77,13 @@ impl<'m, 'p> Step<'m, 'p> {
         }
         let id = self.inst.tokens[i].id;
         if let Some(code) = r.error {
-            self.history(a, node_id, Lifecycle::Completed, None);
+            // The event completes once something has taken its error;
+            // uncaught, it is an incident instead (it faults, and an admin may
+            // retry or resolve it), never both.
             let detail = String::new();
-            self.raise(id, a, code, Raised::Error { detail }, false, true);
+            if self.raise(id, a, code, Raised::Error { detail }, false, true) {
+                self.history(a, node_id, Lifecycle::Completed, None);
+            }
             return None;
         }
         if let Some(code) = r.escalation {

@@ -151,12 +151,20 @@ impl<'m, 'p> Step<'m, 'p> {
                     actor: actor.map(str::to_owned),
                 });
             }
+            // The token is out of the list already: its state says where
+            // its activity stands.
             let activity = match &t.state {
                 TokenState::Waiting { activity, wait } => {
                     self.cancel_wait(*activity, wait);
+                    self.lifecycle.entry(*activity).or_insert(Lifecycle::Active);
                     Some(*activity)
                 }
-                TokenState::Incident { activity, .. } => Some(*activity),
+                TokenState::Incident { activity, .. } => {
+                    self.lifecycle
+                        .entry(*activity)
+                        .or_insert(Lifecycle::Faulted);
+                    Some(*activity)
+                }
                 TokenState::Arriving | TokenState::Joining => None,
             };
             if let Some(a) = activity {
