@@ -357,6 +357,57 @@ async fn wcp_32_cancelling_partial_join() {
     assert_eq!(c.status().await, InstanceStatus::Completed);
 }
 
+/// Three branches whose activities share critical section `s`.
+const INTERLEAVED: &str = "id: p\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [A, B, C]}\n  A: {type: user, assignee: u, critical: s, next: join}\n  B: {type: user, assignee: u, critical: s, next: join}\n  C: {type: user, assignee: u, critical: s, next: join}\n  join: {type: parallel, next: D}\n  D: {type: user, assignee: u, next: e}\n  e: {type: end}\n";
+
+#[tokio::test]
+async fn wcp_39_critical_section() {
+    // Two regions of one instance that must not run at once: the second waits
+    // until the first has left the section.
+    let c = case("id: p\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [A, X]}\n  A: {type: user, assignee: u, critical: ledger, next: B}\n  B: {type: user, assignee: u, next: join}\n  X: {type: user, assignee: u, critical: ledger, next: join}\n  join: {type: parallel, next: e}\n  e: {type: end}\n", &[], json!({})).await;
+    assert_eq!(c.open().await, ["A"], "X waits for the section A holds");
+    c.complete("A").await;
+    assert_eq!(c.open().await, ["B", "X"], "A has left: X enters");
+    c.complete("X").await;
+    c.complete("B").await;
+    assert_eq!(c.status().await, InstanceStatus::Completed);
+}
+
+#[tokio::test]
+async fn wcp_17_interleaved_parallel_routing() {
+    let c = case(INTERLEAVED, &[], json!({})).await;
+    assert_eq!(c.open().await, ["A"], "one at a time");
+    c.complete("A").await;
+    assert_eq!(c.open().await, ["B"]);
+    c.complete("B").await;
+    assert_eq!(c.open().await, ["C"]);
+    c.complete("C").await;
+    c.complete("D").await;
+    assert_eq!(c.done().await, ["A", "B", "C", "D"]);
+}
+
+#[tokio::test]
+async fn wcp_40_interleaved_routing() {
+    // Each of a set runs once, never two at the same time; the order is the
+    // order they become ready, not fixed in the model: here C's branch comes
+    // first because A and B sit behind a step of their own.
+    let c = case("id: p\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [P, C]}\n  P: {type: user, assignee: u, next: ab}\n  ab: {type: parallel, next: [A, B]}\n  A: {type: user, assignee: u, critical: s, next: abj}\n  B: {type: user, assignee: u, critical: s, next: abj}\n  abj: {type: parallel, next: join}\n  C: {type: user, assignee: u, critical: s, next: join}\n  join: {type: parallel, next: e}\n  e: {type: end}\n", &[], json!({})).await;
+    assert_eq!(c.open().await, ["C", "P"]);
+    c.complete("P").await;
+    assert_eq!(
+        c.open().await,
+        ["C"],
+        "A and B wait while C holds the section"
+    );
+    c.complete("C").await;
+    assert_eq!(c.open().await, ["A"]);
+    c.complete("A").await;
+    assert_eq!(c.open().await, ["B"]);
+    c.complete("B").await;
+    assert_eq!(c.status().await, InstanceStatus::Completed);
+    assert_eq!(c.done().await, ["P", "C", "A", "B"]);
+}
+
 #[tokio::test]
 async fn wcp_37_local_synchronizing_merge() {
     let c = case(

@@ -711,6 +711,19 @@ impl Node {
         }
     }
 
+    /// The critical section this node runs in, if any.
+    pub fn critical(&self) -> Option<&str> {
+        match self {
+            Node::Service(n) => n.critical.as_deref(),
+            Node::User(n) => n.critical.as_deref(),
+            Node::Receive(n) => n.critical.as_deref(),
+            Node::Subprocess(n) => n.critical.as_deref(),
+            Node::Loop(n) => n.critical.as_deref(),
+            Node::Call(n) => n.critical.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The multi-instance settings of this node, if any.
     pub fn multi(&self) -> Option<&MultiInstance> {
         match self {
@@ -776,6 +789,10 @@ pub struct Service {
     /// A label for diagrams.
     #[serde(default)]
     pub name: Option<String>,
+    /// A critical section: at most one activity of this instance with the same
+    /// section name runs at a time; others wait at their node, oldest first.
+    #[serde(default)]
+    pub critical: Option<String>,
     /// The action a plugin registers (`crm.assign`).
     #[schemars(example = &"crm.assign")]
     pub action: String,
@@ -815,6 +832,10 @@ pub struct User {
     /// The task's title in inboxes.
     #[serde(default)]
     pub name: Option<String>,
+    /// A critical section: at most one activity of this instance with the same
+    /// section name runs at a time; others wait at their node, oldest first.
+    #[serde(default)]
+    pub critical: Option<String>,
     /// What the person is asked to do.
     #[serde(default)]
     pub description: Option<String>,
@@ -876,6 +897,10 @@ pub struct Receive {
     /// A label for diagrams.
     #[serde(default)]
     pub name: Option<String>,
+    /// A critical section: at most one activity of this instance with the same
+    /// section name runs at a time; others wait at their node, oldest first.
+    #[serde(default)]
+    pub critical: Option<String>,
     /// The message name it waits for.
     pub message: String,
     /// The correlation key (CEL over the instance's variables); defaults to the
@@ -1093,6 +1118,10 @@ pub struct Subprocess {
     /// A label for diagrams.
     #[serde(default)]
     pub name: Option<String>,
+    /// A critical section: at most one activity of this instance with the same
+    /// section name runs at a time; others wait at their node, oldest first.
+    #[serde(default)]
+    pub critical: Option<String>,
     /// Variables local to the subprocess.
     #[serde(default)]
     pub variables: IndexMap<String, VariableDef>,
@@ -1157,6 +1186,10 @@ pub struct Loop {
     /// A label for diagrams.
     #[serde(default)]
     pub name: Option<String>,
+    /// A critical section: at most one activity of this instance with the same
+    /// section name runs at a time; others wait at their node, oldest first.
+    #[serde(default)]
+    pub critical: Option<String>,
     /// Run the body while this holds, testing before each run (BPML while).
     #[serde(default, rename = "while")]
     pub while_: Option<Expr>,
@@ -1185,6 +1218,10 @@ pub struct Call {
     /// A label for diagrams.
     #[serde(default)]
     pub name: Option<String>,
+    /// A critical section: at most one activity of this instance with the same
+    /// section name runs at a time; others wait at their node, oldest first.
+    #[serde(default)]
+    pub critical: Option<String>,
     /// The id of the process to call.
     pub process: String,
     /// A pinned version; the latest deployed when absent.

@@ -519,6 +519,16 @@ impl<'a> Validator<'a> {
         if let Some(m) = p.node.multi() {
             self.multi(m, &path.join("multi"));
         }
+        if let Some(c) = p.node.critical()
+            && !valid_id(c)
+        {
+            self.err_val(
+                "invalid-name",
+                &path.join("critical"),
+                format!("`{c}` cannot name a critical section"),
+                Some("use letters, digits, `_`, `-` or `.`, such as `stock`".to_owned()),
+            );
+        }
         match p.node {
             Node::Empty(_) | Node::Parallel(_) => {}
             Node::Complex(c) => self.expr(&c.activation.0, &path.join("activation")),

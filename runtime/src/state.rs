@@ -221,6 +221,10 @@ pub struct Instance {
     /// receive tasks, event-based gateways and boundary events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<Subscription>,
+    /// Critical sections held: by section name, the token whose activity is
+    /// in it (see `critical` on a node).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sections: BTreeMap<String, u64>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it ended.

@@ -174,6 +174,7 @@ pub(crate) mod testing {
             tokens: Vec::new(),
             parent: None,
             subscriptions: Vec::new(),
+            sections: Default::default(),
             next_id: 1,
             started_at: DateTime::<Utc>::UNIX_EPOCH,
             ended_at: None,

@@ -348,6 +348,7 @@ impl<'p> Machine<'p> {
             }],
             parent,
             subscriptions: Vec::new(),
+            sections: Default::default(),
             next_id: 2,
             started_at: now,
             ended_at: None,
@@ -838,6 +839,7 @@ impl<'m, 'p> Step<'m, 'p> {
             .extend(subs.into_iter().map(Action::Unsubscribe));
         self.inst.status = status;
         self.inst.ended_at = Some(self.now);
+        self.inst.sections.clear();
         self.actions.push(Action::Ended { status });
     }
 }

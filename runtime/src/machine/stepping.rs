@@ -11,6 +11,7 @@ impl<'m, 'p> Step<'m, 'p> {
             if self.inst.status != InstanceStatus::Active {
                 return;
             }
+            self.release_sections();
             if let Some(i) = self
                 .inst
                 .tokens
@@ -28,6 +29,42 @@ impl<'m, 'p> Step<'m, 'p> {
             }
             if !self.fire_inclusive_join() {
                 return;
+            }
+        }
+    }
+
+    /// Frees each critical section whose holder has left its activity (moved
+    /// on, ended, or was withdrawn), and lets the token that has waited longest
+    /// for it enter.
+    fn release_sections(&mut self) {
+        let held: Vec<(String, u64)> = self
+            .inst
+            .sections
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (section, holder) in held {
+            let inside = self.token_index(holder).is_some_and(|i| {
+                let t = &self.inst.tokens[i];
+                t.state != TokenState::Arriving
+                    && self.m.node(&t.node).and_then(Node::critical) == Some(section.as_str())
+            });
+            if inside {
+                continue;
+            }
+            self.inst.sections.remove(&section);
+            let next = self
+                .inst
+                .tokens
+                .iter()
+                .filter(|t| {
+                    t.state == TokenState::Joining
+                        && self.m.node(&t.node).and_then(Node::critical) == Some(section.as_str())
+                })
+                .min_by_key(|t| t.id)
+                .map(|t| t.id);
+            if let Some(i) = next.and_then(|id| self.token_index(id)) {
+                self.inst.tokens[i].state = TokenState::Arriving;
             }
         }
     }
@@ -50,6 +87,22 @@ impl<'m, 'p> Step<'m, 'p> {
             );
             return;
         };
+        // A critical section held by another activity: wait at the node until
+        // it is free (the runs of a multi-instance activity are inside it).
+        if let Some(section) = node.critical()
+            && !self.is_run(i)
+        {
+            let me = self.inst.tokens[i].id;
+            match self.inst.sections.get(section) {
+                Some(&holder) if holder != me => {
+                    self.inst.tokens[i].state = TokenState::Joining;
+                    return;
+                }
+                _ => {
+                    self.inst.sections.insert(section.to_owned(), me);
+                }
+            }
+        }
         if let Some(mi) = node.multi()
             && !self.is_run(i)
         {
