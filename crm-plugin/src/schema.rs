@@ -342,7 +342,8 @@ const MIGRATIONS: &[&str] = &[
 /// Creates or upgrades the CRM tables. Safe to call at every start; a database
 /// from a newer Ordo is refused rather than misread.
 /// Runs inside the engine's open, on its writer, in one transaction with the
-/// engine's own migrations: it commits with them or not at all.
+/// other plugins' migrations, after the engine's own: all of them commit or
+/// none does.
 pub fn migrate(tx: &dyn Sql) -> Result<(), String> {
     migrate_tables(tx).map_err(|e| e.to_string())
 }

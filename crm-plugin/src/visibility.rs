@@ -349,7 +349,12 @@ fn select_page(
     let per_page = filter.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
     let page = filter.page.unwrap_or(1).max(1);
     let limit = if paged {
-        format!(" LIMIT {per_page} OFFSET {}", (page - 1) * per_page)
+        // In 64 bits: a page number near u32::MAX must not overflow (it is
+        // simply past the end, and the page comes back empty).
+        format!(
+            " LIMIT {per_page} OFFSET {}",
+            (u64::from(page) - 1) * u64::from(per_page)
+        )
     } else {
         String::new()
     };
@@ -518,6 +523,21 @@ mod tests {
         assert_eq!(from, "2026-11-22T16:00:00+00:00");
         let (.., utc_from, _) = Window::Today.range(now, Tz::UTC);
         assert_eq!(utc_from, "2026-11-23T00:00:00+00:00");
+    }
+
+    #[test]
+    fn a_page_far_past_the_end_is_empty_not_an_overflow() {
+        let c = store::Conn::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
+        crate::schema::migrate(&c).unwrap_or_else(|e| unreachable!("{e}"));
+        let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
+        let filter = Filter {
+            page: Some(u32::MAX),
+            per_page: Some(u32::MAX),
+            ..Filter::default()
+        };
+        let page = list(&c, &Scope::All, customer, &filter, Utc::now(), true)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(page.items.is_empty());
     }
 
     #[test]

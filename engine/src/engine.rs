@@ -810,7 +810,10 @@ impl Engine {
     }
 
     /// An instance id of a block reserved (and committed) beforehand: never
-    /// used twice, even across restarts; a start that is refused leaves a gap.
+    /// used twice, even across restarts. A start the machine refuses hands its
+    /// id back (`IdBlock::returned`); the rest of a block is skipped when the
+    /// engine stops, and a start the writer then runs itself (a deploy came
+    /// between) takes another id: gaps, never repeats.
     async fn take_id(&self) -> Result<u64> {
         let take = |ids: &Mutex<IdBlock>| -> Result<Option<u64>> {
             Ok(ids.lock().map_err(|_| Error::Closed)?.take())

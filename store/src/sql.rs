@@ -236,23 +236,37 @@ pub trait SqlExt: Sql {
         Ok(out)
     }
 
-    /// Runs `f` in a savepoint named `name`: released when `f` succeeds,
-    /// rolled back (nothing of it stays) when it fails.
+    /// Runs `f` in a savepoint named `name` (letters, digits and `_`):
+    /// released when `f` succeeds, rolled back (nothing of it stays) when it
+    /// fails. If the rollback itself fails, `f`'s error is still the one
+    /// returned. A panic in `f` leaves the savepoint to the transaction around
+    /// it (the engine's writer rolls back a panicking unit's own savepoint).
     fn savepoint<T, E: From<Error>>(
         &self,
         name: &str,
         f: impl FnOnce() -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Parameter(format!(
+                "`{name}` cannot name a savepoint: use letters, digits and `_`"
+            ))
+            .into());
+        }
         self.execute(&format!("SAVEPOINT {name}"), &[])?;
+        let undo = |this: &Self| {
+            let _ = this.execute(&format!("ROLLBACK TO {name}"), &[]);
+            let _ = this.execute(&format!("RELEASE {name}"), &[]);
+        };
         match f() {
-            Ok(v) => {
-                self.execute(&format!("RELEASE {name}"), &[])?;
-                Ok(v)
-            }
+            Ok(v) => match self.execute(&format!("RELEASE {name}"), &[]) {
+                Ok(_) => Ok(v),
+                Err(e) => {
+                    undo(self);
+                    Err(e.into())
+                }
+            },
             Err(e) => {
-                self.execute(&format!("ROLLBACK TO {name}"), &[])?;
-                self.execute(&format!("RELEASE {name}"), &[])?;
+                undo(self);
                 Err(e)
             }
         }
@@ -568,6 +582,8 @@ mod tests {
             })
             .expect("names");
         assert_eq!(names, ["kept"]);
+        let bad: std::result::Result<(), Error> = sql.savepoint("x; DROP TABLE t", || Ok(()));
+        assert!(matches!(bad, Err(Error::Parameter(_))), "{bad:?}");
     }
 
     #[test]

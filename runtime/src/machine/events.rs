@@ -114,7 +114,7 @@ impl<'m, 'p> Step<'m, 'p> {
                 Ok(t) => self.subscribe(token, node_id, SubscriptionKind::Boundary { index }, t),
                 Err(e) => {
                     let bid = boundary_id(node_id, index, b);
-                    let a = self.interrupt(token, None);
+                    let a = self.park(token);
                     if let Some(i) = self.token_index(token) {
                         let a = a.unwrap_or(0);
                         self.incident(i, a, format!("boundary event `{bid}`: {e}"));
@@ -149,6 +149,18 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Cancels the activity a token waits in (its task, job, event or inner scope);
     /// the token stays, ready to be moved. Returns the aborted activity.
     pub(super) fn interrupt(&mut self, token: u64, actor: Option<&str>) -> Option<u64> {
+        self.withdraw(token, actor, true)
+    }
+
+    /// Stops the activity token `token` waits in so that an incident can hold
+    /// it: what it waited for is withdrawn (its task, job, runs, inner scopes)
+    /// but the activity itself is not aborted — it faults next, and an admin's
+    /// retry enters its node again.
+    pub(super) fn park(&mut self, token: u64) -> Option<u64> {
+        self.withdraw(token, None, false)
+    }
+
+    fn withdraw(&mut self, token: u64, actor: Option<&str>, abort: bool) -> Option<u64> {
         self.disarm(token);
         let i = self.token_index(token)?;
         let TokenState::Waiting { activity, wait } = self.inst.tokens[i].state.clone() else {
@@ -167,8 +179,10 @@ impl<'m, 'p> Step<'m, 'p> {
             Wait::Task | Wait::Job | Wait::Call | Wait::Event => {}
         }
         let node = self.inst.tokens[i].node.clone();
-        self.history(activity, &node, Lifecycle::Aborting, actor);
-        self.history(activity, &node, Lifecycle::Aborted, actor);
+        if abort {
+            self.history(activity, &node, Lifecycle::Aborting, actor);
+            self.history(activity, &node, Lifecycle::Aborted, actor);
+        }
         if let Some(i) = self.token_index(token) {
             self.inst.tokens[i].state = TokenState::Arriving;
         }
@@ -259,7 +273,10 @@ impl<'m, 'p> Step<'m, 'p> {
                 };
                 let bid = boundary_id(&sub.node, index, b);
                 let ev = self.id();
-                for state in [Lifecycle::Ready, Lifecycle::Active, Lifecycle::Completed] {
+                // The boundary event completes once its payload is written;
+                // if that fails, it faults instead (an incident an admin can
+                // resolve), never both.
+                for state in [Lifecycle::Ready, Lifecycle::Active] {
                     self.history(ev, &bid, state, None);
                 }
                 if b.interrupting {
@@ -270,6 +287,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {
                         return self.incident(i, ev, e);
                     }
+                    self.history(ev, &bid, Lifecycle::Completed, None);
                     self.leave(i, std::slice::from_ref(&b.to));
                     return;
                 }
@@ -288,8 +306,15 @@ impl<'m, 'p> Step<'m, 'p> {
                     }
                 }
                 if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {
-                    return self.incident(i, ev, e);
+                    // The activity goes on waiting; the boundary path starts
+                    // with an incident on its first node instead.
+                    self.spawn_token(&sub.node, scope, &b.to);
+                    if let Some(j) = self.inst.tokens.len().checked_sub(1) {
+                        return self.incident(j, ev, e);
+                    }
+                    return;
                 }
+                self.history(ev, &bid, Lifecycle::Completed, None);
                 self.spawn_token(&sub.node, scope, &b.to);
             }
             SubscriptionKind::EventSubprocess { .. } => {} // handled above

@@ -176,9 +176,13 @@ impl<'m, 'p> Step<'m, 'p> {
             }
             Ok(false) => {}
             Ok(true) => {
+                // Owed: the flows not heard this round that a live token of
+                // the scope can still come through (a branch never taken, or
+                // already withdrawn, owes nothing).
                 let owed: Vec<String> = incoming
                     .iter()
                     .filter(|f| !picked.iter().any(|(p, _)| p == *f))
+                    .filter(|f| self.can_still_come(node, scope, f))
                     .cloned()
                     .collect();
                 match c.rest {
@@ -195,6 +199,60 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.merge(node, &ids);
             }
         }
+    }
+
+    /// Whether a live token of `scope` (other than those at the gateway) can
+    /// still arrive at `node` through the flow from `from`.
+    fn can_still_come(&self, node: &str, scope: u64, from: &str) -> bool {
+        self.inst.tokens.iter().any(|t| {
+            t.scope == scope && t.node != node && (t.node == from || self.reaches(&t.node, from))
+        })
+    }
+
+    /// Complex gateways whose owed branches can no longer come (withdrawn,
+    /// ended elsewhere) stop waiting for them; a round that came early starts.
+    /// Returns whether one fired.
+    pub(super) fn settle_gates(&mut self) -> bool {
+        let gates: Vec<(u64, String, Vec<String>)> = self
+            .inst
+            .scopes
+            .iter()
+            .flat_map(|(s, sc)| {
+                sc.gates
+                    .iter()
+                    .map(|(g, owed)| (*s, g.clone(), owed.clone()))
+            })
+            .collect();
+        for (scope, gate, owed) in gates {
+            let still: Vec<String> = owed
+                .iter()
+                .filter(|f| self.can_still_come(&gate, scope, f))
+                .cloned()
+                .collect();
+            if still.len() == owed.len() {
+                continue;
+            }
+            if let Some(sc) = self.inst.scopes.get_mut(&scope) {
+                if still.is_empty() {
+                    sc.gates.remove(&gate);
+                } else {
+                    sc.gates.insert(gate.clone(), still);
+                    continue;
+                }
+            }
+            let early = self
+                .inst
+                .tokens
+                .iter()
+                .filter(|t| t.node == gate && t.scope == scope && t.state == TokenState::Joining)
+                .map(|t| t.id)
+                .min();
+            if let (Some(token), Some(Node::Complex(c))) = (early, self.m.node(&gate)) {
+                self.fire_complex(&gate, c, scope, token);
+                return true;
+            }
+        }
+        false
     }
 
     /// Before a failed complex gateway is resolved by hand: the other tokens of

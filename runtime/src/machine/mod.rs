@@ -360,6 +360,9 @@ impl<'p> Machine<'p> {
         step.arm_event_subprocesses(0)
             .map_err(|e| Error::Variables(vec![e]))?;
         step.run();
+        if let Some(e) = step.invalid {
+            return Err(e);
+        }
         let actions = step.actions;
         check_size(&inst)?;
         Ok((inst, actions))
@@ -493,8 +496,19 @@ impl<'p> Machine<'p> {
                     how: "resolved".into(),
                     actor: actor.clone(),
                 });
-                let i = step.take_round(i);
-                step.complete(i, activity, actor);
+                if step.inst.tokens[i].from.as_deref() == Some(RUN_OUTPUT) && step.is_run(i) {
+                    // A run's output, given by hand: the run is done once (its
+                    // activity already completed; completing it again would
+                    // record its compensation twice).
+                    let (run, node) = (step.inst.tokens[i].scope, step.inst.tokens[i].node.clone());
+                    step.history(activity, &node, Lifecycle::Completing, actor.as_deref());
+                    step.history(activity, &node, Lifecycle::Completed, actor.as_deref());
+                    step.inst.tokens.remove(i);
+                    step.run_done(run);
+                } else {
+                    let i = step.take_round(i);
+                    step.complete(i, activity, actor);
+                }
             }
             Command::Cancel { actor } => {
                 step.abort_scope_tree(0, actor.as_deref(), false);

@@ -197,7 +197,7 @@ impl<'m, 'p> Step<'m, 'p> {
         };
         match early {
             Err(e) => {
-                self.interrupt(token, None);
+                self.park(token);
                 if let Some(c) = self.token_index(token) {
                     self.incident(c, a, format!("the `completion` condition: {e}"));
                 }

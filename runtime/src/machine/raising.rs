@@ -81,7 +81,11 @@ impl<'m, 'p> Step<'m, 'p> {
             // uncaught, it is an incident instead (it faults, and an admin may
             // retry or resolve it), never both.
             let detail = String::new();
-            if self.raise(id, a, code, Raised::Error { detail }, false, true) {
+            // (A throw that compensated first waited in its handlers; catching
+            // the error may have aborted it, which then stands.)
+            if self.raise(id, a, code, Raised::Error { detail }, false, true)
+                && self.lifecycle.get(&a) != Some(&Lifecycle::Aborted)
+            {
                 self.history(a, node_id, Lifecycle::Completed, None);
             }
             return None;

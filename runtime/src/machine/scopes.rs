@@ -37,7 +37,7 @@ impl<'m, 'p> Step<'m, 'p> {
         });
         if let Err(e) = self.arm_event_subprocesses(inner) {
             let token = self.inst.tokens[i].id;
-            self.interrupt(token, None);
+            self.park(token);
             if let Some(i) = self.token_index(token) {
                 self.incident(i, a, e);
             }

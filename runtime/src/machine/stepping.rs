@@ -27,6 +27,9 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.enter(i);
                 continue;
             }
+            if self.settle_gates() {
+                continue;
+            }
             if !self.fire_inclusive_join() {
                 return;
             }
@@ -53,20 +56,49 @@ impl<'m, 'p> Step<'m, 'p> {
                 continue;
             }
             self.inst.sections.remove(&section);
-            let next = self
-                .inst
-                .tokens
-                .iter()
-                .filter(|t| {
-                    t.state == TokenState::Joining
-                        && self.m.node(&t.node).and_then(Node::critical) == Some(section.as_str())
-                })
-                .min_by_key(|t| t.id)
-                .map(|t| t.id);
-            if let Some(i) = next.and_then(|id| self.token_index(id)) {
-                self.inst.tokens[i].state = TokenState::Arriving;
+        }
+        // Every free section with tokens waiting for it lets the oldest in,
+        // unless one is already on its way in (a woken token can be withdrawn
+        // before it enters: then the next one is woken here).
+        let mut waiting: Vec<(String, u64)> = Vec::new();
+        let mut coming: Vec<String> = Vec::new();
+        for t in &self.inst.tokens {
+            let Some(section) = self.m.node(&t.node).and_then(Node::critical) else {
+                continue;
+            };
+            match t.state {
+                TokenState::Joining => waiting.push((section.to_owned(), t.id)),
+                TokenState::Arriving => coming.push(section.to_owned()),
+                _ => {}
             }
         }
+        waiting.sort_by_key(|(_, id)| *id);
+        for (section, id) in waiting {
+            if self.inst.sections.contains_key(&section) || coming.contains(&section) {
+                continue;
+            }
+            if let Some(i) = self.token_index(id) {
+                self.inst.tokens[i].state = TokenState::Arriving;
+                coming.push(section);
+            }
+        }
+    }
+
+    /// Whether the holder of a section is a container this token runs inside
+    /// (a critical subprocess, loop or multi-instance activity): then the
+    /// token is already in the section.
+    fn inside_holder(&self, i: usize, holder: u64) -> bool {
+        let mut scope = Some(self.inst.tokens[i].scope);
+        while let Some(s) = scope {
+            if self
+                .container_of(s)
+                .is_some_and(|c| self.inst.tokens[c].id == holder)
+            {
+                return true;
+            }
+            scope = self.inst.scopes.get(&s).and_then(|sc| sc.parent);
+        }
+        false
     }
 
     pub(super) fn enter(&mut self, i: usize) {
@@ -94,6 +126,9 @@ impl<'m, 'p> Step<'m, 'p> {
         {
             let me = self.inst.tokens[i].id;
             match self.inst.sections.get(section) {
+                // Nested inside the holder (the same section on a container and
+                // an activity in it): already in.
+                Some(&holder) if holder != me && self.inside_holder(i, holder) => {}
                 Some(&holder) if holder != me => {
                     self.inst.tokens[i].state = TokenState::Joining;
                     return;
