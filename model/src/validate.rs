@@ -1761,13 +1761,24 @@ impl<'a> Validator<'a> {
                     }
                     steps += 1;
                 }
-                if matches!(graph.graph[cur].kind, "exclusive" | "event") {
+                // An activity with boundary events splits too: its normal flow
+                // and each boundary path are taken one or the other (or the
+                // boundary path not at all).
+                let has_boundary = graph
+                    .graph
+                    .edges_directed(cur, Direction::Outgoing)
+                    .any(|e| matches!(e.weight(), Flow::Boundary { .. }));
+                if matches!(graph.graph[cur].kind, "exclusive" | "event") || has_boundary {
                     *origins.entry(cur).or_default() += 1;
                 }
             }
-            if let Some((split, _)) = origins.iter().find(|(_, n)| **n > 1) {
-                let split = graph.graph[*split].id.clone();
-                self.warn_key("deadlock-join", &p.path, format!("parallel gateway `{id}` joins branches of `{split}`, which takes only one of them, so the join waits forever"), Some(format!("merge them with an `exclusive` gateway (or `inclusive`, which waits only for what can arrive), or make `{split}` parallel")));
+            if let Some((split_ix, _)) = origins.iter().find(|(_, n)| **n > 1) {
+                let split = graph.graph[*split_ix].id.clone();
+                if matches!(graph.graph[*split_ix].kind, "exclusive" | "event") {
+                    self.warn_key("deadlock-join", &p.path, format!("parallel gateway `{id}` joins branches of `{split}`, which takes only one of them, so the join waits forever"), Some(format!("merge them with an `exclusive` gateway (or `inclusive`, which waits only for what can arrive), or make `{split}` parallel")));
+                } else {
+                    self.warn_key("deadlock-join", &p.path, format!("parallel gateway `{id}` joins the normal flow of `{split}` and the path of one of its boundary events; only one of them is taken, so the join waits forever"), Some("merge the two paths with an `exclusive` gateway first, then lead that into the join".to_owned()));
+                }
             }
         }
     }
