@@ -56,7 +56,11 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         activity: r.get(1)?,
         node: r.get(2)?,
         action: r.get(3)?,
-        input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
+        // A stored input that does not decode is an error (a damaged or newer
+        // database), not a job with no input.
+        input: serde_json::from_str(&input).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         retries: r.get(5)?,
         attempts: r.get(6)?,
         backoff_ms: r.get(7)?,
@@ -184,6 +188,19 @@ mod tests {
         assert_eq!(conn.due_jobs("mail.send", 999, 10)?, []);
         assert_eq!(conn.due_jobs("mail.send", 1_000, 10)?, [expected]);
         assert_eq!(conn.due_jobs("crm.update", 1_000, 10)?, []);
+        Ok(())
+    }
+
+    #[test]
+    fn a_job_whose_stored_input_does_not_decode_is_an_error() -> Result<()> {
+        let (_d, conn) = db();
+        run(&conn, "1", 2, "mail.send", 1_000);
+        conn.0.execute(
+            "UPDATE jobs SET input = '{not json' WHERE instance_id = '1'",
+            [],
+        )?;
+        let read = conn.job("1", 2);
+        assert!(read.is_err(), "{read:?}");
         Ok(())
     }
 

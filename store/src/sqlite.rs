@@ -180,13 +180,34 @@ pub fn open_reader(path: &std::path::Path) -> Result<Conn> {
 /// transaction sees a consistent snapshot while the writer goes on (WAL), and the
 /// copy is complete or, on error, removed. `to` must not exist.
 pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
-    if to.exists() {
-        return Err(Error::Backup(format!(
-            "{} exists already; choose a new file",
-            to.display()
-        )));
+    // Claim the name first (create_new fails if anything is there, even if it
+    // appeared a moment ago): an existing file is never overwritten.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Backup(format!(
+                "{} exists already; choose a new file",
+                to.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Backup(format!(
+                "cannot create {}: {e}",
+                to.display()
+            )));
+        }
     }
-    let src = open_reader(from)?;
+    let src = match open_reader(from) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(to);
+            return Err(e);
+        }
+    };
     let copied = (|| -> Result<u64> {
         let mut dst = Connection::open(to)?;
         {
