@@ -5,6 +5,27 @@
 use super::*;
 
 impl<'m, 'p> Step<'m, 'p> {
+    /// What a catch event, receive task, event-gateway branch, boundary event
+    /// or event subprocess waits for: its message (correlated by `key`), timer
+    /// or signal, in that order; `None` when it has none of them (errors and
+    /// escalations are matched when raised). The one place triggers are chosen.
+    pub(super) fn trigger_of(
+        &self,
+        scope: u64,
+        message: Option<&str>,
+        key: Option<&raw::Expr>,
+        timer: Option<&raw::TimerDef>,
+        signal: Option<&str>,
+    ) -> Option<Result<Trigger, String>> {
+        if let Some(m) = message {
+            return Some(self.message_trigger(scope, m, key));
+        }
+        if let Some(t) = timer {
+            return Some(self.timer_trigger(scope, t));
+        }
+        signal.map(|s| Ok(Trigger::Signal { name: s.to_owned() }))
+    }
+
     /// The correlation key: `key` evaluated in the token's scope, else the business key.
     pub(super) fn message_trigger(
         &self,
@@ -101,13 +122,13 @@ impl<'m, 'p> Step<'m, 'p> {
         let scope = self.inst.tokens[i].scope;
         let token = self.inst.tokens[i].id;
         for (index, b) in node.boundary().iter().enumerate() {
-            let trigger = if let Some(t) = &b.timer {
-                self.timer_trigger(scope, t)
-            } else if let Some(m) = &b.message {
-                self.message_trigger(scope, m, b.key.as_ref())
-            } else if let Some(sig) = &b.signal {
-                Ok(Trigger::Signal { name: sig.clone() })
-            } else {
+            let Some(trigger) = self.trigger_of(
+                scope,
+                b.message.as_deref(),
+                b.key.as_ref(),
+                b.timer.as_ref(),
+                b.signal.as_deref(),
+            ) else {
                 continue; // errors and escalations are matched when raised
             };
             match trigger {
@@ -384,13 +405,13 @@ impl<'m, 'p> Step<'m, 'p> {
             let Node::EventSubprocess(es) = n else {
                 continue;
             };
-            let trigger = if let Some(m) = &es.message {
-                self.message_trigger(scope, m, es.key.as_ref())
-            } else if let Some(t) = &es.timer {
-                self.timer_trigger(scope, t)
-            } else if let Some(sig) = &es.signal {
-                Ok(Trigger::Signal { name: sig.clone() })
-            } else {
+            let Some(trigger) = self.trigger_of(
+                scope,
+                es.message.as_deref(),
+                es.key.as_ref(),
+                es.timer.as_ref(),
+                es.signal.as_deref(),
+            ) else {
                 continue; // errors and escalations are matched when raised
             };
             let trigger = trigger.map_err(|e| format!("event subprocess `{id}`: {e}"))?;

@@ -239,15 +239,15 @@ impl<'m, 'p> Step<'m, 'p> {
                 self.arm_boundaries(i, &node_id, node);
             }
             Node::Catch(c) => {
-                let trigger = if let Some(m) = &c.message {
-                    self.message_trigger(scope, m, c.key.as_ref())
-                } else if let Some(t) = &c.timer {
-                    self.timer_trigger(scope, t)
-                } else {
-                    Ok(Trigger::Signal {
-                        name: c.signal.clone().unwrap_or_default(),
-                    })
-                };
+                let trigger = self
+                    .trigger_of(
+                        scope,
+                        c.message.as_deref(),
+                        c.key.as_ref(),
+                        c.timer.as_ref(),
+                        c.signal.as_deref(),
+                    )
+                    .unwrap_or_else(|| Err(format!("catch event `{node_id}` waits for nothing")));
                 self.wait_for(i, a, &node_id, vec![(SubscriptionKind::Catch, trigger)]);
             }
             Node::Event(g) => {
@@ -256,15 +256,17 @@ impl<'m, 'p> Step<'m, 'p> {
                     .iter()
                     .enumerate()
                     .map(|(index, e)| {
-                        let trigger = if let Some(m) = &e.message {
-                            self.message_trigger(scope, m, e.key.as_ref())
-                        } else if let Some(t) = &e.timer {
-                            self.timer_trigger(scope, t)
-                        } else {
-                            Ok(Trigger::Signal {
-                                name: e.signal.clone().unwrap_or_default(),
-                            })
-                        };
+                        let trigger = self
+                            .trigger_of(
+                                scope,
+                                e.message.as_deref(),
+                                e.key.as_ref(),
+                                e.timer.as_ref(),
+                                e.signal.as_deref(),
+                            )
+                            .unwrap_or_else(|| {
+                                Err(format!("branch {index} of `{node_id}` waits for nothing"))
+                            });
                         (SubscriptionKind::Gateway { index }, trigger)
                     })
                     .collect();
