@@ -332,7 +332,7 @@ async fn nobody_approves_what_they_own_or_already_approved() {
     .await;
     // Above dora nobody; the fallback group is sue herself: the admins decide.
     assert_eq!(i.active_nodes(), ["approve_large_contract"]);
-    let next = &i.scopes[&0].vars["next_approver"];
+    let next = &i.variables()["next_approver"];
     assert_eq!(next["people"], json!(["ada"]), "{next}");
     assert_eq!(
         next["skipped"],
@@ -404,7 +404,7 @@ async fn nobody_approves_what_they_own_or_already_approved() {
     }
     assert_eq!(signing, ["fiona", "carl"]);
     assert_eq!(
-        i.scopes[&0].vars["board"]["excluded"],
+        i.variables()["board"]["excluded"],
         json!(["sue", "dora", "ada"])
     );
 }
@@ -466,9 +466,9 @@ async fn a_large_contract_goes_up_the_chain_then_the_whole_board_countersigns() 
     )
     .await;
     assert_eq!(i.status, InstanceStatus::Completed);
-    assert_eq!(i.scopes[&0].vars["approved"], json!(true));
+    assert_eq!(i.variables()["approved"], json!(true));
     assert_eq!(
-        i.scopes[&0].vars["votes"],
+        i.variables()["votes"],
         json!([{"by": "carl", "approved": true, "comment": "fine"}, {"by": "fiona", "approved": true, "comment": ""}])
     );
     assert!(inbox_templates(&c, "sam").contains(&"contract_decided".to_owned()));
@@ -509,8 +509,8 @@ async fn one_board_rejection_ends_the_countersign_and_withdraws_the_other_tasks(
         "{:?} {incidents:?}",
         i.active_nodes()
     );
-    assert_eq!(i.scopes[&0].vars["approved"], json!(false));
-    assert_eq!(i.scopes[&0].vars["comment"], json!("carl: margin too thin"));
+    assert_eq!(i.variables()["approved"], json!(false));
+    assert_eq!(i.variables()["comment"], json!("carl: margin too thin"));
     let open = c.engine.tasks_of("fiona", 10).await.unwrap();
     assert!(
         open.is_empty(),
@@ -531,8 +531,8 @@ async fn a_contract_within_the_limit_needs_only_the_supervisor() {
     )
     .await;
     assert_eq!(i.status, InstanceStatus::Completed);
-    assert_eq!(i.scopes[&0].vars["first_approver"], json!("sue"));
-    assert_eq!(i.scopes[&0].vars["comment"], json!("wrong terms"));
+    assert_eq!(i.variables()["first_approver"], json!("sue"));
+    assert_eq!(i.variables()["comment"], json!("wrong terms"));
     assert!(c.engine.tasks_of("dora", 10).await.unwrap().is_empty());
 }
 
@@ -575,16 +575,13 @@ async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_s
         json!({"approved": true}),
     )
     .await;
+    assert_eq!(i.variables()["first_approvers"]["people"], json!(["dora"]));
     assert_eq!(
-        i.scopes[&0].vars["first_approvers"]["people"],
-        json!(["dora"])
-    );
-    assert_eq!(
-        i.scopes[&0].vars["first_approvers"]["skipped"][0]["person"],
+        i.variables()["first_approvers"]["skipped"][0]["person"],
         "sue"
     );
     // Above dora nobody; the fallback group is sue alone: the admins decide.
-    assert_eq!(i.scopes[&0].vars["next_approver"]["people"], json!(["ada"]));
+    assert_eq!(i.variables()["next_approver"]["people"], json!(["ada"]));
     let i = complete(
         &c,
         &id,
@@ -676,12 +673,12 @@ async fn whoever_wrote_the_terms_never_approves_them_and_a_vote_counts_for_its_s
     let i = last.unwrap();
     assert_eq!(i.status, InstanceStatus::Completed);
     assert_eq!(
-        i.scopes[&0].vars["approved"],
+        i.variables()["approved"],
         json!(false),
         "fiona never signed"
     );
     assert_eq!(
-        i.scopes[&0].vars["comment"],
+        i.variables()["comment"],
         "not every board member countersigned in person"
     );
 }

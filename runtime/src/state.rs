@@ -43,13 +43,53 @@ pub enum Lifecycle {
     Faulted,
 }
 
-/// A scope's variables: the root (id 0) or a subprocess / loop body.
+/// A scope instance's id within its instance: the root, a subprocess or loop
+/// body, a multi-instance run, an event subprocess run, a compensation
+/// handler's scope. Stored as the number it wraps (states saved before the
+/// type existed read the same).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct ScopeId(pub u64);
+
+impl ScopeId {
+    /// The instance's own scope: its process variables.
+    pub const ROOT: ScopeId = ScopeId(0);
+}
+
+impl std::fmt::Display for ScopeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A token's id within its instance. Stored as the number it wraps.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct TokenId(pub u64);
+
+impl TokenId {
+    /// No token: what an event subprocess's subscription belongs to (its
+    /// scope, not a token).
+    pub const NONE: TokenId = TokenId(0);
+}
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A scope's variables: the root ([`ScopeId::ROOT`]) or a subprocess / loop body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scope {
     /// The container node (None for the root).
     pub node: Option<String>,
     /// The enclosing scope.
-    pub parent: Option<u64>,
+    pub parent: Option<ScopeId>,
     /// Variables declared here.
     pub vars: Vars,
     /// For one run of a multi-instance activity: its position among the items.
@@ -68,7 +108,7 @@ pub struct Scope {
 
 impl Scope {
     /// A scope for a container node (or the root when `node` is `None`).
-    pub fn new(node: Option<String>, parent: Option<u64>, vars: Vars) -> Self {
+    pub fn new(node: Option<String>, parent: Option<ScopeId>, vars: Vars) -> Self {
         Scope {
             node,
             parent,
@@ -127,7 +167,7 @@ pub enum Wait {
     /// The runs of a multi-instance activity to finish.
     Multi {
         /// The run scopes still open.
-        runs: Vec<u64>,
+        runs: Vec<ScopeId>,
         /// The items, one per run.
         items: Vec<Value>,
         /// The next item to start (sequential runs).
@@ -140,14 +180,14 @@ pub enum Wait {
     /// Compensation handlers to run, one after the other.
     Compensate {
         /// The running handler's scope.
-        inner: u64,
+        inner: ScopeId,
         /// The handlers still to run, next first.
         pending: Vec<Compensable>,
     },
     /// The inner scope of a subprocess or loop to finish.
     Scope {
         /// The inner scope's id.
-        inner: u64,
+        inner: ScopeId,
         /// Runs of a loop body so far.
         iterations: u32,
     },
@@ -181,11 +221,11 @@ pub enum TokenState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Token {
     /// Unique within the instance.
-    pub id: u64,
+    pub id: TokenId,
     /// The node it is at.
     pub node: String,
     /// The scope it runs in.
-    pub scope: u64,
+    pub scope: ScopeId,
     /// The node it came from (which flow, for joins).
     pub from: Option<String>,
     /// Its state.
@@ -209,7 +249,7 @@ pub struct Instance {
     /// Optimistic concurrency: bumped by every command that changes the instance.
     pub version: u64,
     /// Scopes by id; 0 is the root.
-    pub scopes: BTreeMap<u64, Scope>,
+    pub scopes: BTreeMap<ScopeId, Scope>,
     /// Live tokens.
     pub tokens: Vec<Token>,
     /// The next id for tokens, activity instances and scopes.
@@ -224,7 +264,7 @@ pub struct Instance {
     /// Critical sections held: by section name, the token whose activity is
     /// in it (see `critical` on a node).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub sections: BTreeMap<String, u64>,
+    pub sections: BTreeMap<String, TokenId>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it ended.
@@ -233,7 +273,7 @@ pub struct Instance {
 
 impl Instance {
     /// The variables visible from `scope`: the root's, overlaid by each inner scope's.
-    pub fn visible_vars(&self, scope: u64) -> Vars {
+    pub fn visible_vars(&self, scope: ScopeId) -> Vars {
         let mut chain = Vec::new();
         let mut cur = Some(scope);
         while let Some(s) = cur {
@@ -260,7 +300,7 @@ impl Instance {
     pub fn variables(&self) -> &Vars {
         static EMPTY: std::sync::OnceLock<Vars> = std::sync::OnceLock::new();
         self.scopes
-            .get(&0)
+            .get(&ScopeId::ROOT)
             .map_or_else(|| EMPTY.get_or_init(Vars::new), |s| &s.vars)
     }
 
@@ -310,10 +350,10 @@ pub enum SubscriptionKind {
         index: usize,
     },
     /// An event subprocess's trigger, armed while the scope it sits in is open
-    /// (the subscription's token is 0: it belongs to the scope).
+    /// (the subscription's token is [`TokenId::NONE`]: it belongs to the scope).
     EventSubprocess {
         /// The scope.
-        scope: u64,
+        scope: ScopeId,
     },
 }
 
@@ -323,7 +363,7 @@ pub struct Subscription {
     /// Unique within the instance (the event's activity instance).
     pub id: u64,
     /// The token it belongs to (for a boundary event, the activity's token).
-    pub token: u64,
+    pub token: TokenId,
     /// The catch node, gateway or activity it belongs to.
     pub node: String,
     /// Where it sits.

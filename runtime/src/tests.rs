@@ -276,14 +276,23 @@ fn completed_by_records_who_completed_the_task_and_left_out_fields_take_their_de
     )
     .expect("completes");
     assert_eq!(done.status, InstanceStatus::Completed);
-    assert_eq!(done.scopes[&0].vars.get("approver"), Some(&json!("ann")));
-    assert_eq!(done.scopes[&0].vars.get("ok"), Some(&json!(true)));
     assert_eq!(
-        done.scopes[&0].vars.get("note"),
+        done.scopes[&ScopeId::ROOT].vars.get("approver"),
+        Some(&json!("ann"))
+    );
+    assert_eq!(
+        done.scopes[&ScopeId::ROOT].vars.get("ok"),
+        Some(&json!(true))
+    );
+    assert_eq!(
+        done.scopes[&ScopeId::ROOT].vars.get("note"),
         Some(&json!("none")),
         "a field left out takes its default"
     );
-    assert_eq!(done.scopes[&0].vars.get("tag"), Some(&json!("xy")));
+    assert_eq!(
+        done.scopes[&ScopeId::ROOT].vars.get("tag"),
+        Some(&json!("xy"))
+    );
 }
 
 #[test]
@@ -516,7 +525,7 @@ fn an_internal_variable_cannot_be_given_at_start() {
     let (inst, _) = m
         .start("i".into(), 1, None, Vars::new(), &clock)
         .expect("without it the default holds");
-    assert_eq!(inst.scopes[&0].vars["policy"], json!(0.1));
+    assert_eq!(inst.scopes[&ScopeId::ROOT].vars["policy"], json!(0.1));
 }
 
 #[test]
@@ -1191,3 +1200,39 @@ mod generated {
 }
 
 mod nested;
+
+/// States stored before ids were typed (plain numbers for tokens and scopes)
+/// read back the same, and are written the same.
+#[test]
+fn a_state_stored_with_plain_number_ids_reads_and_writes_the_same() {
+    let stored = json!({
+        "id": "7", "process": "p", "process_version": 1, "business_key": null,
+        "status": "active", "version": 3,
+        "scopes": {
+            "0": {"node": null, "parent": null, "vars": {"k": 1}},
+            "4": {"node": "sub", "parent": 0, "vars": {}}
+        },
+        "tokens": [
+            {"id": 2, "node": "sub", "scope": 0, "from": "go", "state": "waiting",
+             "activity": 3, "wait": {"kind": "scope", "inner": 4, "iterations": 0}},
+            {"id": 5, "node": "t", "scope": 4, "from": null, "state": "waiting",
+             "activity": 6, "wait": {"kind": "task"}}
+        ],
+        "next_id": 7,
+        "subscriptions": [
+            {"id": 8, "token": 0, "node": "es", "on": "event_subprocess", "scope": 4,
+             "trigger": {"trigger": "signal", "name": "stop"}}
+        ],
+        "started_at": "2026-11-20T09:00:00Z", "ended_at": null
+    });
+    let inst: Instance = serde_json::from_value(stored.clone()).expect("reads");
+    assert_eq!(inst.tokens[1].scope, ScopeId(4));
+    assert_eq!(inst.scopes[&ScopeId(4)].parent, Some(ScopeId::ROOT));
+    assert_eq!(inst.subscriptions[0].token, TokenId::NONE);
+    assert_eq!(inst.variables()["k"], json!(1));
+    assert_eq!(
+        serde_json::to_value(&inst).expect("writes"),
+        stored,
+        "written back exactly as it was stored"
+    );
+}

@@ -28,7 +28,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use ordo_model::{Options, Process};
 use ordo_runtime::{
-    Action, Command, Instance, Machine, ManualClock, Subscription, TokenState, Trigger, Vars, Wait,
+    Action, Command, Instance, Machine, ManualClock, ScopeId, Subscription, TokenState, Trigger,
+    Vars, Wait,
 };
 use serde_json::{Map, Value};
 use std::fmt::Write;
@@ -63,7 +64,7 @@ impl Case {
 
     /// A scope as a path of containers: `body[1]/inner@12` (a multi-instance
     /// run by its index, any other scope by its id; the root is `/`).
-    fn scope_path(&self, mut scope: u64) -> String {
+    fn scope_path(&self, mut scope: ScopeId) -> String {
         let inst = self.inst();
         let mut parts = Vec::new();
         while let Some(sc) = inst.scopes.get(&scope) {
@@ -96,7 +97,7 @@ impl Case {
             other => panic!("a node or {{node, …}}, not {other}"),
         };
         let inst = self.inst();
-        let mut found: Vec<(u64, u64)> = inst
+        let mut found: Vec<(u64, ScopeId)> = inst
             .tokens
             .iter()
             .filter(|t| t.node == node)

@@ -426,7 +426,7 @@ mod tests {
     fn sub(id: u64, trigger: Trigger) -> Subscription {
         Subscription {
             id,
-            token: 1,
+            token: ordo_runtime::TokenId(1),
             node: format!("n{id}"),
             kind: SubscriptionKind::Catch,
             trigger,

@@ -7,7 +7,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// The business key and variables of the instance a call or spawn starts.
     pub(super) fn child_start(
         &self,
-        scope: u64,
+        scope: ScopeId,
         business_key: &Option<Value>,
         input: &raw::Mapping,
     ) -> Result<(Option<String>, Vars), String> {

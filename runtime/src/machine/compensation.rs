@@ -30,7 +30,10 @@ impl<'m, 'p> Step<'m, 'p> {
         pending.sort_by_key(|c| std::cmp::Reverse(c.seq));
         self.inst.tokens[i].state = TokenState::Waiting {
             activity: a,
-            wait: Wait::Compensate { inner: 0, pending },
+            wait: Wait::Compensate {
+                inner: ScopeId::ROOT,
+                pending,
+            },
         };
         self.next_handler(i);
         true
@@ -51,7 +54,7 @@ impl<'m, 'p> Step<'m, 'p> {
             return self.throw_or_end(i, a, true);
         }
         let c = pending.remove(0);
-        let inner = self.id();
+        let inner = ScopeId(self.id());
         if let TokenState::Waiting {
             wait: Wait::Compensate { inner: slot, .. },
             ..
@@ -62,7 +65,7 @@ impl<'m, 'p> Step<'m, 'p> {
         let t = &self.inst.tokens[i];
         let sc = Scope::new(Some(t.node.clone()), Some(t.scope), c.vars);
         self.inst.scopes.insert(inner, sc);
-        let id = self.id();
+        let id = TokenId(self.id());
         self.inst.tokens.push(Token {
             id,
             node: c.handler,

@@ -11,7 +11,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// escalations are matched when raised). The one place triggers are chosen.
     pub(super) fn trigger_of(
         &self,
-        scope: u64,
+        scope: ScopeId,
         message: Option<&str>,
         key: Option<&raw::Expr>,
         timer: Option<&raw::TimerDef>,
@@ -29,7 +29,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// The correlation key: `key` evaluated in the token's scope, else the business key.
     pub(super) fn message_trigger(
         &self,
-        scope: u64,
+        scope: ScopeId,
         name: &str,
         key: Option<&raw::Expr>,
     ) -> Result<Trigger, String> {
@@ -50,7 +50,11 @@ impl<'m, 'p> Step<'m, 'p> {
         })
     }
 
-    pub(super) fn timer_trigger(&self, scope: u64, t: &raw::TimerDef) -> Result<Trigger, String> {
+    pub(super) fn timer_trigger(
+        &self,
+        scope: ScopeId,
+        t: &raw::TimerDef,
+    ) -> Result<Trigger, String> {
         let vars = self.inst.visible_vars(scope);
         let ev = Evaluator::new(self.m.process, &vars);
         Ok(Trigger::Timer {
@@ -97,7 +101,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     pub(super) fn subscribe(
         &mut self,
-        token: u64,
+        token: TokenId,
         node: &str,
         kind: SubscriptionKind,
         trigger: Trigger,
@@ -147,7 +151,7 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// Drops every subscription of a token.
-    pub(super) fn disarm(&mut self, token: u64) {
+    pub(super) fn disarm(&mut self, token: TokenId) {
         if self.inst.subscriptions.iter().all(|s| s.token != token) {
             return;
         }
@@ -169,7 +173,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Cancels the activity a token waits in (its task, job, event or inner scope);
     /// the token stays, ready to be moved. Returns the aborted activity.
-    pub(super) fn interrupt(&mut self, token: u64, actor: Option<&str>) -> Option<u64> {
+    pub(super) fn interrupt(&mut self, token: TokenId, actor: Option<&str>) -> Option<u64> {
         self.withdraw(token, actor, true)
     }
 
@@ -177,11 +181,11 @@ impl<'m, 'p> Step<'m, 'p> {
     /// it: what it waited for is withdrawn (its task, job, runs, inner scopes)
     /// but the activity itself is not aborted — it faults next, and an admin's
     /// retry enters its node again.
-    pub(super) fn park(&mut self, token: u64) -> Option<u64> {
+    pub(super) fn park(&mut self, token: TokenId) -> Option<u64> {
         self.withdraw(token, None, false)
     }
 
-    fn withdraw(&mut self, token: u64, actor: Option<&str>, abort: bool) -> Option<u64> {
+    fn withdraw(&mut self, token: TokenId, actor: Option<&str>, abort: bool) -> Option<u64> {
         self.disarm(token);
         let i = self.token_index(token)?;
         let TokenState::Waiting { activity, wait } = self.inst.tokens[i].state.clone() else {
@@ -214,7 +218,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// `message`) when given, else each variable as it is.
     pub(super) fn write_payload(
         &mut self,
-        scope: u64,
+        scope: ScopeId,
         out: &raw::Mapping,
         vars: Vars,
     ) -> Result<(), String> {
@@ -247,7 +251,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     && let Ok(trigger) = self.timer_trigger(scope, t)
                 {
                     let kind = SubscriptionKind::EventSubprocess { scope };
-                    self.subscribe(0, &sub.node, kind, trigger);
+                    self.subscribe(TokenId::NONE, &sub.node, kind, trigger);
                 }
             }
             return self.start_event_subprocess(scope, &sub.node, es, es.interrupting, vars);
@@ -343,8 +347,8 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// A new token on a boundary path, beside the activity.
-    pub(super) fn spawn_token(&mut self, from: &str, scope: u64, to: &str) {
-        let id = self.id();
+    pub(super) fn spawn_token(&mut self, from: &str, scope: ScopeId, to: &str) {
+        let id = TokenId(self.id());
         self.inst.tokens.push(Token {
             id,
             node: to.to_owned(),
@@ -357,7 +361,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Sends a throw's or end's message and signal.
     pub(super) fn send(
         &mut self,
-        scope: u64,
+        scope: ScopeId,
         message: &Option<String>,
         key: Option<&raw::Expr>,
         payload: &raw::Mapping,
@@ -397,7 +401,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Subscribes the message, timer and signal triggers of the event subprocesses
     /// declared in `scope`, which has just opened.
-    pub(super) fn arm_event_subprocesses(&mut self, scope: u64) -> Result<(), String> {
+    pub(super) fn arm_event_subprocesses(&mut self, scope: ScopeId) -> Result<(), String> {
         let Some(nodes) = self.scope_nodes(scope) else {
             return Ok(());
         };
@@ -415,7 +419,12 @@ impl<'m, 'p> Step<'m, 'p> {
                 continue; // errors and escalations are matched when raised
             };
             let trigger = trigger.map_err(|e| format!("event subprocess `{id}`: {e}"))?;
-            self.subscribe(0, id, SubscriptionKind::EventSubprocess { scope }, trigger);
+            self.subscribe(
+                TokenId::NONE,
+                id,
+                SubscriptionKind::EventSubprocess { scope },
+                trigger,
+            );
         }
         Ok(())
     }
@@ -424,7 +433,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// the scope when it interrupts.
     pub(super) fn start_event_subprocess(
         &mut self,
-        scope: u64,
+        scope: ScopeId,
         id: &str,
         es: &'p raw::EventSubprocess,
         interrupting: bool,
@@ -433,7 +442,7 @@ impl<'m, 'p> Step<'m, 'p> {
         if interrupting {
             self.abort_scope_tree(scope, None, true);
         }
-        let token = self.id();
+        let token = TokenId(self.id());
         self.inst.tokens.push(Token {
             id: token,
             node: id.to_owned(),

@@ -60,7 +60,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// A parallel join fires when a token of its scope instance has arrived
     /// from every incoming flow: runs of a multi-instance body, or of an event
     /// subprocess, each join their own tokens only.
-    pub(super) fn fire_parallel_join(&mut self, node: &str, scope: u64) {
+    pub(super) fn fire_parallel_join(&mut self, node: &str, scope: ScopeId) {
         let mut picked = Vec::new();
         for p in self.m.process.graph.predecessors(node) {
             match self.inst.tokens.iter().position(|t| {
@@ -85,7 +85,13 @@ impl<'m, 'p> Step<'m, 'p> {
     /// flow counts (`arrived`), and when `activation` holds one token goes on;
     /// with `rest: cancel` every other token of the scope that can still reach
     /// the gateway is withdrawn.
-    pub(super) fn fire_complex(&mut self, node: &str, c: &raw::Complex, scope: u64, arrived: u64) {
+    pub(super) fn fire_complex(
+        &mut self,
+        node: &str,
+        c: &raw::Complex,
+        scope: ScopeId,
+        arrived: TokenId,
+    ) {
         let incoming: Vec<String> = self
             .m
             .process
@@ -129,7 +135,7 @@ impl<'m, 'p> Step<'m, 'p> {
             }
         }
         // This round: the oldest waiting token of each incoming flow.
-        let mut picked: Vec<(String, u64)> = Vec::new();
+        let mut picked: Vec<(String, TokenId)> = Vec::new();
         let mut waiting: Vec<&Token> = self
             .inst
             .tokens
@@ -195,7 +201,7 @@ impl<'m, 'p> Step<'m, 'p> {
                         }
                     }
                 }
-                let ids: Vec<u64> = picked.iter().map(|(_, id)| *id).collect();
+                let ids: Vec<TokenId> = picked.iter().map(|(_, id)| *id).collect();
                 self.merge(node, &ids);
             }
         }
@@ -203,7 +209,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Whether a live token of `scope` (other than those at the gateway) can
     /// still arrive at `node` through the flow from `from`.
-    fn can_still_come(&self, node: &str, scope: u64, from: &str) -> bool {
+    fn can_still_come(&self, node: &str, scope: ScopeId, from: &str) -> bool {
         self.inst.tokens.iter().any(|t| {
             t.scope == scope && t.node != node && (t.node == from || self.reaches(&t.node, from))
         })
@@ -213,7 +219,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// ended elsewhere) stop waiting for them; a round that came early starts.
     /// Returns whether one fired.
     pub(super) fn settle_gates(&mut self) -> bool {
-        let gates: Vec<(u64, String, Vec<String>)> = self
+        let gates: Vec<(ScopeId, String, Vec<String>)> = self
             .inst
             .scopes
             .iter()
@@ -289,8 +295,8 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Withdraws every token of `scope` (but those at `node`) that can still
     /// reach `node`: the branches a cancelling complex gateway no longer needs.
-    pub(super) fn withdraw_reaching(&mut self, node: &str, scope: u64) {
-        let doomed: Vec<u64> = self
+    pub(super) fn withdraw_reaching(&mut self, node: &str, scope: ScopeId) {
+        let doomed: Vec<TokenId> = self
             .inst
             .tokens
             .iter()
@@ -319,7 +325,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// reaches (the two lie on a cycle); counting it would make each wait for the
     /// other forever, so it is ignored, as BPMN's OR-join semantics prescribe.
     pub(super) fn fire_inclusive_join(&mut self) -> bool {
-        let joining: Vec<(String, u64)> = self
+        let joining: Vec<(String, ScopeId)> = self
             .inst
             .tokens
             .iter()
@@ -335,7 +341,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     && !(t.state == TokenState::Joining && self.reaches(&node, &t.node))
             });
             if !blocked {
-                let ids: Vec<u64> = self
+                let ids: Vec<TokenId> = self
                     .inst
                     .tokens
                     .iter()
@@ -371,7 +377,7 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// Consumes the joined tokens and lets one through the gateway.
-    pub(super) fn merge(&mut self, node: &str, ids: &[u64]) {
+    pub(super) fn merge(&mut self, node: &str, ids: &[TokenId]) {
         let Some(&keep) = ids.first() else { return };
         self.inst
             .tokens

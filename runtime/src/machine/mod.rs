@@ -338,11 +338,11 @@ impl<'p> Machine<'p> {
             business_key,
             status: InstanceStatus::Active,
             version: 1,
-            scopes: [(0, Scope::new(None, None, variables))].into(),
+            scopes: [(ScopeId::ROOT, Scope::new(None, None, variables))].into(),
             tokens: vec![Token {
-                id: 1,
+                id: TokenId(1),
                 node: start.next.clone(),
-                scope: 0,
+                scope: ScopeId::ROOT,
                 from: Some(start.id.clone()),
                 state: TokenState::Arriving,
             }],
@@ -357,7 +357,7 @@ impl<'p> Machine<'p> {
         step.history(0, &start.id, Lifecycle::Completed, None);
         // An event subprocess whose key or timer cannot be computed from the start
         // variables refuses the start, as a missing required variable does.
-        step.arm_event_subprocesses(0)
+        step.arm_event_subprocesses(ScopeId::ROOT)
             .map_err(|e| Error::Variables(vec![e]))?;
         step.run();
         if let Some(e) = step.invalid {
@@ -511,7 +511,7 @@ impl<'p> Machine<'p> {
                 }
             }
             Command::Cancel { actor } => {
-                step.abort_scope_tree(0, actor.as_deref(), false);
+                step.abort_scope_tree(ScopeId::ROOT, actor.as_deref(), false);
                 step.end_instance(InstanceStatus::Cancelled);
             }
             Command::ChildStarted { activity } => {
@@ -756,7 +756,7 @@ impl<'m, 'p> Step<'m, 'p> {
     ///
     /// A value that does not fit the variable's declared type is refused (`Err`
     /// with the reason); `null` always fits.
-    fn set_var(&mut self, scope: u64, name: String, value: Value) -> Result<(), String> {
+    fn set_var(&mut self, scope: ScopeId, name: String, value: Value) -> Result<(), String> {
         let mut cur = Some(scope);
         while let Some(s) = cur {
             let Some(sc) = self.inst.scopes.get(&s) else {
@@ -791,7 +791,7 @@ impl<'m, 'p> Step<'m, 'p> {
     fn write_job_result(
         &mut self,
         s: &raw::Service,
-        scope: u64,
+        scope: ScopeId,
         result: Value,
     ) -> Result<(), String> {
         if let Some(r) = &s.result {
@@ -809,7 +809,7 @@ impl<'m, 'p> Step<'m, 'p> {
         Ok(())
     }
 
-    fn token_index(&self, id: u64) -> Option<usize> {
+    fn token_index(&self, id: TokenId) -> Option<usize> {
         self.inst.tokens.iter().position(|t| t.id == id)
     }
 

@@ -73,7 +73,7 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// Opens the next run of the multi-instance activity that `token` waits in.
-    pub(super) fn open_run(&mut self, token: u64) {
+    pub(super) fn open_run(&mut self, token: TokenId) {
         let Some(i) = self.token_index(token) else {
             return;
         };
@@ -93,8 +93,8 @@ impl<'m, 'p> Step<'m, 'p> {
         let Some(item) = items.get(k).cloned() else {
             return;
         };
-        let run = self.id();
-        let id = self.id();
+        let run = ScopeId(self.id());
+        let id = TokenId(self.id());
         if let TokenState::Waiting {
             wait: Wait::Multi { runs, next, .. },
             ..
@@ -121,7 +121,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// A run has finished: its output is kept in item order, and the activity
     /// completes when every run is done or its completion condition holds (the
     /// runs still open are then cancelled); a sequential activity opens the next.
-    pub(super) fn run_done(&mut self, run: u64) {
+    pub(super) fn run_done(&mut self, run: ScopeId) {
         let Some(c) = self.container_of(run) else {
             self.close_scope(run);
             return;
@@ -148,7 +148,7 @@ impl<'m, 'p> Step<'m, 'p> {
                 // retry (or a resolve with the missing variables) evaluates
                 // this run's output again without redoing its work.
                 let a = self.id();
-                let id = self.id();
+                let id = TokenId(self.id());
                 self.inst.tokens.push(Token {
                     id,
                     node: node_id.clone(),
@@ -211,7 +211,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Completes a multi-instance activity: cancels its open runs, writes the
     /// outputs `into` their variable.
-    pub(super) fn finish_multi(&mut self, token: u64) {
+    pub(super) fn finish_multi(&mut self, token: TokenId) {
         let Some(c) = self.token_index(token) else {
             return;
         };

@@ -57,8 +57,8 @@ impl<'m, 'p> Step<'m, 'p> {
         self.history(a, &node_id, Lifecycle::Completed, None);
         self.inst.tokens.remove(i);
         if e.terminate {
-            if scope == 0 {
-                self.abort_scope_tree(0, None, false);
+            if scope == ScopeId::ROOT {
+                self.abort_scope_tree(ScopeId::ROOT, None, false);
                 self.end_instance(InstanceStatus::Terminated);
                 return;
             }
@@ -104,7 +104,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// error is an incident and both go on to the caller of a called instance.
     pub(super) fn raise(
         &mut self,
-        token: u64,
+        token: TokenId,
         a: u64,
         code: &str,
         raised: Raised,
@@ -125,7 +125,7 @@ impl<'m, 'p> Step<'m, 'p> {
             if !skip_event_subprocesses && self.catch_in_event_subprocess(scope, code, critical) {
                 return true;
             }
-            if scope == 0 {
+            if scope == ScopeId::ROOT {
                 break;
             }
             let Some(host) = self.container_of(scope) else {
@@ -201,7 +201,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// An error or escalation event subprocess of `scope` that catches `code` starts.
     pub(super) fn catch_in_event_subprocess(
         &mut self,
-        scope: u64,
+        scope: ScopeId,
         code: &str,
         critical: bool,
     ) -> bool {

@@ -14,7 +14,7 @@ impl<'m, 'p> Step<'m, 'p> {
         iterations: u32,
     ) {
         let parent = self.inst.tokens[i].scope;
-        let inner = self.id();
+        let inner = ScopeId(self.id());
         let mut vars = Vars::new();
         for (k, d) in decls {
             vars.insert(k.clone(), d.default.clone().unwrap_or(Value::Null));
@@ -27,7 +27,7 @@ impl<'m, 'p> Step<'m, 'p> {
             activity: a,
             wait: Wait::Scope { inner, iterations },
         };
-        let id = self.id();
+        let id = TokenId(self.id());
         self.inst.tokens.push(Token {
             id,
             node: start.to_owned(),
@@ -45,11 +45,11 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// When a scope has no token left, its container completes (or a loop runs again).
-    pub(super) fn scope_maybe_done(&mut self, scope: u64) {
+    pub(super) fn scope_maybe_done(&mut self, scope: ScopeId) {
         if self.inst.tokens.iter().any(|t| t.scope == scope) {
             return;
         }
-        if scope == 0 {
+        if scope == ScopeId::ROOT {
             self.end_instance(InstanceStatus::Completed);
             return;
         }
@@ -124,7 +124,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// (an interrupting event subprocess runs in it next). Completed activities
     /// awaiting compensation in the removed scopes pass to the nearest scope that
     /// remains: their work was done and may still need undoing.
-    pub(super) fn abort_scope_tree(&mut self, scope: u64, actor: Option<&str>, keep: bool) {
+    pub(super) fn abort_scope_tree(&mut self, scope: ScopeId, actor: Option<&str>, keep: bool) {
         let mut doomed = HashSet::from([scope]);
         loop {
             let before = doomed.len();
@@ -191,7 +191,7 @@ impl<'m, 'p> Step<'m, 'p> {
             if let Some(sc) = self.inst.scopes.get_mut(s) {
                 passed.append(&mut sc.done);
             }
-            if *s != 0 {
+            if *s != ScopeId::ROOT {
                 self.inst.scopes.remove(s);
             }
         }
@@ -218,7 +218,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Removes a finished scope: its event subprocesses are withdrawn, and its
     /// activities awaiting compensation pass to the enclosing scope (unless the
     /// container has a compensation handler of its own, which then undoes it all).
-    pub(super) fn close_scope(&mut self, scope: u64) {
+    pub(super) fn close_scope(&mut self, scope: ScopeId) {
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inst.subscriptions)
             .into_iter()
             .partition(
@@ -264,7 +264,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// The token that waits for `scope` to finish: a subprocess, loop or event
     /// subprocess; a multi-instance activity (a run scope); a compensating throw.
-    pub(super) fn container_of(&self, scope: u64) -> Option<usize> {
+    pub(super) fn container_of(&self, scope: ScopeId) -> Option<usize> {
         self.inst.tokens.iter().position(|t| match &t.state {
             TokenState::Waiting {
                 wait: Wait::Scope { inner, .. } | Wait::Compensate { inner, .. },
@@ -279,7 +279,10 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// The nodes declared in `scope` (none for a run or compensation scope).
-    pub(super) fn scope_nodes(&self, scope: u64) -> Option<&'p indexmap::IndexMap<String, Node>> {
+    pub(super) fn scope_nodes(
+        &self,
+        scope: ScopeId,
+    ) -> Option<&'p indexmap::IndexMap<String, Node>> {
         let sc = self.inst.scopes.get(&scope)?;
         if sc.run.is_some() {
             return None;
@@ -291,7 +294,7 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// Whether a process or subprocess around `scope` (it included) declares `name`.
-    pub(super) fn declared_above(&self, mut scope: Option<u64>, name: &str) -> bool {
+    pub(super) fn declared_above(&self, mut scope: Option<ScopeId>, name: &str) -> bool {
         while let Some(s) = scope {
             let Some(sc) = self.inst.scopes.get(&s) else {
                 return false;

@@ -40,7 +40,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// on, ended, or was withdrawn), and lets the token that has waited longest
     /// for it enter.
     fn release_sections(&mut self) {
-        let held: Vec<(String, u64)> = self
+        let held: Vec<(String, TokenId)> = self
             .inst
             .sections
             .iter()
@@ -60,7 +60,7 @@ impl<'m, 'p> Step<'m, 'p> {
         // Every free section with tokens waiting for it lets the oldest in,
         // unless one is already on its way in (a woken token can be withdrawn
         // before it enters: then the next one is woken here).
-        let mut waiting: Vec<(String, u64)> = Vec::new();
+        let mut waiting: Vec<(String, TokenId)> = Vec::new();
         let mut coming: Vec<String> = Vec::new();
         for t in &self.inst.tokens {
             let Some(section) = self.m.node(&t.node).and_then(Node::critical) else {
@@ -87,7 +87,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Whether the holder of a section is a container this token runs inside
     /// (a critical subprocess, loop or multi-instance activity): then the
     /// token is already in the section.
-    fn inside_holder(&self, i: usize, holder: u64) -> bool {
+    fn inside_holder(&self, i: usize, holder: TokenId) -> bool {
         let mut scope = Some(self.inst.tokens[i].scope);
         while let Some(s) = scope {
             if self
@@ -338,7 +338,7 @@ impl<'m, 'p> Step<'m, 'p> {
         a: u64,
         node: &str,
         u: &raw::User,
-        scope: u64,
+        scope: ScopeId,
     ) -> Result<TaskSpec, String> {
         let vars = self.inst.visible_vars(scope);
         let ev = Evaluator::new(self.m.process, &vars);
@@ -446,7 +446,7 @@ impl<'m, 'p> Step<'m, 'p> {
         t.from = Some(from.clone());
         t.state = TokenState::Arriving;
         for target in rest {
-            let id = self.id();
+            let id = TokenId(self.id());
             self.inst.tokens.push(Token {
                 id,
                 node: target.clone(),

@@ -551,7 +551,7 @@ fn a_parallel_join_in_a_multi_instance_body_joins_only_its_own_runs_tokens() {
             .any(|x| matches!(x, Action::History(h) if h.node == "z")),
         "no run reached its end: the join must not mix runs"
     );
-    let at_join: Vec<u64> = inst
+    let at_join: Vec<ScopeId> = inst
         .tokens
         .iter()
         .filter(|t| t.node == "j")
