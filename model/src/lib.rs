@@ -74,6 +74,9 @@ pub struct Process {
     /// Its graph.
     pub graph: FlowGraph,
     expressions: HashMap<String, Expression>,
+    /// Whether any node runs in a critical section (so the runtime looks for
+    /// section waiters only in processes that can have them).
+    critical: bool,
 }
 
 impl Process {
@@ -81,6 +84,11 @@ impl Process {
     /// without a leading `=`).
     pub fn expression(&self, source: &str) -> Option<&Expression> {
         self.expressions.get(source)
+    }
+
+    /// Whether any node of the process declares a `critical` section.
+    pub fn has_critical_sections(&self) -> bool {
+        self.critical
     }
 
     /// A node by id, wherever it is nested (ids are unique in a definition).

@@ -84,10 +84,19 @@ pub(crate) fn validate(
     let graph = v.run(&def);
     v.diags.sort_by_key(|d| (d.line, d.column));
     let ok = !v.diags.iter().any(Diagnostic::is_error);
-    let process = ok.then(|| Process {
-        def,
-        graph,
-        expressions: v.exprs,
+    let process = ok.then(|| {
+        let mut p = Process {
+            def,
+            graph,
+            expressions: v.exprs,
+            critical: false,
+        };
+        p.critical = p
+            .graph
+            .graph
+            .node_weights()
+            .any(|el| p.node(&el.id).and_then(Node::critical).is_some());
+        p
     });
     (process, v.diags)
 }

@@ -108,29 +108,23 @@ impl<'m, 'p> Step<'m, 'p> {
             };
             let mut owed = owed.clone();
             owed.remove(pos);
+            let round_over = owed.is_empty();
             self.inst.tokens.retain(|t| t.id != arrived);
             if let Some(sc) = self.inst.scopes.get_mut(&scope) {
-                if owed.is_empty() {
+                if round_over {
                     sc.gates.remove(node);
                 } else {
                     sc.gates.insert(node.to_owned(), owed);
                 }
             }
-            if self
-                .inst
-                .scopes
-                .get(&scope)
-                .is_some_and(|s| s.gates.contains_key(node))
-            {
-                return self.scope_maybe_done(scope);
-            }
-            // The round is over: tokens that came early start the next one.
-            if !self
+            // Still owed, or over with no token early for the next round: the
+            // absorbed token may have been the scope's last.
+            let early = self
                 .inst
                 .tokens
                 .iter()
-                .any(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
-            {
+                .any(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining);
+            if !round_over || !early {
                 return self.scope_maybe_done(scope);
             }
         }

@@ -475,13 +475,7 @@ impl<'p> Machine<'p> {
                 variables,
                 actor,
             } => {
-                let i = step.faulted(activity)?;
-                step.set_vars_or_refuse(i, variables)?;
-                step.actions.push(Action::CloseIncident {
-                    activity,
-                    how: "retried".into(),
-                    actor: actor.clone(),
-                });
+                let i = step.take_incident(activity, variables, "retried", &actor)?;
                 step.retry(i, activity, retries, actor);
             }
             Command::Resolve {
@@ -489,14 +483,8 @@ impl<'p> Machine<'p> {
                 variables,
                 actor,
             } => {
-                let i = step.faulted(activity)?;
-                step.set_vars_or_refuse(i, variables)?;
-                step.actions.push(Action::CloseIncident {
-                    activity,
-                    how: "resolved".into(),
-                    actor: actor.clone(),
-                });
-                if step.inst.tokens[i].from.as_deref() == Some(RUN_OUTPUT) && step.is_run(i) {
+                let i = step.take_incident(activity, variables, "resolved", &actor)?;
+                if step.only_output_left(i) {
                     // A run's output, given by hand: the run is done once (its
                     // activity already completed; completing it again would
                     // record its compensation twice).
@@ -617,6 +605,9 @@ struct Step<'m, 'p> {
     lifecycle: std::collections::HashMap<u64, Lifecycle>,
     /// The first move the table refused, if any.
     invalid: Option<Error>,
+    /// Ids from here on were made by this command: such an activity has no
+    /// state from before it.
+    first_new: u64,
 }
 
 /// What a throw or end event sends and raises.
@@ -658,6 +649,7 @@ fn key_text(v: Value) -> Option<String> {
 impl<'m, 'p> Step<'m, 'p> {
     fn new(m: &'m Machine<'p>, inst: &'m mut Instance, now: DateTime<Utc>) -> Self {
         Step {
+            first_new: inst.next_id,
             m,
             inst,
             now,
@@ -687,6 +679,9 @@ impl<'m, 'p> Step<'m, 'p> {
     /// `lifecycle`, and emitted as history.
     fn history(&mut self, activity: u64, node: &str, state: Lifecycle, actor: Option<&str>) {
         let from = self.lifecycle.get(&activity).copied().or_else(|| {
+            if activity >= self.first_new {
+                return None; // made by this command: not started before it
+            }
             // Not moved yet in this command: what its token says.
             self.inst.tokens.iter().find_map(|t| match &t.state {
                 TokenState::Waiting { activity: a, .. } if *a == activity => {
@@ -837,6 +832,32 @@ impl<'m, 'p> Step<'m, 'p> {
         } else {
             Err(Error::Variables(problems))
         }
+    }
+
+    /// An admin takes the incident at `activity`: the variables they give are
+    /// set in its token's scope and the incident is closed as `how`. Returns
+    /// the token's index.
+    fn take_incident(
+        &mut self,
+        activity: u64,
+        variables: Vars,
+        how: &str,
+        actor: &Option<String>,
+    ) -> Result<usize, Error> {
+        let i = self.faulted(activity)?;
+        self.set_vars_or_refuse(i, variables)?;
+        self.actions.push(Action::CloseIncident {
+            activity,
+            how: how.to_owned(),
+            actor: actor.clone(),
+        });
+        Ok(i)
+    }
+
+    /// Whether token `i` is a multi-instance run whose work is done and only
+    /// its `output` is left to evaluate (after an incident on it).
+    fn only_output_left(&self, i: usize) -> bool {
+        self.inst.tokens[i].from.as_deref() == Some(RUN_OUTPUT) && self.is_run(i)
     }
 
     /// Runs a failed step again: the token enters its node anew.

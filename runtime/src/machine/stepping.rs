@@ -40,6 +40,10 @@ impl<'m, 'p> Step<'m, 'p> {
     /// on, ended, or was withdrawn), and lets the token that has waited longest
     /// for it enter.
     fn release_sections(&mut self) {
+        // Most processes have no sections: nothing to look at, every step.
+        if !self.m.process.has_critical_sections() {
+            return;
+        }
         let held: Vec<(String, TokenId)> = self
             .inst
             .sections
@@ -104,7 +108,7 @@ impl<'m, 'p> Step<'m, 'p> {
     pub(super) fn enter(&mut self, i: usize) {
         // A run whose `output` failed, retried or resolved: only the output is
         // evaluated again; the run's work is not redone.
-        if self.inst.tokens[i].from.as_deref() == Some(RUN_OUTPUT) && self.is_run(i) {
+        if self.only_output_left(i) {
             let run = self.inst.tokens[i].scope;
             self.inst.tokens.remove(i);
             return self.run_done(run);

@@ -13,6 +13,19 @@ fn task_of<'a>(actions: &'a [Action], node: &str) -> Vec<&'a TaskSpec> {
         .collect()
 }
 
+/// The first incident the actions open: its activity and message.
+fn first_incident(actions: &[Action]) -> (u64, String) {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Incident {
+                activity, message, ..
+            } => Some((*activity, message.clone())),
+            _ => None,
+        })
+        .expect("an incident")
+}
+
 fn complete_activity(
     p: &Process,
     inst: &Instance,
@@ -804,15 +817,7 @@ nodes:
     let first = task_of(&actions, "t")[0].activity;
     // Run 0 completes without `answer`: its output fails.
     let (inst, actions) = complete_activity(&p, &inst, first, json!({}));
-    let incident = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Incident {
-                activity, message, ..
-            } => Some((*activity, message.clone())),
-            _ => None,
-        })
-        .expect("an incident");
+    let incident = first_incident(&actions);
     assert!(
         incident.1.contains("the `output` of run 0"),
         "{}",
@@ -859,13 +864,7 @@ nodes:
     let tasks = task_of(&actions, "t");
     let (a0, a1) = (tasks[0].activity, tasks[1].activity);
     let (inst, actions) = complete_activity(&p, &inst, a0, json!({}));
-    let incident = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Incident { activity, .. } => Some(*activity),
-            _ => None,
-        })
-        .expect("an incident");
+    let (incident, _) = first_incident(&actions);
     assert!(
         !actions.iter().any(
             |a| matches!(a, Action::History(h) if h.activity == a1 && h.state == Lifecycle::Aborted)
