@@ -534,7 +534,10 @@ impl<'a> Validator<'a> {
             self.err_val(
                 "invalid-name",
                 &path.join("critical"),
-                format!("`{c}` cannot name a critical section"),
+                format!(
+                    "`{}` cannot name a critical section",
+                    c.chars().take(64).collect::<String>()
+                ),
                 Some("use letters, digits, `_`, `-` or `.`, such as `stock`".to_owned()),
             );
         }
@@ -1601,7 +1604,7 @@ impl<'a> Validator<'a> {
                         "gateway-flows",
                         &p.path,
                         format!(
-                            "complex gateway `{id}` joins {inc} flow(s); it decides between two or more"
+                            "complex gateway `{id}` has {inc} incoming flow(s); it joins two or more"
                         ),
                         Some("lead two or more branches into it, or use an `exclusive` gateway".to_owned()),
                     );
