@@ -855,6 +855,18 @@ impl Engine {
         self.apply(instance, Command::Cancel { actor }, None).await
     }
 
+    /// Adds runs to a running multi-instance activity, one per item (see
+    /// [`Command::AddRuns`]).
+    pub async fn add_runs(
+        &self,
+        instance: &str,
+        activity: u64,
+        items: Vec<Value>,
+    ) -> Result<Instance> {
+        self.apply(instance, Command::AddRuns { activity, items }, None)
+            .await
+    }
+
     /// Applies any runtime command (completing jobs is how the job executor reports).
     pub async fn apply(
         &self,

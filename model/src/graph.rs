@@ -43,6 +43,8 @@ pub enum Flow {
     },
     /// From a container (subprocess, loop, event subprocess) to its first node.
     Enter,
+    /// Where an activity's flow goes when its milestone (named here) has passed.
+    Missed(String),
 }
 
 /// The process graph.
@@ -124,6 +126,11 @@ impl FlowGraph {
                 Flow::Condition(c) | Flow::Event(c) => {
                     writeln!(out, "  {a} -->|\"{}\"| {b}", mermaid_text(c))
                 }
+                Flow::Missed(m) => writeln!(
+                    out,
+                    "  {a} -.->|\"{}\"| {b}",
+                    mermaid_text(&format!("{m} passed"))
+                ),
                 Flow::Boundary {
                     trigger,
                     interrupting,
@@ -213,6 +220,10 @@ impl FlowGraph {
                 Flow::Enter => " [style=dotted]".to_owned(),
                 Flow::Default => " [label=\"default\"]".to_owned(),
                 Flow::Condition(c) | Flow::Event(c) => format!(" [label=\"{}\"]", dot_text(c)),
+                Flow::Missed(m) => format!(
+                    " [label=\"{}\", style=dashed]",
+                    dot_text(&format!("{m} passed"))
+                ),
                 Flow::Boundary {
                     trigger,
                     interrupting,

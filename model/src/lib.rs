@@ -77,6 +77,8 @@ pub struct Process {
     /// Whether any node runs in a critical section (so the runtime looks for
     /// section waiters only in processes that can have them).
     critical: bool,
+    /// Whether any node waits for a milestone.
+    milestones: bool,
 }
 
 impl Process {
@@ -89,6 +91,11 @@ impl Process {
     /// Whether any node of the process declares a `critical` section.
     pub fn has_critical_sections(&self) -> bool {
         self.critical
+    }
+
+    /// Whether any node of the process waits for a `milestone`.
+    pub fn has_milestones(&self) -> bool {
+        self.milestones
     }
 
     /// A node by id, wherever it is nested (ids are unique in a definition).

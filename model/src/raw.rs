@@ -467,6 +467,12 @@ pub struct MultiInstance {
     /// The variable that receives the outputs, in item order.
     #[serde(default)]
     pub into: Option<String>,
+    /// The runs still open when `completion` holds: `cancel` (the default)
+    /// withdraws them; `wait` lets them finish unobserved while the flow goes
+    /// on (their outputs are not collected), and the scope around the activity
+    /// ends only after them (workflow pattern 34).
+    #[serde(default)]
+    pub rest: Option<Rest>,
 }
 
 fn default_item_var() -> String {
@@ -724,6 +730,21 @@ impl Node {
         }
     }
 
+    /// The milestone this node waits for, and where the flow goes when it has
+    /// passed (None: `next`).
+    pub fn milestone(&self) -> Option<(&str, Option<&str>)> {
+        let (m, missed) = match self {
+            Node::Service(n) => (&n.milestone, &n.missed),
+            Node::User(n) => (&n.milestone, &n.missed),
+            Node::Receive(n) => (&n.milestone, &n.missed),
+            Node::Subprocess(n) => (&n.milestone, &n.missed),
+            Node::Loop(n) => (&n.milestone, &n.missed),
+            Node::Call(n) => (&n.milestone, &n.missed),
+            _ => return None,
+        };
+        m.as_deref().map(|m| (m, missed.as_deref()))
+    }
+
     /// The multi-instance settings of this node, if any.
     pub fn multi(&self) -> Option<&MultiInstance> {
         match self {
@@ -793,6 +814,15 @@ pub struct Service {
     /// section name runs at a time; others wait at their node, oldest first.
     #[serde(default)]
     pub critical: Option<String>,
+    /// A milestone (workflow pattern 18): the activity starts only while a
+    /// token of its scope waits at this node; until then its token waits here.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    /// Where the flow goes when the milestone has passed for good (no token of
+    /// the scope waits at it or can still reach it): by default `next`, without
+    /// running this activity.
+    #[serde(default)]
+    pub missed: Option<String>,
     /// The action a plugin registers (`crm.assign`).
     #[schemars(example = &"crm.assign")]
     pub action: String,
@@ -836,6 +866,15 @@ pub struct User {
     /// section name runs at a time; others wait at their node, oldest first.
     #[serde(default)]
     pub critical: Option<String>,
+    /// A milestone (workflow pattern 18): the activity starts only while a
+    /// token of its scope waits at this node; until then its token waits here.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    /// Where the flow goes when the milestone has passed for good (no token of
+    /// the scope waits at it or can still reach it): by default `next`, without
+    /// running this activity.
+    #[serde(default)]
+    pub missed: Option<String>,
     /// What the person is asked to do.
     #[serde(default)]
     pub description: Option<String>,
@@ -901,6 +940,15 @@ pub struct Receive {
     /// section name runs at a time; others wait at their node, oldest first.
     #[serde(default)]
     pub critical: Option<String>,
+    /// A milestone (workflow pattern 18): the activity starts only while a
+    /// token of its scope waits at this node; until then its token waits here.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    /// Where the flow goes when the milestone has passed for good (no token of
+    /// the scope waits at it or can still reach it): by default `next`, without
+    /// running this activity.
+    #[serde(default)]
+    pub missed: Option<String>,
     /// The message name it waits for.
     pub message: String,
     /// The correlation key (CEL over the instance's variables); defaults to the
@@ -1122,6 +1170,15 @@ pub struct Subprocess {
     /// section name runs at a time; others wait at their node, oldest first.
     #[serde(default)]
     pub critical: Option<String>,
+    /// A milestone (workflow pattern 18): the activity starts only while a
+    /// token of its scope waits at this node; until then its token waits here.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    /// Where the flow goes when the milestone has passed for good (no token of
+    /// the scope waits at it or can still reach it): by default `next`, without
+    /// running this activity.
+    #[serde(default)]
+    pub missed: Option<String>,
     /// Variables local to the subprocess.
     #[serde(default)]
     pub variables: IndexMap<String, VariableDef>,
@@ -1190,6 +1247,15 @@ pub struct Loop {
     /// section name runs at a time; others wait at their node, oldest first.
     #[serde(default)]
     pub critical: Option<String>,
+    /// A milestone (workflow pattern 18): the activity starts only while a
+    /// token of its scope waits at this node; until then its token waits here.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    /// Where the flow goes when the milestone has passed for good (no token of
+    /// the scope waits at it or can still reach it): by default `next`, without
+    /// running this activity.
+    #[serde(default)]
+    pub missed: Option<String>,
     /// Run the body while this holds, testing before each run (BPML while).
     #[serde(default, rename = "while")]
     pub while_: Option<Expr>,
@@ -1222,6 +1288,15 @@ pub struct Call {
     /// section name runs at a time; others wait at their node, oldest first.
     #[serde(default)]
     pub critical: Option<String>,
+    /// A milestone (workflow pattern 18): the activity starts only while a
+    /// token of its scope waits at this node; until then its token waits here.
+    #[serde(default)]
+    pub milestone: Option<String>,
+    /// Where the flow goes when the milestone has passed for good (no token of
+    /// the scope waits at it or can still reach it): by default `next`, without
+    /// running this activity.
+    #[serde(default)]
+    pub missed: Option<String>,
     /// The id of the process to call.
     pub process: String,
     /// A pinned version; the latest deployed when absent.

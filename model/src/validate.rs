@@ -90,12 +90,18 @@ pub(crate) fn validate(
             graph,
             expressions: v.exprs,
             critical: false,
+            milestones: false,
         };
         p.critical = p
             .graph
             .graph
             .node_weights()
             .any(|el| p.node(&el.id).and_then(Node::critical).is_some());
+        p.milestones = p
+            .graph
+            .graph
+            .node_weights()
+            .any(|el| p.node(&el.id).and_then(Node::milestone).is_some());
         p
     });
     (process, v.diags)
@@ -541,6 +547,9 @@ impl<'a> Validator<'a> {
                 Some("use letters, digits, `_`, `-` or `.`, such as `stock`".to_owned()),
             );
         }
+        if let Some((m, missed)) = p.node.milestone() {
+            self.milestone(id, m, missed, path, scope, scope_of, placed, graph);
+        }
         match p.node {
             Node::Empty(_) | Node::Parallel(_) => {}
             Node::Complex(c) => self.expr(&c.activation.0, &path.join("activation")),
@@ -847,6 +856,62 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A milestone names a node of the same scope where a token waits (an
+    /// activity, a catch event or an event-based gateway), not the node itself;
+    /// `missed` is a flow of the same scope.
+    #[allow(clippy::too_many_arguments)] // the node walk's context, as `node` has it
+    fn milestone(
+        &mut self,
+        id: &str,
+        m: &str,
+        missed: Option<&str>,
+        path: &Path,
+        scope: Option<&str>,
+        scope_of: &HashMap<&str, Option<&str>>,
+        placed: &[(String, Placed)],
+        graph: &mut FlowGraph,
+    ) {
+        let mp = path.join("milestone");
+        if m == id {
+            self.err_val(
+                "bad-milestone",
+                &mp,
+                format!("`{id}` cannot be its own milestone"),
+                Some(
+                    "name the node where another branch waits, such as `await_dispatch`".to_owned(),
+                ),
+            );
+        } else if self.target(m, &mp, scope, scope_of)
+            && let Some((_, target)) = placed.iter().find(|(pid, _)| pid == m)
+            && !matches!(
+                target.node,
+                Node::User(_)
+                    | Node::Service(_)
+                    | Node::Receive(_)
+                    | Node::Catch(_)
+                    | Node::Event(_)
+                    | Node::Subprocess(_)
+                    | Node::Loop(_)
+                    | Node::Call(_)
+            )
+        {
+            self.err_val(
+                "bad-milestone",
+                &mp,
+                format!(
+                    "`{m}` is a node of type `{}`, where no token waits, so it cannot be a milestone",
+                    target.node.type_name()
+                ),
+                Some("name an activity, a catch event or an event-based gateway: a state the other branch rests in".to_owned()),
+            );
+        }
+        if let Some(to) = missed
+            && self.target(to, &path.join("missed"), scope, scope_of)
+        {
+            graph.connect(id, to, Flow::Missed(m.to_owned()));
+        }
+    }
+
     fn scope_start(
         &mut self,
         id: &str,
@@ -1073,6 +1138,14 @@ impl<'a> Validator<'a> {
         self.var(&m.index, &path.join("index"));
         if let Some(c) = &m.completion {
             self.expr(&c.0, &path.join("completion"));
+        }
+        if m.rest.is_some() && m.completion.is_none() {
+            self.err_val(
+                "bad-multi",
+                &path.join("rest"),
+                "`rest` says what happens to the runs still open when `completion` holds, and there is no `completion`",
+                Some("add `completion:` (such as `completed >= 2`), or remove `rest`".to_owned()),
+            );
         }
         if let Some(o) = &m.output {
             self.expr(&o.0, &path.join("output"));
@@ -1773,13 +1846,13 @@ impl<'a> Validator<'a> {
                     }
                     steps += 1;
                 }
-                // An activity with boundary events splits too: its normal flow
-                // and each boundary path are taken one or the other (or the
-                // boundary path not at all).
+                // An activity with boundary events (or a milestone's `missed`
+                // path) splits too: its normal flow and each other path are
+                // taken one or the other (or the other path not at all).
                 let has_boundary = graph
                     .graph
                     .edges_directed(cur, Direction::Outgoing)
-                    .any(|e| matches!(e.weight(), Flow::Boundary { .. }));
+                    .any(|e| matches!(e.weight(), Flow::Boundary { .. } | Flow::Missed(_)));
                 if matches!(graph.graph[cur].kind, "exclusive" | "event") || has_boundary {
                     *origins.entry(cur).or_default() += 1;
                 }
@@ -1789,7 +1862,7 @@ impl<'a> Validator<'a> {
                 if matches!(graph.graph[*split_ix].kind, "exclusive" | "event") {
                     self.warn_key("deadlock-join", &p.path, format!("parallel gateway `{id}` joins branches of `{split}`, which takes only one of them, so the join waits forever"), Some(format!("merge them with an `exclusive` gateway (or `inclusive`, which waits only for what can arrive), or make `{split}` parallel")));
                 } else {
-                    self.warn_key("deadlock-join", &p.path, format!("parallel gateway `{id}` joins the normal flow of `{split}` and the path of one of its boundary events; only one of them is taken, so the join waits forever"), Some("merge the two paths with an `exclusive` gateway first, then lead that into the join".to_owned()));
+                    self.warn_key("deadlock-join", &p.path, format!("parallel gateway `{id}` joins the normal flow of `{split}` and its boundary-event or `missed` path; only one of them is taken, so the join waits forever"), Some("merge the two paths with an `exclusive` gateway first, then lead that into the join".to_owned()));
                 }
             }
         }

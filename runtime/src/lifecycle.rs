@@ -11,9 +11,10 @@
 //!            ┌──────────────► faulted ──┬─► aborted      (retry: the node is entered anew)
 //!            │                  ▲       ├─► aborting ─► aborted   (cancelled)
 //!  (new) ─► ready ─► active ──┬─┘       └─► completing ─► completed  (resolved)
-//!    │                  │     ├─► completing ─► completed
-//!    │                  │     ├─► completed          (an event: start, boundary, catch, throw)
-//!    │                  │     └─► aborting ─► aborted
+//!    │         │        │     ├─► completing ─► completed
+//!    │         │        │     ├─► completed          (an event: start, boundary, catch, throw)
+//!    │         │        │     └─► aborting ─► aborted
+//!    │         └─► aborted   (withdrawn before it started: its milestone passed)
 //!    ├─► completed (a start event)
 //!    └─► faulted   (a node that cannot even be entered)
 //! ```
@@ -26,7 +27,7 @@ pub fn allowed(from: Option<Lifecycle>, to: Lifecycle) -> bool {
     matches!(
         (from, to),
         (None, Ready | Completed | Faulted)
-            | (Some(Ready), Active | Faulted)
+            | (Some(Ready), Active | Faulted | Aborted)
             | (Some(Active), Completing | Completed | Aborting | Faulted)
             | (Some(Completing), Completed)
             | (Some(Aborting), Aborted)

@@ -176,6 +176,11 @@ pub enum Wait {
         completed: u32,
         /// What each finished run contributed, in item order.
         outputs: Vec<Value>,
+        /// The runs left open when the activity completed early with `rest:
+        /// wait`: they finish unobserved (no outputs, no flow onwards) and the
+        /// scope around waits for them.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remainder: bool,
     },
     /// Compensation handlers to run, one after the other.
     Compensate {

@@ -18,6 +18,8 @@
 //!   oldest matching subscription (a message) or all of them (a signal)
 //! - `advance: ISO-8601 duration`: the clock moves; due timers fire, soonest first
 //! - `retry: {node, where, nth, with}` / `resolve: {…}`: an admin on an incident
+//! - `add_runs: {node, where, nth, items: [...]}`: runs added to the running
+//!   multi-instance activity at NODE, one per item
 //! - `cancel: {}`
 //!
 //! A step the machine refuses is recorded as refused, with its error, and the
@@ -303,6 +305,25 @@ nothing there to address
                     self.trigger(&label, &s, Vars::new());
                 }
             }
+            "add_runs" => {
+                let running = |w: &Wait| {
+                    matches!(
+                        w,
+                        Wait::Multi {
+                            remainder: false,
+                            ..
+                        }
+                    )
+                };
+                let Some(activity) = self.address(&what, arg, false, running) else {
+                    return;
+                };
+                let items = match arg.get("items") {
+                    Some(Value::Array(v)) => v.clone(),
+                    _ => panic!("step {n}: `add_runs` needs `items: [...]`"),
+                };
+                self.apply(&what, Command::AddRuns { activity, items });
+            }
             "cancel" => self.apply(&what, Command::Cancel { actor: None }),
             other => panic!("step {n}: unknown step `{other}`"),
         }
@@ -422,6 +443,11 @@ fn wait_name(w: &Wait) -> String {
         Wait::Job => "job".into(),
         Wait::Event => "event".into(),
         Wait::Call => "call".into(),
+        Wait::Multi {
+            runs,
+            remainder: true,
+            ..
+        } => format!("{} runs left to finish unobserved", runs.len()),
         Wait::Multi {
             runs, completed, ..
         } => format!("{} runs open, {completed} done", runs.len()),

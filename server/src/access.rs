@@ -166,6 +166,12 @@ pub const SERVER: &[Rule] = &[
     rule("POST", "/api/instances/{id}/cancel", Roles(ADMIN), ""),
     rule(
         "POST",
+        "/api/instances/{id}/activities/{activity}/runs",
+        Roles(INTEGRATORS),
+        "`{items}`: a run per item added to a running multi-instance activity (422 when it is not one, or past 10,000 runs)",
+    ),
+    rule(
+        "POST",
         "/api/messages",
         Roles(INTEGRATORS),
         "`{name, correlation_key?, message_id?, variables?, ttl?}`; checked against the payload the processes declare (`messages:`), 422 before anything happens",

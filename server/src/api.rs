@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/instances", post(start).get(instances))
         .route("/instances/{id}", get(instance))
         .route("/instances/{id}/cancel", post(cancel))
+        .route("/instances/{id}/activities/{activity}/runs", post(add_runs))
         .route("/messages", post(message))
         .route("/signals", post(signal))
         .route("/tasks", get(tasks))
@@ -316,6 +317,57 @@ fn active_nodes(inst: &ordo_engine::runtime::Instance) -> Vec<String> {
     inst.active_nodes().into_iter().map(str::to_owned).collect()
 }
 
+/// An activity instance that waits, as an integrator addresses it.
+#[derive(Debug, Serialize, JsonSchema)]
+struct WaitingActivity {
+    /// The activity instance (what task, incident and run routes take).
+    activity: u64,
+    /// Its node.
+    node: String,
+    /// What it waits for: `task`, `job`, `event`, `call`, `runs` (a
+    /// multi-instance activity), `leftover_runs` (runs a `rest: wait` activity
+    /// left to finish), `scope` (a subprocess or loop body) or `compensation`.
+    waits_for: &'static str,
+    /// Runs still open, for `runs` and `leftover_runs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_runs: Option<usize>,
+}
+
+fn waiting_activities(inst: &ordo_engine::runtime::Instance) -> Vec<WaitingActivity> {
+    use ordo_engine::runtime::{TokenState, Wait};
+    let mut v: Vec<WaitingActivity> = inst
+        .tokens
+        .iter()
+        .filter_map(|t| match &t.state {
+            TokenState::Waiting { activity, wait } => {
+                let (waits_for, open_runs) = match wait {
+                    Wait::Task => ("task", None),
+                    Wait::Job => ("job", None),
+                    Wait::Event => ("event", None),
+                    Wait::Call => ("call", None),
+                    Wait::Multi {
+                        runs, remainder, ..
+                    } => (
+                        if *remainder { "leftover_runs" } else { "runs" },
+                        Some(runs.len()),
+                    ),
+                    Wait::Scope { .. } => ("scope", None),
+                    Wait::Compensate { .. } => ("compensation", None),
+                };
+                Some(WaitingActivity {
+                    activity: *activity,
+                    node: t.node.clone(),
+                    waits_for,
+                    open_runs,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|w| w.activity);
+    v
+}
+
 async fn start(
     State(st): State<AppState>,
     caller: Caller,
@@ -389,6 +441,8 @@ struct InstanceDetails {
     ended_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The nodes where it waits.
     active_nodes: Vec<String>,
+    /// The activity instances that wait, oldest first.
+    waiting: Vec<WaitingActivity>,
     /// The process variables.
     variables: Vars,
     /// What happened, oldest first.
@@ -413,6 +467,7 @@ async fn instance(
     let tree = st.engine.tree(&id).await?;
     Ok(Json(InstanceDetails {
         active_nodes: active_nodes(&inst),
+        waiting: waiting_activities(&inst),
         variables: inst.variables().clone(),
         id: inst.id,
         process: inst.process,
@@ -446,6 +501,47 @@ async fn cancel(
     let inst = st.engine.cancel(&id, Some(caller.0.user.clone())).await?;
     Ok(Json(Cancelled {
         id: inst.id,
+        status: inst.status,
+    }))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RunsRequest {
+    /// One item per run to add; each run sees its item under the activity's
+    /// `as` name (`item` by default).
+    items: Vec<serde_json::Value>,
+}
+
+/// The instance after runs were added to a multi-instance activity.
+#[derive(Debug, Serialize, JsonSchema)]
+struct RunsAdded {
+    /// The instance.
+    instance: String,
+    /// How many runs were added.
+    added: usize,
+    /// Its status now.
+    status: ordo_engine::runtime::InstanceStatus,
+}
+
+async fn add_runs(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((id, activity)): Path<(String, u64)>,
+    Body(r): Body<RunsRequest>,
+) -> Result<Json<RunsAdded>> {
+    caller.require(crate::access::INTEGRATORS)?;
+    if r.items.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "`items` is empty: give one item per run to add, such as `{\"items\": [\"bob\"]}`"
+                .to_owned(),
+        ));
+    }
+    let added = r.items.len();
+    let inst = st.engine.add_runs(&id, activity, r.items).await?;
+    Ok(Json(RunsAdded {
+        instance: inst.id,
+        added,
         status: inst.status,
     }))
 }
@@ -1205,6 +1301,22 @@ pub(crate) fn document(doc: &mut crate::openapi::Doc) {
     .path_param::<String>("id", "The instance id")
     .answers::<Cancelled>(200, "Cancelled")
     .errors(&[404, 409])
+    .add();
+    doc.op(
+        "post",
+        "/api/instances/{id}/activities/{activity}/runs",
+        "add_runs",
+        "instances",
+        "Add runs to a running multi-instance activity, one per item",
+    )
+    .path_param::<String>("id", "The instance id")
+    .path_param::<u64>("activity", "The multi-instance activity instance")
+    .json_body::<RunsRequest>()
+    .answers::<RunsAdded>(
+        200,
+        "Added: parallel runs start at once, sequential ones after the others",
+    )
+    .errors(&[404, 409, 422])
     .add();
 
     doc.op(

@@ -383,6 +383,123 @@ async fn integrators_send_messages_that_are_buffered_and_deduplicated() {
 }
 
 #[tokio::test]
+async fn integrators_add_runs_to_a_running_multi_instance_activity() {
+    let a = api().await;
+    let (s, v) = a
+        .deploy(
+            "dee",
+            "id: calls\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [call, wrap]}\n  call:\n    type: user\n    assignee: ann\n    multi: {items: \"['acme']\", as: customer, parallel: true, output: customer, into: called}\n    next: join\n  wrap: {type: user, assignee: ann, next: join}\n  join: {type: parallel, next: e}\n  e: {type: end}\n",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, v) = a
+        .call(
+            Some("root"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "calls"})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, inst) = a
+        .call(Some("root"), "GET", &format!("/api/instances/{id}"), None)
+        .await;
+    let waiting = |node: &str, kind: &str| {
+        inst["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["node"] == node && w["waits_for"] == kind)
+            .unwrap_or_else(|| panic!("{node} waits for {kind}: {inst}"))["activity"]
+            .as_u64()
+            .unwrap()
+    };
+    let (multi, task) = (waiting("call", "runs"), waiting("wrap", "task"));
+    let runs = |activity: u64| format!("/api/instances/{id}/activities/{activity}/runs");
+    let add = json!({"items": ["globex", "initech"]});
+
+    let (s, _) = a
+        .call(Some("ann"), "POST", &runs(multi), Some(add.clone()))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "staff do not add runs");
+    let (s, v) = a
+        .call(
+            Some("erp"),
+            "POST",
+            &runs(multi),
+            Some(json!({"items": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("`items` is empty"),
+        "{v}"
+    );
+    let (s, v) = a
+        .call(Some("erp"), "POST", &runs(task), Some(add.clone()))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("multi-instance"),
+        "{v}"
+    );
+    let (s, _) = a
+        .call(Some("erp"), "POST", &runs(9999), Some(add.clone()))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = a
+        .call(
+            Some("erp"),
+            "POST",
+            &runs(multi),
+            Some(json!({"item": ["x"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a misspelt field: {v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `item`"),
+        "{v}"
+    );
+
+    let (s, v) = a.call(Some("erp"), "POST", &runs(multi), Some(add)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["added"], 2);
+    let (_, tasks) = a.call(Some("ann"), "GET", "/api/tasks", None).await;
+    let mut open: Vec<&str> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["node"].as_str())
+        .collect();
+    open.sort_unstable();
+    assert_eq!(open, ["call", "call", "call", "wrap"], "{tasks}");
+    for t in tasks.as_array().unwrap() {
+        let path = format!("/api/tasks/{id}/{}", t["activity"]);
+        let (s, v) = a
+            .call(
+                Some("ann"),
+                "POST",
+                &format!("{path}/complete"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, inst) = a
+        .call(Some("root"), "GET", &format!("/api/instances/{id}"), None)
+        .await;
+    assert_eq!(inst["status"], "completed", "{inst}");
+    assert_eq!(
+        inst["variables"]["called"],
+        json!(["acme", "globex", "initech"]),
+        "the added runs' outputs follow the first one's"
+    );
+}
+
+#[tokio::test]
 async fn admins_see_incidents_and_retry_them() {
     let a = api().await;
     a.deploy("dee", "id: calc\nstart: [{id: s, next: c}]\nnodes:\n  c: {type: assign, set: {r: =10 / d}, next: e}\n  e: {type: end}\n").await;

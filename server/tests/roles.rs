@@ -35,6 +35,12 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "/api/instances/1/cancel",
         "",
     ),
+    (
+        "POST",
+        "/instances/{id}/activities/{activity}/runs",
+        "/api/instances/1/activities/2/runs",
+        r#"{"items":[1]}"#,
+    ),
     ("POST", "/messages", "/api/messages", r#"{"name":"m"}"#),
     ("POST", "/signals", "/api/signals", r#"{"name":"s"}"#),
     ("GET", "/tasks", "/api/tasks", ""),

@@ -22,6 +22,7 @@ mod compensation;
 mod due;
 mod events;
 mod gateways;
+mod milestones;
 mod multi;
 mod raising;
 mod scopes;
@@ -114,6 +115,16 @@ pub enum Error {
     /// No incident holds this activity.
     #[error("activity {0} has no open incident")]
     NoIncident(u64),
+    /// Adding runs would pass the limit of runs of one multi-instance activity.
+    #[error(
+        "activity {activity} would have {asked} runs; a multi-instance activity runs at most {MAX_RUNS}"
+    )]
+    TooManyRuns {
+        /// The activity.
+        activity: u64,
+        /// How many runs it would have.
+        asked: usize,
+    },
     /// An error or escalation from a called instance that the caller does not catch
     /// either (it stays with the child).
     #[error("nothing in the caller catches `{0}`")]
@@ -183,6 +194,14 @@ pub enum Command {
         variables: Vars,
         /// Who.
         actor: Option<String>,
+    },
+    /// Adds runs to a multi-instance activity while it runs, one per item
+    /// (workflow patterns 15 and 36; Flowable's `addMultiInstanceExecution`).
+    AddRuns {
+        /// The multi-instance activity instance.
+        activity: u64,
+        /// The new runs' items.
+        items: Vec<Value>,
     },
     /// Cancel the instance.
     Cancel {
@@ -498,6 +517,7 @@ impl<'p> Machine<'p> {
                     step.complete(i, activity, actor);
                 }
             }
+            Command::AddRuns { activity, items } => step.add_runs(activity, items)?,
             Command::Cancel { actor } => {
                 step.abort_scope_tree(ScopeId::ROOT, actor.as_deref(), false);
                 step.end_instance(InstanceStatus::Cancelled);

@@ -60,6 +60,7 @@ impl<'m, 'p> Step<'m, 'p> {
                 next: 0,
                 completed: 0,
                 outputs: vec![Value::Null; total],
+                remainder: false,
             },
         };
         self.arm_boundaries(i, node_id, node);
@@ -131,6 +132,15 @@ impl<'m, 'p> Step<'m, 'p> {
         let Some(mi) = self.m.node(&node_id).and_then(Node::multi) else {
             return;
         };
+        if let TokenState::Waiting {
+            activity,
+            wait: Wait::Multi {
+                remainder: true, ..
+            },
+        } = self.inst.tokens[c].state
+        {
+            return self.remainder_run_done(token, activity, run);
+        }
         let k = self.inst.scopes.get(&run).and_then(|s| s.run).unwrap_or(0);
         let output = match &mi.output {
             None => Ok(Value::Null),
@@ -172,6 +182,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     next,
                     completed,
                     outputs,
+                    ..
                 },
         } = &mut self.inst.tokens[c].state
         else {
@@ -202,11 +213,148 @@ impl<'m, 'p> Step<'m, 'p> {
                     self.incident(c, a, format!("the `completion` condition: {e}"));
                 }
             }
+            Ok(true) if open > 0 && mi.rest == Some(raw::Rest::Wait) => {
+                self.leave_rest(token);
+                self.finish_multi(token);
+            }
             Ok(true) => self.finish_multi(token),
             Ok(false) if open == 0 && started >= total => self.finish_multi(token),
             Ok(false) if open == 0 => self.open_run(token),
             Ok(false) => {}
         }
+    }
+
+    /// `rest: wait`: the runs still open move to a token of their own at the
+    /// node (the remainder, an activity instance of its own), so the activity
+    /// can complete and the flow go on while they finish unobserved. The
+    /// remainder holds the scope around open until its last run ends; sequential
+    /// runs not started yet are not started.
+    fn leave_rest(&mut self, token: TokenId) {
+        let Some(c) = self.token_index(token) else {
+            return;
+        };
+        let TokenState::Waiting {
+            wait: Wait::Multi { runs, items, .. },
+            ..
+        } = &mut self.inst.tokens[c].state
+        else {
+            return;
+        };
+        let runs = std::mem::take(runs);
+        let total = items.len();
+        let (node, scope) = (self.inst.tokens[c].node.clone(), self.inst.tokens[c].scope);
+        let r = self.id();
+        let id = TokenId(self.id());
+        self.history(r, &node, Lifecycle::Ready, None);
+        self.history(r, &node, Lifecycle::Active, None);
+        self.inst.tokens.push(Token {
+            id,
+            node,
+            scope,
+            from: None,
+            state: TokenState::Waiting {
+                activity: r,
+                wait: Wait::Multi {
+                    runs,
+                    items: Vec::new(),
+                    next: total,
+                    completed: 0,
+                    outputs: Vec::new(),
+                    remainder: true,
+                },
+            },
+        });
+    }
+
+    /// Whether token `i` holds the runs `rest: wait` left over.
+    pub(super) fn is_remainder(&self, i: usize) -> bool {
+        matches!(
+            self.inst.tokens[i].state,
+            TokenState::Waiting {
+                wait: Wait::Multi {
+                    remainder: true,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
+    /// A run left over by `rest: wait` has ended: nothing is collected; the
+    /// last one completes the remainder and lets its scope end.
+    fn remainder_run_done(&mut self, token: TokenId, a: u64, run: ScopeId) {
+        self.close_scope(run);
+        let Some(c) = self.token_index(token) else {
+            return;
+        };
+        let TokenState::Waiting {
+            wait: Wait::Multi { runs, .. },
+            ..
+        } = &mut self.inst.tokens[c].state
+        else {
+            return;
+        };
+        runs.retain(|r| *r != run);
+        if !runs.is_empty() {
+            return;
+        }
+        let (node, scope) = (self.inst.tokens[c].node.clone(), self.inst.tokens[c].scope);
+        self.history(a, &node, Lifecycle::Completed, None);
+        self.inst.tokens.remove(c);
+        self.scope_maybe_done(scope);
+    }
+
+    /// Adds runs to a multi-instance activity while it runs (workflow patterns
+    /// 15 and 36): each item gets a run of its own, at once when the runs are
+    /// parallel, after the others when sequential. The completion condition
+    /// counts them in `total`, and their outputs follow the others in `into`.
+    pub(super) fn add_runs(&mut self, activity: u64, new: Vec<Value>) -> Result<(), Error> {
+        let i = self
+            .inst
+            .tokens
+            .iter()
+            .position(
+                |t| matches!(t.state, TokenState::Waiting { activity: a, .. } if a == activity),
+            )
+            .ok_or(Error::UnknownActivity(activity))?;
+        let token = self.inst.tokens[i].id;
+        let node = self.inst.tokens[i].node.clone();
+        let parallel = self
+            .m
+            .node(&node)
+            .and_then(Node::multi)
+            .is_some_and(|m| m.parallel);
+        let TokenState::Waiting {
+            wait:
+                Wait::Multi {
+                    items,
+                    outputs,
+                    remainder: false,
+                    ..
+                },
+            ..
+        } = &mut self.inst.tokens[i].state
+        else {
+            return Err(Error::WrongActivity {
+                activity,
+                expected: "running multi-instance activity",
+                actual: "activity of another kind, or one that has completed",
+            });
+        };
+        let asked = items.len() + new.len();
+        if asked > MAX_RUNS {
+            return Err(Error::TooManyRuns { activity, asked });
+        }
+        let added = new.len();
+        outputs.extend(std::iter::repeat_n(Value::Null, added));
+        items.extend(new);
+        // Sequential runs: the next opens when the current one ends.
+        if parallel {
+            for _ in 0..added {
+                self.open_run(token);
+            }
+        }
+        Ok(())
     }
 
     /// Completes a multi-instance activity: cancels its open runs, writes the
@@ -240,5 +388,79 @@ impl<'m, 'p> Step<'m, 'p> {
             return self.incident(c, a, e);
         }
         self.complete(c, a, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Command, Error, Machine, ManualClock, TokenState, Wait};
+    use chrono::{TimeZone, Utc};
+    use ordo_model::Options;
+    use serde_json::json;
+
+    fn clock() -> ManualClock {
+        ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap())
+    }
+
+    #[test]
+    fn runs_are_added_only_to_a_running_multi_instance_activity_and_within_the_limit() {
+        let yaml = "id: p\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [m, t]}\n  m: {type: user, multi: {count: \"1\", parallel: true}, next: j}\n  t: {type: user, next: j}\n  j: {type: parallel, next: e}\n  e: {type: end}\n";
+        let p = ordo_model::load("p.yaml", yaml, &Options::default())
+            .process
+            .unwrap();
+        let m = Machine::new(&p).unwrap();
+        let (inst, _) = m
+            .start("i".into(), 1, None, Default::default(), &clock())
+            .unwrap();
+        let activity_at = |node: &str, multi: bool| {
+            inst.tokens
+                .iter()
+                .filter(|t| t.node == node)
+                .find_map(|t| match &t.state {
+                    TokenState::Waiting { activity, wait } => {
+                        (matches!(wait, Wait::Multi { .. }) == multi).then_some(*activity)
+                    }
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let task = activity_at("t", false);
+        let add = |activity, n: usize| Command::AddRuns {
+            activity,
+            items: vec![json!(0); n],
+        };
+        let err = m.apply(&inst, add(task, 1), &clock()).unwrap_err();
+        assert!(
+            matches!(err, Error::WrongActivity { .. }),
+            "a user task has no runs to add to: {err}"
+        );
+        assert!(matches!(
+            m.apply(&inst, add(999, 1), &clock()).unwrap_err(),
+            Error::UnknownActivity(999)
+        ));
+        let multi = activity_at("m", true);
+        let err = m
+            .apply(&inst, add(multi, super::MAX_RUNS), &clock())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyRuns { asked, .. } if asked == super::MAX_RUNS + 1),
+            "{err}"
+        );
+        let (after, _) = m.apply(&inst, add(multi, 2), &clock()).unwrap();
+        let tasks = after
+            .tokens
+            .iter()
+            .filter(|t| {
+                t.node == "m"
+                    && matches!(
+                        t.state,
+                        TokenState::Waiting {
+                            wait: Wait::Task,
+                            ..
+                        }
+                    )
+            })
+            .count();
+        assert_eq!(tasks, 3, "one run at start, two added");
     }
 }

@@ -138,7 +138,12 @@ impl<'m, 'p> Step<'m, 'p> {
             // One run of a multi-instance activity: its boundary events are the
             // activity's, and the activity waits one level up (catching there
             // cancels every run and leaves in the scope around the activity).
-            if !self.is_run(host) && self.catch_on_boundary(host, code, critical) {
+            // Runs left over by `rest: wait` belong to an activity that has
+            // completed: its boundary events no longer listen.
+            if !self.is_run(host)
+                && !self.is_remainder(host)
+                && self.catch_on_boundary(host, code, critical)
+            {
                 return true;
             }
             scope = self.inst.tokens[host].scope;

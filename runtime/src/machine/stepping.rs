@@ -12,6 +12,7 @@ impl<'m, 'p> Step<'m, 'p> {
                 return;
             }
             self.release_sections();
+            self.wake_at_milestones();
             if let Some(i) = self
                 .inst
                 .tokens
@@ -28,6 +29,9 @@ impl<'m, 'p> Step<'m, 'p> {
                 continue;
             }
             if self.settle_gates() {
+                continue;
+            }
+            if self.pass_missed_milestones() {
                 continue;
             }
             if !self.fire_inclusive_join() {
@@ -71,7 +75,9 @@ impl<'m, 'p> Step<'m, 'p> {
                 continue;
             };
             match t.state {
-                TokenState::Joining => waiting.push((section.to_owned(), t.id)),
+                TokenState::Joining if !self.waits_for_milestone(t) => {
+                    waiting.push((section.to_owned(), t.id));
+                }
                 TokenState::Arriving => coming.push(section.to_owned()),
                 _ => {}
             }
@@ -123,6 +129,12 @@ impl<'m, 'p> Step<'m, 'p> {
             );
             return;
         };
+        // A milestone not reached: wait at the node until it is (or has
+        // passed for good). Checked before the section, which it does not take.
+        if self.before_milestone(i) {
+            self.inst.tokens[i].state = TokenState::Joining;
+            return;
+        }
         // A critical section held by another activity: wait at the node until
         // it is free (the runs of a multi-instance activity are inside it).
         if let Some(section) = node.critical()
