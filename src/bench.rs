@@ -187,7 +187,7 @@ async fn workload(
                         })
                         .context("P3 instance does not wait in its task")?;
                     engine
-                        .complete_task(&inst.id, activity, Vars::new(), None, None)
+                        .complete_task(&inst.id, activity.0, Vars::new(), None, None)
                         .await?;
                 }
                 lat.push(t0.elapsed());
@@ -540,7 +540,7 @@ pub fn crash_load(db: &std::path::Path, concurrency: usize) -> anyhow::Result<()
                     });
                     if let Some(a) = activity {
                         engine
-                            .complete_task(&inst.id, a, Vars::new(), None, None)
+                            .complete_task(&inst.id, a.0, Vars::new(), None, None)
                             .await?;
                         say(format!("C {}", inst.id));
                     }

@@ -843,7 +843,7 @@ impl Engine {
         expected_version: Option<u64>,
     ) -> Result<Instance> {
         let cmd = Command::CompleteTask {
-            activity,
+            activity: activity.into(),
             variables,
             actor,
         };
@@ -863,8 +863,15 @@ impl Engine {
         activity: u64,
         items: Vec<Value>,
     ) -> Result<Instance> {
-        self.apply(instance, Command::AddRuns { activity, items }, None)
-            .await
+        self.apply(
+            instance,
+            Command::AddRuns {
+                activity: activity.into(),
+                items,
+            },
+            None,
+        )
+        .await
     }
 
     /// Applies any runtime command (completing jobs is how the job executor reports).
@@ -1018,7 +1025,7 @@ impl Engine {
         actor: Option<String>,
     ) -> Result<Instance> {
         let cmd = Command::Retry {
-            activity,
+            activity: activity.into(),
             retries,
             variables,
             actor: actor.clone(),
@@ -1054,7 +1061,7 @@ impl Engine {
         actor: Option<String>,
     ) -> Result<Instance> {
         let cmd = Command::Resolve {
-            activity,
+            activity: activity.into(),
             variables,
             actor,
         };
@@ -1088,7 +1095,10 @@ impl Engine {
         let (instance, worker) = (instance.to_owned(), worker.to_owned());
         self.send(move |st, tx| {
             st.take_job(tx, &instance, activity, &worker)?;
-            let cmd = Command::CompleteJob { activity, result };
+            let cmd = Command::CompleteJob {
+                activity: activity.into(),
+                result,
+            };
             let r = st.apply(tx, instance, cmd, None);
             st.settled(tx, r)
         })
@@ -1125,7 +1135,7 @@ impl Engine {
         self.send(move |st, tx| {
             st.take_job(tx, &instance, activity, &worker)?;
             let cmd = Command::JobError {
-                activity,
+                activity: activity.into(),
                 code,
                 message,
             };
@@ -1704,7 +1714,7 @@ impl State {
                 activity, actor, ..
             } => {
                 if let Some(who) = actor {
-                    excluded_check(tx, &instance, *activity, who)?;
+                    excluded_check(tx, &instance, activity.0, who)?;
                 }
                 Some(*activity)
             }
@@ -1713,7 +1723,7 @@ impl State {
         let (next, actions) = match machine.apply(&inst, cmd, self.clock.as_ref()) {
             Ok(r) => r,
             Err(runtime::Error::UnknownActivity(a)) if task.is_some() => {
-                let state = tx.task_state(&instance, a)?;
+                let state = tx.task_state(&instance, a.0)?;
                 return Err(match state {
                     Some(s) => Error::Conflict {
                         instance,
@@ -1754,7 +1764,7 @@ impl State {
                             instance: &inst.id,
                             process: &inst.process,
                             node: &job.node,
-                            activity: job.activity,
+                            activity: job.activity.into(),
                             input: &job.input,
                             now: self.clock.now(),
                         };
@@ -1844,7 +1854,7 @@ impl State {
                 },
                 Action::CancelChildren { activity } => Delivery::CancelChildren {
                     parent: inst.id.clone(),
-                    activity,
+                    activity: activity.into(),
                 },
                 Action::RaiseInCaller { code, error, .. } => match &inst.parent {
                     Some(link) if link.waits => Delivery::ChildRaised {
@@ -2025,7 +2035,7 @@ impl State {
         }
         if let Some((instance, sub)) = tx.message_subscriber(&msg.name, msg.key.as_deref())? {
             let cmd = Command::Trigger {
-                subscription: sub,
+                subscription: sub.into(),
                 variables: msg.variables,
             };
             self.apply(tx, instance.clone(), cmd, None)?;
@@ -2109,7 +2119,7 @@ impl State {
         let mut out = Signalled::default();
         for (instance, sub) in tx.signal_subscribers(name)? {
             let cmd = Command::Trigger {
-                subscription: sub,
+                subscription: sub.into(),
                 variables: variables.clone(),
             };
             match self.apply(tx, instance, cmd, None) {
@@ -2150,7 +2160,7 @@ impl State {
             tx.execute_batch("SAVEPOINT timer")?;
             tx.delete_timer(&instance, sub)?;
             let cmd = Command::Trigger {
-                subscription: sub,
+                subscription: sub.into(),
                 variables: Vars::new(),
             };
             match self.apply(tx, instance.clone(), cmd, None) {
@@ -2163,7 +2173,7 @@ impl State {
                     tx.execute_batch("ROLLBACK TO timer; RELEASE timer")?;
                     let node = tx
                         .instance(&instance)?
-                        .and_then(|i| i.subscriptions.into_iter().find(|s| s.id == sub))
+                        .and_then(|i| i.subscriptions.into_iter().find(|s| s.id.0 == sub))
                         .map_or_else(|| "timer".to_owned(), |s| s.node);
                     let message = format!("the timer could not fire: {e}; retry fires it again");
                     tx.set_timer_failed(&instance, sub, true, now_ms)?;
@@ -2318,7 +2328,7 @@ impl State {
     fn give_up(&mut self, tx: &Conn, job: &JobRow, message: String) -> Result<()> {
         tx.delete_job(&job.instance_id, job.activity)?;
         let cmd = Command::FailJob {
-            activity: job.activity,
+            activity: job.activity.into(),
             message,
         };
         self.apply(tx, job.instance_id.clone(), cmd, None)?;
@@ -2398,7 +2408,7 @@ impl State {
         let Some(task) = tx.open_task(instance, activity)? else {
             return Err(match tx.task_state(instance, activity)? {
                 Some(s) => conflict(format!("task {activity} is already {s}")),
-                None => Error::Runtime(runtime::Error::UnknownActivity(activity)),
+                None => Error::Runtime(runtime::Error::UnknownActivity(activity.into())),
             });
         };
         let excluded = tx.task_candidates(instance, activity)?.excluded;

@@ -43,33 +43,54 @@ pub enum Lifecycle {
     Faulted,
 }
 
-/// A scope instance's id within its instance: the root, a subprocess or loop
-/// body, a multi-instance run, an event subprocess run, a compensation
-/// handler's scope. Stored as the number it wraps (states saved before the
-/// type existed read the same).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct ScopeId(pub u64);
+/// Ids within one instance, each a type of its own so one cannot be passed
+/// for another. Each is stored as the number it wraps (states saved before the
+/// types existed read the same), and all come from the instance's one sequence
+/// (`next_id`).
+macro_rules! instance_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl From<u64> for $name {
+            fn from(v: u64) -> Self {
+                $name(v)
+            }
+        }
+
+        impl From<$name> for u64 {
+            fn from(v: $name) -> u64 {
+                v.0
+            }
+        }
+    };
+}
+
+instance_id!(
+    /// A scope instance: the root, a subprocess or loop body, a multi-instance
+    /// run, an event subprocess run, a compensation handler's scope.
+    ScopeId
+);
 
 impl ScopeId {
     /// The instance's own scope: its process variables.
     pub const ROOT: ScopeId = ScopeId(0);
 }
 
-impl std::fmt::Display for ScopeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A token's id within its instance. Stored as the number it wraps.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct TokenId(pub u64);
+instance_id!(
+    /// A token.
+    TokenId
+);
 
 impl TokenId {
     /// No token: what an event subprocess's subscription belongs to (its
@@ -77,11 +98,24 @@ impl TokenId {
     pub const NONE: TokenId = TokenId(0);
 }
 
-impl std::fmt::Display for TokenId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
+instance_id!(
+    /// An activity instance: one entering of a node (a task, a job, a
+    /// multi-instance activity, one of its runs, a gateway passing, an event).
+    /// Tasks, jobs, incidents and history are keyed by it.
+    ActivityInstanceId
+);
+
+impl ActivityInstanceId {
+    /// The start event that began the instance: its first activity instance
+    /// (the sequence then goes on from 2; the first token is 1).
+    pub const START: ActivityInstanceId = ActivityInstanceId(0);
 }
+
+instance_id!(
+    /// A subscription: what a waiting event, receive task, event-gateway branch,
+    /// boundary event or event subprocess listens for.
+    SubscriptionId
+);
 
 /// A scope's variables: the root ([`ScopeId::ROOT`]) or a subprocess / loop body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +176,7 @@ pub struct ParentLink {
     /// The calling instance.
     pub instance: String,
     /// The call (or spawn) activity instance in it.
-    pub activity: u64,
+    pub activity: ActivityInstanceId,
     /// The top of the tree.
     pub root: String,
     /// How deep in the tree this instance is (the root's children are 1).
@@ -207,7 +241,7 @@ pub enum TokenState {
     /// Inside a wait-state activity.
     Waiting {
         /// The activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// What for.
         wait: Wait,
     },
@@ -216,7 +250,7 @@ pub enum TokenState {
     /// Stopped by a failure that needs an admin.
     Incident {
         /// The failed activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// What went wrong.
         message: String,
     },
@@ -365,8 +399,8 @@ pub enum SubscriptionKind {
 /// One thing an instance waits for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
-    /// Unique within the instance (the event's activity instance).
-    pub id: u64,
+    /// Unique within the instance.
+    pub id: SubscriptionId,
     /// The token it belongs to (for a boundary event, the activity's token).
     pub token: TokenId,
     /// The catch node, gateway or activity it belongs to.
@@ -382,7 +416,7 @@ pub struct Subscription {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The activity instance.
-    pub activity: u64,
+    pub activity: ActivityInstanceId,
     /// Its node.
     pub node: String,
     /// The state it entered.
@@ -397,7 +431,7 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// The activity instance (the task's id within the instance).
-    pub activity: u64,
+    pub activity: ActivityInstanceId,
     /// The node.
     pub node: String,
     /// Title.
@@ -421,7 +455,7 @@ pub struct TaskSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The activity instance.
-    pub activity: u64,
+    pub activity: ActivityInstanceId,
     /// The node.
     pub node: String,
     /// The plugin action.
@@ -445,7 +479,7 @@ pub enum Action {
     /// Close a user task (completed or aborted).
     CloseTask {
         /// The task's activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// How it ended.
         state: Lifecycle,
     },
@@ -454,12 +488,12 @@ pub enum Action {
     /// Withdraw a job that has not run.
     CancelJob {
         /// The job's activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
     },
     /// Open an incident.
     Incident {
         /// The failed activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The node.
         node: String,
         /// What went wrong.
@@ -468,7 +502,7 @@ pub enum Action {
     /// An incident is over (retried or resolved).
     CloseIncident {
         /// The activity instance it held.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// `retried` or `resolved`.
         how: String,
         /// Who.
@@ -497,7 +531,7 @@ pub enum Action {
     /// Start another process's instance as a child of this one (call, spawn).
     StartChild {
         /// The call or spawn activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The process to start.
         process: String,
         /// A pinned version (latest when `None`).
@@ -512,7 +546,7 @@ pub enum Action {
     /// Cancel the instances a call activity started (the activity was aborted).
     CancelChildren {
         /// The call activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
     },
     /// An error or escalation nothing in this instance caught goes on to the call
     /// activity that called it.

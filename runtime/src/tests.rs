@@ -620,7 +620,7 @@ fn subs(actions: &[Action]) -> Vec<Subscription> {
         .collect()
 }
 
-fn fire(p: &Process, inst: &Instance, sub: u64, v: Value) -> (Instance, Vec<Action>) {
+fn fire(p: &Process, inst: &Instance, sub: SubscriptionId, v: Value) -> (Instance, Vec<Action>) {
     apply(
         p,
         inst,
@@ -753,7 +753,7 @@ fn event_gateway_takes_the_first_event_and_withdraws_the_rest() {
     let (inst, actions) = fire(&p, &inst, s[1].id, json!({}));
     assert_eq!(completed(&actions), ["gw", "late"]);
     assert_eq!(inst.status, InstanceStatus::Completed);
-    let withdrawn: Vec<u64> = actions
+    let withdrawn: Vec<SubscriptionId> = actions
         .iter()
         .filter_map(|a| match a {
             Action::Unsubscribe(u) => Some(u.id),
@@ -1138,7 +1138,7 @@ mod generated {
             let m = Machine::new(&p).expect("supported");
             let clock = ManualClock::new(friday());
             let (mut inst, mut all) = m.start("g".into(), 1, None, vars(json!({"k": k})), &clock).expect("starts");
-            let closed = |actions: &[Action]| -> Vec<u64> {
+            let closed = |actions: &[Action]| -> Vec<ActivityInstanceId> {
                 actions
                     .iter()
                     .filter_map(|x| match x {
@@ -1147,7 +1147,7 @@ mod generated {
                     })
                     .collect()
             };
-            let mut open: Vec<u64> = tasks(&all).iter().map(|t| t.activity).collect();
+            let mut open: Vec<ActivityInstanceId> = tasks(&all).iter().map(|t| t.activity).collect();
             open.retain(|o| !closed(&all).contains(o));
             let mut rounds = 0;
             let mut notes = notes.into_iter();
@@ -1183,7 +1183,7 @@ mod generated {
             prop_assert!(incidents(&all).is_empty(), "{:?}\n{yaml}", incidents(&all));
             prop_assert_eq!(inst.status, InstanceStatus::Completed, "{}", yaml);
             prop_assert!(inst.tokens.is_empty());
-            let mut last: HashMap<u64, Lifecycle> = HashMap::new();
+            let mut last: HashMap<ActivityInstanceId, Lifecycle> = HashMap::new();
             for a in &all {
                 if let Action::History(h) = a {
                     last.insert(h.activity, h.state);

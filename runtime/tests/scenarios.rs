@@ -30,8 +30,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use ordo_model::{Options, Process};
 use ordo_runtime::{
-    Action, Command, Instance, Machine, ManualClock, ScopeId, Subscription, TokenState, Trigger,
-    Vars, Wait,
+    Action, ActivityInstanceId, Command, Instance, Machine, ManualClock, ScopeId, Subscription,
+    TokenState, Trigger, Vars, Wait,
 };
 use serde_json::{Map, Value};
 use std::fmt::Write;
@@ -88,7 +88,12 @@ impl Case {
 
     /// The activity of the token at `node` the step addresses: waiting in
     /// `wait` (or in an incident when `wait` is None).
-    fn pick(&self, spec: &Value, incident: bool, want: fn(&Wait) -> bool) -> Option<u64> {
+    fn pick(
+        &self,
+        spec: &Value,
+        incident: bool,
+        want: fn(&Wait) -> bool,
+    ) -> Option<ActivityInstanceId> {
         let (node, filter, nth) = match spec {
             Value::String(n) => (n.clone(), Map::new(), 0),
             Value::Object(o) => (
@@ -99,7 +104,7 @@ impl Case {
             other => panic!("a node or {{node, …}}, not {other}"),
         };
         let inst = self.inst();
-        let mut found: Vec<(u64, ScopeId)> = inst
+        let mut found: Vec<(ActivityInstanceId, ScopeId)> = inst
             .tokens
             .iter()
             .filter(|t| t.node == node)
@@ -127,7 +132,7 @@ impl Case {
         spec: &Value,
         incident: bool,
         want: fn(&Wait) -> bool,
-    ) -> Option<u64> {
+    ) -> Option<ActivityInstanceId> {
         let found = self.pick(spec, incident, want);
         if found.is_none() {
             let _ = writeln!(
@@ -386,7 +391,7 @@ nothing there to address
             let _ = writeln!(s, "variables: {}", compact(&Value::Object(vars.clone())));
         }
         let mut history = Vec::new();
-        let mut last: Option<(u64, String, Vec<String>)> = None;
+        let mut last: Option<(ActivityInstanceId, String, Vec<String>)> = None;
         for a in actions {
             if let Action::History(h) = a {
                 let state = format!("{:?}", h.state).to_lowercase();

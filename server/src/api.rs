@@ -355,7 +355,7 @@ fn waiting_activities(inst: &ordo_engine::runtime::Instance) -> Vec<WaitingActiv
                     Wait::Compensate { .. } => ("compensation", None),
                 };
                 Some(WaitingActivity {
-                    activity: *activity,
+                    activity: activity.0,
                     node: t.node.clone(),
                     waits_for,
                     open_runs,

@@ -341,15 +341,19 @@ pub(crate) fn subscribe(tx: &Connection, instance: &str, sub: &Subscription) -> 
             .prepare_cached(
                 "INSERT INTO message_subs (name, key, instance_id, sub_id) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(rusqlite::params![name, key, instance, sub.id])?,
+            .execute(rusqlite::params![name, key, instance, sub.id.0])?,
         Trigger::Signal { name } => tx
             .prepare_cached(
                 "INSERT INTO signal_subs (name, instance_id, sub_id) VALUES (?1, ?2, ?3)",
             )?
-            .execute(rusqlite::params![name, instance, sub.id])?,
+            .execute(rusqlite::params![name, instance, sub.id.0])?,
         Trigger::Timer { due } => tx
             .prepare_cached("INSERT INTO timers (instance_id, sub_id, due) VALUES (?1, ?2, ?3)")?
-            .execute(rusqlite::params![instance, sub.id, due.timestamp_millis()])?,
+            .execute(rusqlite::params![
+                instance,
+                sub.id.0,
+                due.timestamp_millis()
+            ])?,
     };
     Ok(())
 }
@@ -359,15 +363,15 @@ pub(crate) fn unsubscribe(tx: &Connection, instance: &str, sub: &Subscription) -
     match &sub.trigger {
         Trigger::Message { .. } => tx
             .prepare_cached("DELETE FROM message_subs WHERE instance_id = ?1 AND sub_id = ?2")?
-            .execute(rusqlite::params![instance, sub.id])?,
+            .execute(rusqlite::params![instance, sub.id.0])?,
         Trigger::Signal { name } => tx
             .prepare_cached(
                 "DELETE FROM signal_subs WHERE name = ?1 AND instance_id = ?2 AND sub_id = ?3",
             )?
-            .execute(rusqlite::params![name, instance, sub.id])?,
+            .execute(rusqlite::params![name, instance, sub.id.0])?,
         Trigger::Timer { .. } => tx
             .prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2")?
-            .execute(rusqlite::params![instance, sub.id])?,
+            .execute(rusqlite::params![instance, sub.id.0])?,
     };
     Ok(())
 }
@@ -425,7 +429,7 @@ mod tests {
 
     fn sub(id: u64, trigger: Trigger) -> Subscription {
         Subscription {
-            id,
+            id: ordo_runtime::SubscriptionId(id),
             token: ordo_runtime::TokenId(1),
             node: format!("n{id}"),
             kind: SubscriptionKind::Catch,
@@ -739,13 +743,28 @@ mod tests {
             node: format!("n{activity}"),
             message: "boom".into(),
         };
-        conn.record(&instance("1", 1), &[incident(1)], at(1_000), false)?;
-        conn.record(&instance("2", 1), &[incident(2)], at(2_000), false)?;
-        conn.record(&instance("1", 1), &[incident(3)], at(3_000), false)?;
+        conn.record(
+            &instance("1", 1),
+            &[incident(ordo_runtime::ActivityInstanceId(1))],
+            at(1_000),
+            false,
+        )?;
+        conn.record(
+            &instance("2", 1),
+            &[incident(ordo_runtime::ActivityInstanceId(2))],
+            at(2_000),
+            false,
+        )?;
+        conn.record(
+            &instance("1", 1),
+            &[incident(ordo_runtime::ActivityInstanceId(3))],
+            at(3_000),
+            false,
+        )?;
         conn.record(
             &instance("1", 1),
             &[Action::CloseIncident {
-                activity: 3,
+                activity: ordo_runtime::ActivityInstanceId(3),
                 how: "resolved".into(),
                 actor: Some("admin".into()),
             }],

@@ -148,7 +148,7 @@ mod tests {
 
     fn entry(activity: u64, state: Lifecycle, at: DateTime<Utc>, actor: Option<&str>) -> Action {
         Action::History(HistoryEntry {
-            activity,
+            activity: ordo_runtime::ActivityInstanceId(activity),
             node: format!("n{activity}"),
             state,
             at,

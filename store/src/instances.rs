@@ -194,7 +194,7 @@ impl WriteInstances for Conn {
                     inst.started_at.to_rfc3339(),
                     ended,
                     inst.parent.as_ref().map(|p| &p.instance),
-                    inst.parent.as_ref().map(|p| p.activity),
+                    inst.parent.as_ref().map(|p| p.activity.0),
                     inst.parent.as_ref().map(|p| &p.root),
                 ])?,
             Some(v) => self.0
@@ -233,7 +233,7 @@ impl WriteInstances for Conn {
                 j += 1;
             }
             history.write(
-                h.activity,
+                h.activity.0,
                 &h.node,
                 &states,
                 &h.at.to_rfc3339(),
@@ -246,20 +246,20 @@ impl WriteInstances for Conn {
                 Action::History(_) => {}
                 Action::CreateTask(t) => insert_task(&self.0, &inst.id, t, now)?,
                 Action::CloseTask { activity, state } => {
-                    close_task(&self.0, &inst.id, *activity, *state)?;
+                    close_task(&self.0, &inst.id, activity.0, *state)?;
                 }
                 Action::RunJob(j) => insert_job(&self.0, &inst.id, j, at.timestamp_millis())?,
-                Action::CancelJob { activity } => remove_job(&self.0, &inst.id, *activity)?,
+                Action::CancelJob { activity } => remove_job(&self.0, &inst.id, activity.0)?,
                 Action::Incident {
                     activity,
                     node,
                     message,
-                } => open_incident(&self.0, &inst.id, *activity, node, message, now)?,
+                } => open_incident(&self.0, &inst.id, activity.0, node, message, now)?,
                 Action::CloseIncident {
                     activity,
                     how,
                     actor,
-                } => close_incident(&self.0, &inst.id, *activity, how, now, actor.as_deref())?,
+                } => close_incident(&self.0, &inst.id, activity.0, how, now, actor.as_deref())?,
                 Action::Subscribe(sub) => subscribe(&self.0, &inst.id, sub)?,
                 Action::Unsubscribe(sub) => unsubscribe(&self.0, &inst.id, sub)?,
                 // Deliveries to other instances: the engine carries them out.
@@ -338,7 +338,7 @@ mod tests {
         Instance {
             parent: Some(ParentLink {
                 instance: parent.into(),
-                activity,
+                activity: ordo_runtime::ActivityInstanceId(activity),
                 root: parent.into(),
                 depth: 1,
                 waits: true,
@@ -585,7 +585,7 @@ mod tests {
             &[
                 Action::CreateTask(task(1)),
                 Action::Incident {
-                    activity: 2,
+                    activity: ordo_runtime::ActivityInstanceId(2),
                     node: "n2".into(),
                     message: "boom".into(),
                 },

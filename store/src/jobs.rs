@@ -121,7 +121,7 @@ impl Jobs for Conn {
 /// Stores a job a step asks for, due at `due_ms`.
 pub(crate) fn insert_job(tx: &Connection, instance: &str, j: &JobSpec, due_ms: i64) -> Result<()> {
     tx.prepare_cached("INSERT INTO jobs (instance_id, activity, node, action, input, retries, backoff_ms, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
-        .execute(rusqlite::params![instance, j.activity, j.node, j.action, j.input.to_string(), j.retries, j.backoff_ms, due_ms])?;
+        .execute(rusqlite::params![instance, j.activity.0, j.node, j.action, j.input.to_string(), j.retries, j.backoff_ms, due_ms])?;
     Ok(())
 }
 
@@ -141,7 +141,7 @@ mod tests {
 
     fn spec(activity: u64, action: &str) -> JobSpec {
         JobSpec {
-            activity,
+            activity: ordo_runtime::ActivityInstanceId(activity),
             node: format!("n{activity}"),
             action: action.into(),
             input: serde_json::json!({ "to": "ann" }),
@@ -262,7 +262,9 @@ mod tests {
         conn.delete_job("1", 2)?;
         conn.record(
             &instance("2", 1),
-            &[Action::CancelJob { activity: 3 }],
+            &[Action::CancelJob {
+                activity: ordo_runtime::ActivityInstanceId(3),
+            }],
             at(5_000),
             false,
         )?;
@@ -278,7 +280,7 @@ mod tests {
         conn.record(
             &instance("1", 1),
             &[Action::Incident {
-                activity: 2,
+                activity: ordo_runtime::ActivityInstanceId(2),
                 node: "n2".into(),
                 message: "no answer".into(),
             }],

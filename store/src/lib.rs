@@ -189,7 +189,7 @@ pub(crate) mod testing {
     /// An unassigned task at node `n{activity}` offered to no one, priority 50.
     pub(crate) fn task(activity: u64) -> TaskSpec {
         TaskSpec {
-            activity,
+            activity: ordo_runtime::ActivityInstanceId(activity),
             node: format!("n{activity}"),
             name: None,
             assignee: None,

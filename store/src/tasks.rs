@@ -255,7 +255,7 @@ pub(crate) fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &s
     )?
     .execute(rusqlite::params![
             instance,
-            t.activity,
+            t.activity.0,
             t.node,
             t.name,
             t.assignee,
@@ -270,13 +270,13 @@ pub(crate) fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &s
         "INSERT OR IGNORE INTO task_candidates (kind, name, instance_id, activity) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for u in &t.candidate_users {
-        cand.execute(rusqlite::params!["user", u, instance, t.activity])?;
+        cand.execute(rusqlite::params!["user", u, instance, t.activity.0])?;
     }
     for g in &t.candidate_groups {
-        cand.execute(rusqlite::params!["group", g, instance, t.activity])?;
+        cand.execute(rusqlite::params!["group", g, instance, t.activity.0])?;
     }
     for x in &t.excluded {
-        cand.execute(rusqlite::params!["excluded", x, instance, t.activity])?;
+        cand.execute(rusqlite::params!["excluded", x, instance, t.activity.0])?;
     }
     Ok(())
 }
@@ -368,7 +368,7 @@ mod tests {
 
     fn close(conn: &Conn, activity: u64, state: Lifecycle, actor: Option<&str>, ms: i64) {
         let entry = HistoryEntry {
-            activity,
+            activity: ordo_runtime::ActivityInstanceId(activity),
             node: format!("n{activity}"),
             state,
             at: at(ms),
@@ -378,7 +378,10 @@ mod tests {
             &instance("1", 1),
             &[
                 Action::History(entry),
-                Action::CloseTask { activity, state },
+                Action::CloseTask {
+                    activity: ordo_runtime::ActivityInstanceId(activity),
+                    state,
+                },
             ],
             at(ms),
             false,
@@ -640,17 +643,17 @@ mod tests {
             &instance("1", 1),
             &[
                 Action::Incident {
-                    activity: 8,
+                    activity: ordo_runtime::ActivityInstanceId(8),
                     node: "n8".into(),
                     message: "boom".into(),
                 },
                 Action::Incident {
-                    activity: 9,
+                    activity: ordo_runtime::ActivityInstanceId(9),
                     node: "n9".into(),
                     message: "boom".into(),
                 },
                 Action::CloseIncident {
-                    activity: 9,
+                    activity: ordo_runtime::ActivityInstanceId(9),
                     how: "resolved".into(),
                     actor: None,
                 },

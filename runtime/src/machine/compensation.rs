@@ -7,7 +7,12 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Starts compensating, for the throw or end at token `i`, the completed
     /// activities of its scope (`all`, or those of one node), newest first. Returns
     /// false when there is nothing to compensate.
-    pub(super) fn start_compensation(&mut self, i: usize, a: u64, target: &str) -> bool {
+    pub(super) fn start_compensation(
+        &mut self,
+        i: usize,
+        a: ActivityInstanceId,
+        target: &str,
+    ) -> bool {
         let mut scope = self.inst.tokens[i].scope;
         // From inside an event subprocess, compensation reaches the scope around it.
         if let Some(sc) = self.inst.scopes.get(&scope)

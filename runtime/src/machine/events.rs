@@ -78,7 +78,7 @@ impl<'m, 'p> Step<'m, 'p> {
     pub(super) fn wait_for(
         &mut self,
         i: usize,
-        a: u64,
+        a: ActivityInstanceId,
         node: &str,
         subs: Vec<(SubscriptionKind, Result<Trigger, String>)>,
     ) {
@@ -107,7 +107,7 @@ impl<'m, 'p> Step<'m, 'p> {
         trigger: Trigger,
     ) {
         let sub = Subscription {
-            id: self.id(),
+            id: SubscriptionId(self.id()),
             token,
             node: node.to_owned(),
             kind,
@@ -139,9 +139,13 @@ impl<'m, 'p> Step<'m, 'p> {
                 Ok(t) => self.subscribe(token, node_id, SubscriptionKind::Boundary { index }, t),
                 Err(e) => {
                     let bid = boundary_id(node_id, index, b);
-                    let a = self.park(token);
+                    // The token waits (checked above), so parking gives its
+                    // activity back.
+                    let a = match self.park(token) {
+                        Some(a) => a,
+                        None => self.activity_id(),
+                    };
                     if let Some(i) = self.token_index(token) {
-                        let a = a.unwrap_or(0);
                         self.incident(i, a, format!("boundary event `{bid}`: {e}"));
                     }
                     return;
@@ -164,7 +168,7 @@ impl<'m, 'p> Step<'m, 'p> {
             .extend(gone.into_iter().map(Action::Unsubscribe));
     }
 
-    pub(super) fn drop_subscription(&mut self, id: u64) {
+    pub(super) fn drop_subscription(&mut self, id: SubscriptionId) {
         if let Some(k) = self.inst.subscriptions.iter().position(|s| s.id == id) {
             let sub = self.inst.subscriptions.remove(k);
             self.actions.push(Action::Unsubscribe(sub));
@@ -173,7 +177,11 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Cancels the activity a token waits in (its task, job, event or inner scope);
     /// the token stays, ready to be moved. Returns the aborted activity.
-    pub(super) fn interrupt(&mut self, token: TokenId, actor: Option<&str>) -> Option<u64> {
+    pub(super) fn interrupt(
+        &mut self,
+        token: TokenId,
+        actor: Option<&str>,
+    ) -> Option<ActivityInstanceId> {
         self.withdraw(token, actor, true)
     }
 
@@ -181,11 +189,16 @@ impl<'m, 'p> Step<'m, 'p> {
     /// it: what it waited for is withdrawn (its task, job, runs, inner scopes)
     /// but the activity itself is not aborted — it faults next, and an admin's
     /// retry enters its node again.
-    pub(super) fn park(&mut self, token: TokenId) -> Option<u64> {
+    pub(super) fn park(&mut self, token: TokenId) -> Option<ActivityInstanceId> {
         self.withdraw(token, None, false)
     }
 
-    fn withdraw(&mut self, token: TokenId, actor: Option<&str>, abort: bool) -> Option<u64> {
+    fn withdraw(
+        &mut self,
+        token: TokenId,
+        actor: Option<&str>,
+        abort: bool,
+    ) -> Option<ActivityInstanceId> {
         self.disarm(token);
         let i = self.token_index(token)?;
         let TokenState::Waiting { activity, wait } = self.inst.tokens[i].state.clone() else {
@@ -297,7 +310,7 @@ impl<'m, 'p> Step<'m, 'p> {
                     return;
                 };
                 let bid = boundary_id(&sub.node, index, b);
-                let ev = self.id();
+                let ev = self.activity_id();
                 // The boundary event completes once its payload is written;
                 // if that fails, it faults instead (an incident an admin can
                 // resolve), never both.
@@ -451,7 +464,7 @@ impl<'m, 'p> Step<'m, 'p> {
             state: TokenState::Arriving,
         });
         let i = self.inst.tokens.len() - 1;
-        let a = self.id();
+        let a = self.activity_id();
         self.history(a, id, Lifecycle::Ready, None);
         self.history(a, id, Lifecycle::Active, None);
         if let Err(e) = self.write_payload(scope, &raw::Mapping::new(), vars) {

@@ -8,7 +8,7 @@ impl<'m, 'p> Step<'m, 'p> {
     pub(super) fn split(
         &mut self,
         i: usize,
-        a: u64,
+        a: ActivityInstanceId,
         branches: &[raw::Branch],
         default: Option<&str>,
         first_only: bool,
@@ -155,14 +155,14 @@ impl<'m, 'p> Step<'m, 'p> {
         match fire {
             Err(e) => {
                 if let Some(i) = self.token_index(at) {
-                    let a = self.id();
+                    let a = self.activity_id();
                     self.history(a, node, Lifecycle::Ready, None);
                     self.incident(i, a, format!("the `activation` condition: {e}"));
                 }
             }
             Ok(false) if picked.len() >= incoming.len() => {
                 if let Some(i) = self.token_index(at) {
-                    let a = self.id();
+                    let a = self.activity_id();
                     self.history(a, node, Lifecycle::Ready, None);
                     self.incident(
                         i,
@@ -379,7 +379,7 @@ impl<'m, 'p> Step<'m, 'p> {
         let Some(i) = self.inst.tokens.iter().position(|t| t.id == keep) else {
             return;
         };
-        let a = self.id();
+        let a = self.activity_id();
         self.history(a, node, Lifecycle::Ready, None);
         self.history(a, node, Lifecycle::Active, None);
         self.complete(i, a, None);

@@ -81,7 +81,7 @@ impl<'m, 'p> Step<'m, 'p> {
             let Some(i) = self.token_index(id) else {
                 continue;
             };
-            let a = self.id();
+            let a = self.activity_id();
             self.history(a, &node, Lifecycle::Ready, None);
             self.history(a, &node, Lifecycle::Aborted, None);
             let targets: Vec<String> = match missed {

@@ -60,12 +60,12 @@ pub enum Error {
     NotActive(InstanceStatus),
     /// No waiting activity has this id.
     #[error("activity {0} is not waiting in this instance")]
-    UnknownActivity(u64),
+    UnknownActivity(ActivityInstanceId),
     /// The activity waits for something else.
     #[error("activity {activity} is a {actual}, not a {expected}")]
     WrongActivity {
         /// The activity.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// What the command expected.
         expected: &'static str,
         /// What it is.
@@ -84,7 +84,7 @@ pub enum Error {
     )]
     InvalidTransition {
         /// The activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// Its node.
         node: String,
         /// The state it was in (`none` before it started).
@@ -111,17 +111,17 @@ pub enum Error {
     },
     /// The instance no longer waits for this event (it fired, or its activity ended).
     #[error("the instance does not wait for event {0}")]
-    UnknownSubscription(u64),
+    UnknownSubscription(SubscriptionId),
     /// No incident holds this activity.
     #[error("activity {0} has no open incident")]
-    NoIncident(u64),
+    NoIncident(ActivityInstanceId),
     /// Adding runs would pass the limit of runs of one multi-instance activity.
     #[error(
         "activity {activity} would have {asked} runs; a multi-instance activity runs at most {MAX_RUNS}"
     )]
     TooManyRuns {
         /// The activity.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// How many runs it would have.
         asked: usize,
     },
@@ -137,7 +137,7 @@ pub enum Command {
     /// A person completes a user task with the form's values.
     CompleteTask {
         /// The task's activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The submitted values.
         variables: Vars,
         /// Who.
@@ -146,14 +146,14 @@ pub enum Command {
     /// A job (service call) finished.
     CompleteJob {
         /// The job's activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// What the action returned.
         result: Value,
     },
     /// A job failed for good (its retries are spent): an incident.
     FailJob {
         /// The job's activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// Why.
         message: String,
     },
@@ -161,7 +161,7 @@ pub enum Command {
     /// event on the service task or an enclosing activity, or becomes an incident.
     JobError {
         /// The job's activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The error code.
         code: String,
         /// Details, kept with the incident when nothing catches it.
@@ -170,7 +170,7 @@ pub enum Command {
     /// A message, timer or signal the instance waits for has come.
     Trigger {
         /// The subscription's id.
-        subscription: u64,
+        subscription: SubscriptionId,
         /// The message's or signal's variables (empty for a timer).
         variables: Vars,
     },
@@ -178,7 +178,7 @@ pub enum Command {
     /// job with `retries` fresh retries; any other node is entered again.
     Retry {
         /// The activity the incident holds.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// Retries for a service task's job (default: the task's own).
         retries: Option<u32>,
         /// Variables to set first (the fix).
@@ -189,7 +189,7 @@ pub enum Command {
     /// An admin marks a failed step as done by hand: the path goes on after it.
     Resolve {
         /// The activity the incident holds.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// Variables to set (what the step would have produced).
         variables: Vars,
         /// Who.
@@ -199,7 +199,7 @@ pub enum Command {
     /// (workflow patterns 15 and 36; Flowable's `addMultiInstanceExecution`).
     AddRuns {
         /// The multi-instance activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The new runs' items.
         items: Vec<Value>,
     },
@@ -211,14 +211,14 @@ pub enum Command {
     /// The instance a spawn activity asked for has started: the spawn completes.
     ChildStarted {
         /// The spawn activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
     },
     /// The instance a call activity waits for has ended: on completion the call
     /// completes, writing its `out` mappings (over the child's variables); a
     /// cancelled child leaves an incident on the call.
     ChildEnded {
         /// The call activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The child's id.
         child: String,
         /// How it ended.
@@ -231,7 +231,7 @@ pub enum Command {
     /// [`Error::Uncaught`] when nothing here catches it.
     ChildRaised {
         /// The call activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// The code.
         code: String,
         /// An error (true) or an escalation.
@@ -240,7 +240,7 @@ pub enum Command {
     /// A call or spawn could not start its instance: an incident on the activity.
     CallFailed {
         /// The call or spawn activity instance.
-        activity: u64,
+        activity: ActivityInstanceId,
         /// Why.
         message: String,
     },
@@ -373,7 +373,12 @@ impl<'p> Machine<'p> {
             ended_at: None,
         };
         let mut step = Step::new(self, &mut inst, now);
-        step.history(0, &start.id, Lifecycle::Completed, None);
+        step.history(
+            ActivityInstanceId::START,
+            &start.id,
+            Lifecycle::Completed,
+            None,
+        );
         // An event subprocess whose key or timer cannot be computed from the start
         // variables refuses the start, as a missing required variable does.
         step.arm_event_subprocesses(ScopeId::ROOT)
@@ -622,7 +627,7 @@ struct Step<'m, 'p> {
     /// Retries an admin gave to the job of a retried service task.
     retries: Option<u32>,
     /// Where each activity moved in this command stands (see `lifecycle`).
-    lifecycle: std::collections::HashMap<u64, Lifecycle>,
+    lifecycle: std::collections::HashMap<ActivityInstanceId, Lifecycle>,
     /// The first move the table refused, if any.
     invalid: Option<Error>,
     /// Ids from here on were made by this command: such an activity has no
@@ -689,6 +694,11 @@ impl<'m, 'p> Step<'m, 'p> {
         Ok((self.inst.clone(), self.actions))
     }
 
+    /// A new activity instance's id, from the instance's sequence.
+    fn activity_id(&mut self) -> ActivityInstanceId {
+        ActivityInstanceId(self.id())
+    }
+
     fn id(&mut self) -> u64 {
         let id = self.inst.next_id;
         self.inst.next_id += 1;
@@ -697,9 +707,15 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// The one place lifecycle moves are made: checked against the table in
     /// `lifecycle`, and emitted as history.
-    fn history(&mut self, activity: u64, node: &str, state: Lifecycle, actor: Option<&str>) {
+    fn history(
+        &mut self,
+        activity: ActivityInstanceId,
+        node: &str,
+        state: Lifecycle,
+        actor: Option<&str>,
+    ) {
         let from = self.lifecycle.get(&activity).copied().or_else(|| {
-            if activity >= self.first_new {
+            if activity.0 >= self.first_new {
                 return None; // made by this command: not started before it
             }
             // Not moved yet in this command: what its token says.
@@ -732,7 +748,11 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// The index of the token waiting in `activity`, checking what it waits for.
-    fn waiting(&self, activity: u64, expected: &'static str) -> Result<usize, Error> {
+    fn waiting(
+        &self,
+        activity: ActivityInstanceId,
+        expected: &'static str,
+    ) -> Result<usize, Error> {
         let i = self
             .inst
             .tokens
@@ -829,7 +849,7 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// The index of the token an open incident holds at `activity`.
-    fn faulted(&self, activity: u64) -> Result<usize, Error> {
+    fn faulted(&self, activity: ActivityInstanceId) -> Result<usize, Error> {
         self.inst
             .tokens
             .iter()
@@ -859,7 +879,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// the token's index.
     fn take_incident(
         &mut self,
-        activity: u64,
+        activity: ActivityInstanceId,
         variables: Vars,
         how: &str,
         actor: &Option<String>,
@@ -881,7 +901,13 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// Runs a failed step again: the token enters its node anew.
-    fn retry(&mut self, i: usize, a: u64, retries: Option<u32>, actor: Option<String>) {
+    fn retry(
+        &mut self,
+        i: usize,
+        a: ActivityInstanceId,
+        retries: Option<u32>,
+        actor: Option<String>,
+    ) {
         let node = self.inst.tokens[i].node.clone();
         self.history(a, &node, Lifecycle::Aborted, actor.as_deref());
         self.retries = retries;

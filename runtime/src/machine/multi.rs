@@ -14,7 +14,7 @@ impl<'m, 'p> Step<'m, 'p> {
         node: &'p Node,
         mi: &'p raw::MultiInstance,
     ) {
-        let a = self.id();
+        let a = self.activity_id();
         self.history(a, node_id, Lifecycle::Ready, None);
         self.history(a, node_id, Lifecycle::Active, None);
         let scope = self.inst.tokens[i].scope;
@@ -157,7 +157,7 @@ impl<'m, 'p> Step<'m, 'p> {
                 // An incident on this run alone: the other runs go on, and a
                 // retry (or a resolve with the missing variables) evaluates
                 // this run's output again without redoing its work.
-                let a = self.id();
+                let a = self.activity_id();
                 let id = TokenId(self.id());
                 self.inst.tokens.push(Token {
                     id,
@@ -243,7 +243,7 @@ impl<'m, 'p> Step<'m, 'p> {
         let runs = std::mem::take(runs);
         let total = items.len();
         let (node, scope) = (self.inst.tokens[c].node.clone(), self.inst.tokens[c].scope);
-        let r = self.id();
+        let r = self.activity_id();
         let id = TokenId(self.id());
         self.history(r, &node, Lifecycle::Ready, None);
         self.history(r, &node, Lifecycle::Active, None);
@@ -282,7 +282,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// A run left over by `rest: wait` has ended: nothing is collected; the
     /// last one completes the remainder and lets its scope end.
-    fn remainder_run_done(&mut self, token: TokenId, a: u64, run: ScopeId) {
+    fn remainder_run_done(&mut self, token: TokenId, a: ActivityInstanceId, run: ScopeId) {
         self.close_scope(run);
         let Some(c) = self.token_index(token) else {
             return;
@@ -308,7 +308,11 @@ impl<'m, 'p> Step<'m, 'p> {
     /// 15 and 36): each item gets a run of its own, at once when the runs are
     /// parallel, after the others when sequential. The completion condition
     /// counts them in `total`, and their outputs follow the others in `into`.
-    pub(super) fn add_runs(&mut self, activity: u64, new: Vec<Value>) -> Result<(), Error> {
+    pub(super) fn add_runs(
+        &mut self,
+        activity: ActivityInstanceId,
+        new: Vec<Value>,
+    ) -> Result<(), Error> {
         let i = self
             .inst
             .tokens
@@ -393,7 +397,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Command, Error, Machine, ManualClock, TokenState, Wait};
+    use crate::{ActivityInstanceId, Command, Error, Machine, ManualClock, TokenState, Wait};
     use chrono::{TimeZone, Utc};
     use ordo_model::Options;
     use serde_json::json;
@@ -435,8 +439,9 @@ mod tests {
             "a user task has no runs to add to: {err}"
         );
         assert!(matches!(
-            m.apply(&inst, add(999, 1), &clock()).unwrap_err(),
-            Error::UnknownActivity(999)
+            m.apply(&inst, add(ActivityInstanceId(999), 1), &clock())
+                .unwrap_err(),
+            Error::UnknownActivity(ActivityInstanceId(999))
         ));
         let multi = activity_at("m", true);
         let err = m

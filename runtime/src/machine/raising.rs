@@ -8,7 +8,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// (unless `compensated`: already done), then the message and signal it sends,
     /// the error or escalation it raises; an end event then ends its path (or, with
     /// `terminate`, its scope or the instance), a throw goes on.
-    pub(super) fn throw_or_end(&mut self, i: usize, a: u64, compensated: bool) {
+    pub(super) fn throw_or_end(&mut self, i: usize, a: ActivityInstanceId, compensated: bool) {
         let node_id = self.inst.tokens[i].node.clone();
         let scope = self.inst.tokens[i].scope;
         let (r, end) = match self.m.node(&node_id) {
@@ -69,7 +69,13 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Sends and raises what a throw or end event carries. Returns the token's index
     /// when its path goes on (nothing critical was raised, no boundary took it).
-    pub(super) fn throw(&mut self, i: usize, a: u64, node_id: &str, r: Raises) -> Option<usize> {
+    pub(super) fn throw(
+        &mut self,
+        i: usize,
+        a: ActivityInstanceId,
+        node_id: &str,
+        r: Raises,
+    ) -> Option<usize> {
         let scope = self.inst.tokens[i].scope;
         if let Err(e) = self.send(scope, r.message, r.key, r.payload, r.signal) {
             self.incident(i, a, e);
@@ -105,7 +111,7 @@ impl<'m, 'p> Step<'m, 'p> {
     pub(super) fn raise(
         &mut self,
         token: TokenId,
-        a: u64,
+        a: ActivityInstanceId,
         code: &str,
         raised: Raised,
         on_self: bool,
@@ -188,7 +194,7 @@ impl<'m, 'p> Step<'m, 'p> {
         let host_id = self.inst.tokens[h].id;
         let host_scope = self.inst.tokens[h].scope;
         let bid = boundary_id(&node_id, index, b);
-        let ev = self.id();
+        let ev = self.activity_id();
         for state in [Lifecycle::Ready, Lifecycle::Active, Lifecycle::Completed] {
             self.history(ev, &bid, state, None);
         }

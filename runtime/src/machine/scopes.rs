@@ -8,7 +8,7 @@ impl<'m, 'p> Step<'m, 'p> {
     pub(super) fn open_scope(
         &mut self,
         i: usize,
-        a: u64,
+        a: ActivityInstanceId,
         start: &str,
         decls: &indexmap::IndexMap<String, raw::VariableDef>,
         iterations: u32,
@@ -203,7 +203,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     /// Withdraws what an aborted activity waited for: its task, job, called
     /// instances (a spawned one lives on). Inner scopes are aborted by the caller.
-    pub(super) fn cancel_wait(&mut self, activity: u64, wait: &Wait) {
+    pub(super) fn cancel_wait(&mut self, activity: ActivityInstanceId, wait: &Wait) {
         match wait {
             Wait::Task => self.actions.push(Action::CloseTask {
                 activity,

@@ -21,7 +21,7 @@ impl<'m, 'p> Step<'m, 'p> {
             {
                 steps += 1;
                 if steps > MAX_STEPS {
-                    let a = self.id();
+                    let a = self.activity_id();
                     self.incident(i, a, format!("more than {MAX_STEPS} automatic steps in one command: the flow loops without waiting"));
                     continue;
                 }
@@ -121,7 +121,7 @@ impl<'m, 'p> Step<'m, 'p> {
         }
         let node_id = self.inst.tokens[i].node.clone();
         let Some(node) = self.m.node(&node_id) else {
-            let a = self.id();
+            let a = self.activity_id();
             self.incident(
                 i,
                 a,
@@ -176,7 +176,7 @@ impl<'m, 'p> Step<'m, 'p> {
             }
             _ => {}
         }
-        let a = self.id();
+        let a = self.activity_id();
         self.history(a, &node_id, Lifecycle::Ready, None);
         self.history(a, &node_id, Lifecycle::Active, None);
         let scope = self.inst.tokens[i].scope;
@@ -351,7 +351,7 @@ impl<'m, 'p> Step<'m, 'p> {
 
     pub(super) fn task(
         &mut self,
-        a: u64,
+        a: ActivityInstanceId,
         node: &str,
         u: &raw::User,
         scope: ScopeId,
@@ -415,7 +415,7 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Completes the activity the token is in and moves it on (a multi-instance
     /// run ends instead: its container counts it). An activity with a
     /// compensation handler is remembered in its scope, to be undone on request.
-    pub(super) fn complete(&mut self, i: usize, a: u64, actor: Option<String>) {
+    pub(super) fn complete(&mut self, i: usize, a: ActivityInstanceId, actor: Option<String>) {
         self.disarm(self.inst.tokens[i].id);
         let node_id = self.inst.tokens[i].node.clone();
         self.history(a, &node_id, Lifecycle::Completing, actor.as_deref());
@@ -473,7 +473,7 @@ impl<'m, 'p> Step<'m, 'p> {
         }
     }
 
-    pub(super) fn incident(&mut self, i: usize, a: u64, message: String) {
+    pub(super) fn incident(&mut self, i: usize, a: ActivityInstanceId, message: String) {
         let node = self.inst.tokens[i].node.clone();
         self.history(a, &node, Lifecycle::Faulted, None);
         self.inst.tokens[i].state = TokenState::Incident {

@@ -14,7 +14,7 @@ fn task_of<'a>(actions: &'a [Action], node: &str) -> Vec<&'a TaskSpec> {
 }
 
 /// The first incident the actions open: its activity and message.
-fn first_incident(actions: &[Action]) -> (u64, String) {
+fn first_incident(actions: &[Action]) -> (ActivityInstanceId, String) {
     actions
         .iter()
         .find_map(|a| match a {
@@ -29,7 +29,7 @@ fn first_incident(actions: &[Action]) -> (u64, String) {
 fn complete_activity(
     p: &Process,
     inst: &Instance,
-    activity: u64,
+    activity: ActivityInstanceId,
     v: Value,
 ) -> (Instance, Vec<Action>) {
     apply(
@@ -533,7 +533,7 @@ fn a_parallel_join_in_a_multi_instance_body_joins_only_its_own_runs_tokens() {
     let (a, b) = (task_of(&actions, "a"), task_of(&actions, "b"));
     assert_eq!((a.len(), b.len()), (2, 2), "each run opens a and b");
     // The runs' scopes, to tell the runs' tasks apart.
-    let run_of = |inst: &Instance, activity: u64| {
+    let run_of = |inst: &Instance, activity: ActivityInstanceId| {
         inst.tokens
             .iter()
             .find(|t| matches!(t.state, TokenState::Waiting { activity: x, .. } if x == activity))
@@ -704,7 +704,7 @@ nodes:
     let runs = task_of(&actions, "s");
     assert_eq!(runs.len(), 2);
     // Which task is whose: a run's scope holds its index.
-    let index_of = |activity: u64| -> Value {
+    let index_of = |activity: ActivityInstanceId| -> Value {
         let t = inst
             .tokens
             .iter()
