@@ -19,6 +19,8 @@
 //! - `advance: ISO-8601 duration` (`P3D`, `PT1H`): the clock moves, then the
 //!   due timers fire
 //! - `cancel: ACTOR`: the instance is cancelled by ACTOR
+//! - `add_runs: {node, items: [..]}`: a run per item added to the running
+//!   multi-instance activity at NODE
 //! - no verb, only `expect`: a check, e.g. of the instance right after its start
 //!
 //! `expect` is checked after the step; a difference fails the test naming the
@@ -44,7 +46,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use ordo_engine::engine::{Config, Engine, Message};
-use ordo_engine::runtime::{InstanceStatus, ManualClock, Vars};
+use ordo_engine::runtime::{InstanceStatus, ManualClock, TokenState, Vars, Wait};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write;
@@ -81,7 +83,15 @@ struct Step {
     signal: Option<SignalSpec>,
     advance: Option<String>,
     cancel: Option<String>,
+    add_runs: Option<AddRuns>,
     expect: Option<Expect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddRuns {
+    node: String,
+    items: Vec<Value>,
 }
 
 impl Step {
@@ -93,6 +103,7 @@ impl Step {
             self.signal.is_some(),
             self.advance.is_some(),
             self.cancel.is_some(),
+            self.add_runs.is_some(),
         ]
         .iter()
         .filter(|v| **v)
@@ -301,6 +312,34 @@ impl Run {
             self.complete(at, node, with).await;
             return (None, None);
         }
+        if let Some(r) = &step.add_runs {
+            let inst = self.e.instance(&self.id).await.unwrap();
+            let activity = inst
+                .tokens
+                .iter()
+                .filter(|t| t.node == r.node)
+                .find_map(|t| match &t.state {
+                    TokenState::Waiting {
+                        activity,
+                        wait:
+                            Wait::Multi {
+                                remainder: false, ..
+                            },
+                    } => Some(activity.0),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{at}: `{}` is not a running multi-instance activity",
+                        r.node
+                    )
+                });
+            self.e
+                .add_runs(&self.id, activity, r.items.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{at}: {err}"));
+            return (None, None);
+        }
         if let Some(m) = &step.message {
             let msg = Message {
                 name: m.name.clone(),
@@ -434,6 +473,9 @@ fn step_label(step: &Step) -> String {
     }
     if let Some(a) = &step.cancel {
         return format!("cancel by {a}");
+    }
+    if let Some(r) = &step.add_runs {
+        return format!("add runs to {} {}", r.node, compact(&r.items));
     }
     "check".to_owned()
 }
