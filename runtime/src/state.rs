@@ -23,6 +23,24 @@ pub enum InstanceStatus {
     Cancelled,
 }
 
+impl InstanceStatus {
+    /// The status as the API and the store write it (`completed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Active => "active",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Terminated => "terminated",
+            InstanceStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The lifecycle of an activity instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -299,12 +299,7 @@ pub struct InstanceRow {
 }
 
 fn status_text(s: InstanceStatus) -> &'static str {
-    match s {
-        InstanceStatus::Active => "active",
-        InstanceStatus::Completed => "completed",
-        InstanceStatus::Terminated => "terminated",
-        InstanceStatus::Cancelled => "cancelled",
-    }
+    s.as_str()
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub enum Error {
         what: String,
     },
     /// The instance has ended.
-    #[error("the instance is {0:?}, not active")]
+    #[error("the instance is {0}, not active")]
     NotActive(InstanceStatus),
     /// No waiting activity has this id.
     #[error("activity {0} is not waiting in this instance")]
