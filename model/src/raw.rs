@@ -730,6 +730,19 @@ impl Node {
         }
     }
 
+    /// The `missed` flow of this node, set or not with a `milestone`.
+    pub fn missed(&self) -> Option<&str> {
+        match self {
+            Node::Service(n) => n.missed.as_deref(),
+            Node::User(n) => n.missed.as_deref(),
+            Node::Receive(n) => n.missed.as_deref(),
+            Node::Subprocess(n) => n.missed.as_deref(),
+            Node::Loop(n) => n.missed.as_deref(),
+            Node::Call(n) => n.missed.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The milestone this node waits for, and where the flow goes when it has
     /// passed (None: `next`).
     pub fn milestone(&self) -> Option<(&str, Option<&str>)> {

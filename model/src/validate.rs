@@ -223,6 +223,7 @@ impl<'a> Validator<'a> {
             self.degrees(&placed, &graph);
             self.reachability(&placed, &starts, &handlers, &graph);
             self.deadlocks(&placed, &graph);
+            self.milestones_upstream(&placed, &graph);
         }
         graph
     }
@@ -549,6 +550,13 @@ impl<'a> Validator<'a> {
         }
         if let Some((m, missed)) = p.node.milestone() {
             self.milestone(id, m, missed, path, scope, scope_of, placed, graph);
+        } else if p.node.missed().is_some() {
+            self.err_key(
+                "bad-milestone",
+                &path.join("missed"),
+                format!("`{id}` has `missed` but no `milestone`, so nothing can be missed"),
+                Some("add `milestone: <node>` (the state the activity needs), or remove `missed`".to_owned()),
+            );
         }
         match p.node {
             Node::Empty(_) | Node::Parallel(_) => {}
@@ -905,7 +913,14 @@ impl<'a> Validator<'a> {
                 Some("name an activity, a catch event or an event-based gateway: a state the other branch rests in".to_owned()),
             );
         }
-        if let Some(to) = missed
+        if missed == Some(id) {
+            self.err_val(
+                "bad-milestone",
+                &path.join("missed"),
+                format!("`missed` leads back to `{id}`, which would wait for the same passed milestone again, for ever"),
+                Some("name where the flow goes instead, such as a task telling the customer it is too late".to_owned()),
+            );
+        } else if let Some(to) = missed
             && self.target(to, &path.join("missed"), scope, scope_of)
         {
             graph.connect(id, to, Flow::Missed(m.to_owned()));
@@ -1139,7 +1154,15 @@ impl<'a> Validator<'a> {
         if let Some(c) = &m.completion {
             self.expr(&c.0, &path.join("completion"));
         }
-        if m.rest.is_some() && m.completion.is_none() {
+        if m.rest == Some(Rest::Wait) && !m.parallel {
+            self.warn_key(
+                "bad-multi",
+                &path.join("rest"),
+                "`rest: wait` has no effect on sequential runs: when `completion` holds, no other run is open",
+                Some("add `parallel: true`, or remove `rest`".to_owned()),
+            );
+        }
+        if m.rest == Some(Rest::Wait) && m.completion.is_none() {
             self.err_val(
                 "bad-multi",
                 &path.join("rest"),
@@ -1813,6 +1836,49 @@ impl<'a> Validator<'a> {
 
     /// A parallel join fed by branches of one exclusive or event gateway waits for a
     /// token that never comes.
+    /// A milestone every path to its activity passes first: when a token
+    /// reaches the activity it has left the milestone, so (without a loop or
+    /// a second branch coming back to it) the activity never starts.
+    fn milestones_upstream(&mut self, placed: &[(String, Placed)], graph: &FlowGraph) {
+        for (id, p) in placed {
+            let Some((m, _)) = p.node.milestone() else {
+                continue;
+            };
+            let (Some(&target), Some(&gate)) = (graph.index.get(id), graph.index.get(m)) else {
+                continue;
+            };
+            // Every element no flow leads to is where tokens come from.
+            let mut queue: VecDeque<_> = graph
+                .graph
+                .node_indices()
+                .filter(|&n| {
+                    n != gate
+                        && graph
+                            .graph
+                            .neighbors_directed(n, Direction::Incoming)
+                            .next()
+                            .is_none()
+                })
+                .collect();
+            let mut seen: HashSet<_> = queue.iter().copied().collect();
+            while let Some(n) = queue.pop_front() {
+                for next in graph.graph.neighbors(n) {
+                    if next != gate && seen.insert(next) {
+                        queue.push_back(next);
+                    }
+                }
+            }
+            if !seen.contains(&target) {
+                self.warn_key(
+                    "milestone-upstream",
+                    &p.path.join("milestone"),
+                    format!("every path to `{id}` passes `{m}` first, so when a token reaches `{id}` it has left `{m}`, and `{id}` will be withdrawn, never started"),
+                    Some(format!("a milestone is a state of another branch: put `{id}` on a branch beside `{m}` (after a `parallel` split), or drop `milestone`")),
+                );
+            }
+        }
+    }
+
     fn deadlocks(&mut self, placed: &[(String, Placed)], graph: &FlowGraph) {
         for (id, p) in placed {
             if !matches!(p.node, Node::Parallel(_)) || graph.incoming(id) < 2 {

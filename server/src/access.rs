@@ -101,6 +101,9 @@ pub const STAFF: &[Role] = &[
 ];
 /// Who watches instances.
 pub const WATCHERS: &[Role] = &[Role::Supervisor, Role::Admin];
+/// Who reads one instance through the API: its watchers, and integrators (to
+/// address its activities, such as a multi-instance activity to add runs to).
+pub const INSTANCE_READERS: &[Role] = &[Role::Supervisor, Role::Admin, Role::Integrator];
 /// Who writes and deploys definitions.
 pub const DESIGNERS: &[Role] = &[Role::Designer, Role::Admin];
 /// Who reads definitions.
@@ -160,8 +163,8 @@ pub const SERVER: &[Rule] = &[
     rule(
         "GET",
         "/api/instances/{id}",
-        Roles(WATCHERS),
-        "state, variables, history, tree; for a supervisor, one of their team's (404 otherwise)",
+        Roles(INSTANCE_READERS),
+        "state, variables, history, tree, the activity instances that wait (`waiting`) and the tokens held before a milestone, section or join (`held`); for a supervisor, one of their team's (404 otherwise); integrators read any, to address its activities",
     ),
     rule("POST", "/api/instances/{id}/cancel", Roles(ADMIN), ""),
     rule(

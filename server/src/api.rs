@@ -331,6 +331,23 @@ struct WaitingActivity {
     /// Runs still open, for `runs` and `leftover_runs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     open_runs: Option<usize>,
+    /// Runs not started yet (sequential runs wait their turn), for `runs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_runs: Option<usize>,
+}
+
+/// A node where a token waits before its activity may start.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Held {
+    /// The node.
+    node: String,
+    /// Why it waits: `milestone` (for the node its `milestone` names to be
+    /// reached), `critical_section` (for another activity to leave the
+    /// section), or `join` (for the other branches of a gateway).
+    waits_for: &'static str,
+    /// The milestone's node or the section's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on: Option<String>,
 }
 
 fn waiting_activities(inst: &ordo_engine::runtime::Instance) -> Vec<WaitingActivity> {
@@ -340,31 +357,79 @@ fn waiting_activities(inst: &ordo_engine::runtime::Instance) -> Vec<WaitingActiv
         .iter()
         .filter_map(|t| match &t.state {
             TokenState::Waiting { activity, wait } => {
-                let (waits_for, open_runs) = match wait {
-                    Wait::Task => ("task", None),
-                    Wait::Job => ("job", None),
-                    Wait::Event => ("event", None),
-                    Wait::Call => ("call", None),
+                let (waits_for, open_runs, pending_runs) = match wait {
+                    Wait::Task => ("task", None, None),
+                    Wait::Job => ("job", None, None),
+                    Wait::Event => ("event", None, None),
+                    Wait::Call => ("call", None, None),
                     Wait::Multi {
-                        runs, remainder, ..
+                        runs,
+                        remainder: true,
+                        ..
+                    } => ("leftover_runs", Some(runs.len()), None),
+                    Wait::Multi {
+                        runs, items, next, ..
                     } => (
-                        if *remainder { "leftover_runs" } else { "runs" },
+                        "runs",
                         Some(runs.len()),
+                        Some(items.len().saturating_sub(*next)),
                     ),
-                    Wait::Scope { .. } => ("scope", None),
-                    Wait::Compensate { .. } => ("compensation", None),
+                    Wait::Scope { .. } => ("scope", None, None),
+                    Wait::Compensate { .. } => ("compensation", None, None),
                 };
                 Some(WaitingActivity {
                     activity: activity.0,
                     node: t.node.clone(),
                     waits_for,
                     open_runs,
+                    pending_runs,
                 })
             }
             _ => None,
         })
         .collect();
     v.sort_by_key(|w| w.activity);
+    v
+}
+
+/// Tokens that wait at a node before its activity starts, and why.
+async fn held_tokens(st: &AppState, inst: &ordo_engine::runtime::Instance) -> Vec<Held> {
+    use ordo_engine::runtime::TokenState;
+    let joining: Vec<&str> = inst
+        .tokens
+        .iter()
+        .filter(|t| t.state == TokenState::Joining)
+        .map(|t| t.node.as_str())
+        .collect();
+    if joining.is_empty() {
+        return Vec::new();
+    }
+    let process = st
+        .engine
+        .process(&inst.process, Some(inst.process_version))
+        .await
+        .ok();
+    let mut v: Vec<Held> = joining
+        .into_iter()
+        .map(|node| {
+            let n = process.as_ref().and_then(|p| p.node(node));
+            let (waits_for, on) = match n {
+                Some(n) if n.milestone().is_some() => {
+                    ("milestone", n.milestone().map(|(m, _)| m.to_owned()))
+                }
+                Some(n) if n.critical().is_some() => {
+                    ("critical_section", n.critical().map(str::to_owned))
+                }
+                _ => ("join", None),
+            };
+            Held {
+                node: node.to_owned(),
+                waits_for,
+                on,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.node.cmp(&b.node));
     v
 }
 
@@ -443,6 +508,9 @@ struct InstanceDetails {
     active_nodes: Vec<String>,
     /// The activity instances that wait, oldest first.
     waiting: Vec<WaitingActivity>,
+    /// Tokens waiting at a node before its activity may start (a milestone
+    /// not reached, a critical section held, a join's other branches).
+    held: Vec<Held>,
     /// The process variables.
     variables: Vars,
     /// What happened, oldest first.
@@ -460,14 +528,17 @@ async fn instance(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<InstanceDetails>> {
-    caller.require(WATCHERS)?;
-    visible_instance(&st, &caller, &id).await?;
+    caller.require(crate::access::INSTANCE_READERS)?;
+    if !caller.0.has_any(&[Role::Admin, Role::Integrator]) {
+        visible_instance(&st, &caller, &id).await?;
+    }
     let inst = st.engine.instance(&id).await?;
     let history = st.engine.history(&id).await?;
     let tree = st.engine.tree(&id).await?;
     Ok(Json(InstanceDetails {
         active_nodes: active_nodes(&inst),
         waiting: waiting_activities(&inst),
+        held: held_tokens(&st, &inst).await,
         variables: inst.variables().clone(),
         id: inst.id,
         process: inst.process,

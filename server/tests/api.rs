@@ -401,9 +401,10 @@ async fn integrators_add_runs_to_a_running_multi_instance_activity() {
         )
         .await;
     let id = v["id"].as_str().unwrap().to_owned();
-    let (_, inst) = a
-        .call(Some("root"), "GET", &format!("/api/instances/{id}"), None)
+    let (s, inst) = a
+        .call(Some("erp"), "GET", &format!("/api/instances/{id}"), None)
         .await;
+    assert_eq!(s, StatusCode::OK, "an integrator reads the instance: {inst}");
     let waiting = |node: &str, kind: &str| {
         inst["waiting"]
             .as_array()
@@ -497,6 +498,51 @@ async fn integrators_add_runs_to_a_running_multi_instance_activity() {
         json!(["acme", "globex", "initech"]),
         "the added runs' outputs follow the first one's"
     );
+}
+
+#[tokio::test]
+async fn an_instance_says_which_tokens_wait_for_a_milestone() {
+    let a = api().await;
+    let (s, v) = a
+        .deploy(
+            "dee",
+            "id: order\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [prepare, request]}\n  prepare: {type: user, assignee: ann, next: pack}\n  pack: {type: user, assignee: ann, next: join}\n  request: {type: receive, message: change, next: change}\n  change: {type: user, assignee: ann, milestone: pack, next: join}\n  join: {type: parallel, next: e}\n  e: {type: end}\n",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, v) = a
+        .call(
+            Some("root"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "order", "business_key": "o-1"})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = a
+        .call(
+            Some("erp"),
+            "POST",
+            "/api/messages",
+            Some(json!({"name": "change", "correlation_key": "o-1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, inst) = a
+        .call(Some("root"), "GET", &format!("/api/instances/{id}"), None)
+        .await;
+    assert_eq!(
+        inst["held"],
+        json!([{"node": "change", "waits_for": "milestone", "on": "pack"}]),
+        "{inst}"
+    );
+    let nodes: Vec<&str> = inst["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["prepare"], "change has no task yet: {inst}");
 }
 
 #[tokio::test]

@@ -9,15 +9,23 @@ use super::*;
 
 impl<'m, 'p> Step<'m, 'p> {
     /// Whether a token of `scope` rests at `milestone` (waits there, or holds
-    /// an incident there: the instance is in that state either way).
+    /// an incident there: the instance is in that state either way). Runs a
+    /// multi-instance activity left to finish (`rest: wait`) do not count: the
+    /// activity itself has completed.
     pub(super) fn at_milestone(&self, scope: ScopeId, milestone: &str) -> bool {
         self.inst.tokens.iter().any(|t| {
             t.scope == scope
                 && t.node == milestone
-                && matches!(
-                    t.state,
-                    TokenState::Waiting { .. } | TokenState::Incident { .. }
-                )
+                && match &t.state {
+                    TokenState::Waiting {
+                        wait: Wait::Multi {
+                            remainder: true, ..
+                        },
+                        ..
+                    } => false,
+                    TokenState::Waiting { .. } | TokenState::Incident { .. } => true,
+                    _ => false,
+                }
         })
     }
 
@@ -60,60 +68,74 @@ impl<'m, 'p> Step<'m, 'p> {
     /// A token waiting for a milestone that no token of its scope rests at or
     /// can still reach goes on without running its activity, which is recorded
     /// as withdrawn (ready → aborted). Returns whether one moved.
+    ///
+    /// "Can still reach" counts only tokens that will move: not the runs a
+    /// completed multi-instance activity left to finish, and a token that
+    /// itself waits for a milestone only once its own milestone can come (so
+    /// two activities waiting for each other's milestones both pass, rather
+    /// than wait for ever).
     pub(super) fn pass_missed_milestones(&mut self) -> bool {
         if !self.m.process.has_milestones() {
             return false;
         }
-        let waiting: Vec<(TokenId, String, ScopeId, &'p str, Option<&'p str>)> = self
-            .inst
-            .tokens
-            .iter()
-            .filter(|t| t.state == TokenState::Joining)
-            .filter_map(|t| {
-                let (m, missed) = self.m.node(&t.node)?.milestone()?;
-                Some((t.id, t.node.clone(), t.scope, m, missed))
+        let gated: Vec<usize> = (0..self.inst.tokens.len())
+            .filter(|&i| {
+                self.inst.tokens[i].state == TokenState::Joining && self.before_milestone(i)
             })
             .collect();
-        for (id, node, scope, m, missed) in waiting {
-            if self.at_milestone(scope, m) || self.milestone_can_come(scope, m) {
-                continue;
-            }
-            let Some(i) = self.token_index(id) else {
-                continue;
-            };
-            let a = self.activity_id();
-            self.history(a, &node, Lifecycle::Ready, None);
-            self.history(a, &node, Lifecycle::Aborted, None);
-            let targets: Vec<String> = match missed {
-                Some(to) => vec![to.to_owned()],
-                None => self
-                    .m
-                    .node(&node)
-                    .and_then(Node::next)
-                    .map(|n| n.ids().to_vec())
-                    .unwrap_or_default(),
-            };
-            self.leave(i, &targets);
-            return true;
+        if gated.is_empty() {
+            return false;
         }
-        false
-    }
-
-    /// Whether a token of `scope` can still get to `milestone`: one on its way
-    /// there, or one whose path leads there (a token waiting for this same
-    /// milestone does not count: it moves only once the milestone is reached).
-    fn milestone_can_come(&self, scope: ScopeId, milestone: &str) -> bool {
-        self.inst.tokens.iter().any(|t| {
-            if t.scope != scope {
-                return false;
+        let mut live: Vec<bool> = (0..self.inst.tokens.len())
+            .map(|i| !gated.contains(&i) && !self.is_remainder(i))
+            .collect();
+        let milestone_of = |i: usize| {
+            self.m
+                .node(&self.inst.tokens[i].node)
+                .and_then(Node::milestone)
+        };
+        loop {
+            let mut changed = false;
+            for &g in &gated {
+                if live[g] {
+                    continue;
+                }
+                let Some((m, _)) = milestone_of(g) else {
+                    continue;
+                };
+                let scope = self.inst.tokens[g].scope;
+                let comes = self.inst.tokens.iter().enumerate().any(|(k, t)| {
+                    live[k] && t.scope == scope && (t.node == m || self.reaches(&t.node, m))
+                });
+                if comes {
+                    live[g] = true;
+                    changed = true;
+                }
             }
-            let waits_for_it = t.state == TokenState::Joining
-                && self
-                    .m
-                    .node(&t.node)
-                    .and_then(Node::milestone)
-                    .is_some_and(|(m, _)| m == milestone);
-            !waits_for_it && (t.node == milestone || self.reaches(&t.node, milestone))
-        })
+            if !changed {
+                break;
+            }
+        }
+        let Some(&i) = gated.iter().find(|&&g| !live[g]) else {
+            return false;
+        };
+        let Some((_, missed)) = milestone_of(i) else {
+            return false;
+        };
+        let node = self.inst.tokens[i].node.clone();
+        let a = self.activity_id();
+        self.history(a, &node, Lifecycle::Ready, None);
+        self.history(a, &node, Lifecycle::Aborted, None);
+        let targets: Vec<String> = match missed {
+            Some(to) => vec![to.to_owned()],
+            None => self
+                .m
+                .node(&node)
+                .and_then(Node::next)
+                .map(|n| n.ids().to_vec())
+                .unwrap_or_default(),
+        };
+        self.leave(i, &targets);
+        true
     }
 }

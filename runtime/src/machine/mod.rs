@@ -39,6 +39,9 @@ pub const MAX_STEPS: usize = 10_000;
 pub const DEFAULT_MAX_ITERATIONS: u32 = 1000;
 /// Most runs of one multi-instance activity.
 pub const MAX_RUNS: usize = 10_000;
+/// Most bytes one item of a run added to a running multi-instance activity may
+/// take (as JSON).
+pub const MAX_ITEM_BYTES: usize = 64 * 1024;
 
 /// Where a run's token comes from when only its `output` is left to evaluate
 /// (after an incident on it): not a node id, which cannot hold `#`.

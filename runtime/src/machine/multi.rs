@@ -328,27 +328,81 @@ impl<'m, 'p> Step<'m, 'p> {
             .node(&node)
             .and_then(Node::multi)
             .is_some_and(|m| m.parallel);
-        let TokenState::Waiting {
-            wait:
+        let actual = match &self.inst.tokens[i].state {
+            TokenState::Waiting { wait, .. } => match wait {
                 Wait::Multi {
-                    items,
-                    outputs,
-                    remainder: false,
-                    ..
-                },
-            ..
-        } = &mut self.inst.tokens[i].state
-        else {
+                    remainder: false, ..
+                } => None,
+                Wait::Multi { .. } => Some(
+                    "multi-instance activity that has completed (these are the runs it left to finish)",
+                ),
+                Wait::Task => Some("user task"),
+                Wait::Job => Some("service task"),
+                Wait::Event => Some("wait for an event"),
+                Wait::Call => Some("call activity"),
+                Wait::Scope { .. } => Some("subprocess or loop"),
+                Wait::Compensate { .. } => Some("compensation"),
+            },
+            _ => Some("step that does not wait"),
+        };
+        if let Some(actual) = actual {
             return Err(Error::WrongActivity {
                 activity,
                 expected: "running multi-instance activity",
-                actual: "activity of another kind, or one that has completed",
+                actual,
             });
+        }
+        let have = match &self.inst.tokens[i].state {
+            TokenState::Waiting {
+                wait: Wait::Multi { items, .. },
+                ..
+            } => items.len(),
+            _ => 0,
         };
-        let asked = items.len() + new.len();
+        let asked = have + new.len();
         if asked > MAX_RUNS {
             return Err(Error::TooManyRuns { activity, asked });
         }
+        // Items taken from a declared list are checked as its items are: a
+        // run added by hand is held to what a run started from the list is.
+        let source = self
+            .m
+            .node(&node)
+            .and_then(Node::multi)
+            .and_then(|m| m.items.as_ref())
+            .map(|e| e.0.trim().trim_start_matches('='));
+        let scope = self.inst.tokens[i].scope;
+        let shape = source
+            .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .and_then(|s| self.declaration(Some(scope), s).map(|d| (s, d)))
+            .and_then(|(s, d)| d.items.as_deref().map(|d| (s, d)));
+        let mut problems = Vec::new();
+        for (k, item) in new.iter().enumerate() {
+            let size = serde_json::to_string(item).map_or(usize::MAX, |s| s.len());
+            if size > MAX_ITEM_BYTES {
+                problems.push(format!(
+                    "items[{k}] takes {size} bytes; an item may take at most {MAX_ITEM_BYTES}"
+                ));
+            }
+            if let Some((list, d)) = shape
+                && let Err(p) = d.check(&format!("items[{k}]"), item)
+            {
+                problems.extend(
+                    p.into_iter()
+                        .map(|p| format!("{p} (as the items of `{list}` are declared)")),
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Variables(problems));
+        }
+        let TokenState::Waiting {
+            wait: Wait::Multi { items, outputs, .. },
+            ..
+        } = &mut self.inst.tokens[i].state
+        else {
+            return Ok(());
+        };
         let added = new.len();
         outputs.extend(std::iter::repeat_n(Value::Null, added));
         items.extend(new);
@@ -449,6 +503,15 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(err, Error::TooManyRuns { asked, .. } if asked == super::MAX_RUNS + 1),
+            "{err}"
+        );
+        let big = Command::AddRuns {
+            activity: multi,
+            items: vec![json!("x".repeat(super::MAX_ITEM_BYTES))],
+        };
+        let err = m.apply(&inst, big, &clock()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Variables(p) if p[0].contains("an item may take at most")),
             "{err}"
         );
         let (after, _) = m.apply(&inst, add(multi, 2), &clock()).unwrap();

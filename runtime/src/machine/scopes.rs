@@ -294,23 +294,32 @@ impl<'m, 'p> Step<'m, 'p> {
     }
 
     /// Whether a process or subprocess around `scope` (it included) declares `name`.
-    pub(super) fn declared_above(&self, mut scope: Option<ScopeId>, name: &str) -> bool {
+    pub(super) fn declared_above(&self, scope: Option<ScopeId>, name: &str) -> bool {
+        self.declaration(scope, name).is_some()
+    }
+
+    /// The declaration of `name` that `scope` sees: the nearest subprocess
+    /// that declares it, else the process's.
+    pub(super) fn declaration(
+        &self,
+        mut scope: Option<ScopeId>,
+        name: &str,
+    ) -> Option<&'p raw::VariableDef> {
         while let Some(s) = scope {
-            let Some(sc) = self.inst.scopes.get(&s) else {
-                return false;
-            };
+            let sc = self.inst.scopes.get(&s)?;
             let declared = match &sc.node {
-                None => self.m.process.def.variables.contains_key(name),
-                Some(_) if sc.run.is_some() => false,
-                Some(n) => {
-                    matches!(self.m.node(n), Some(Node::Subprocess(sp)) if sp.variables.contains_key(name))
-                }
+                None => self.m.process.def.variables.get(name),
+                Some(_) if sc.run.is_some() => None,
+                Some(n) => match self.m.node(n) {
+                    Some(Node::Subprocess(sp)) => sp.variables.get(name),
+                    _ => None,
+                },
             };
-            if declared {
-                return true;
+            if declared.is_some() {
+                return declared;
             }
             scope = sc.parent;
         }
-        false
+        None
     }
 }
