@@ -555,7 +555,10 @@ impl<'a> Validator<'a> {
                 "bad-milestone",
                 &path.join("missed"),
                 format!("`{id}` has `missed` but no `milestone`, so nothing can be missed"),
-                Some("add `milestone: <node>` (the state the activity needs), or remove `missed`".to_owned()),
+                Some(
+                    "add `milestone: <node>` (the state the activity needs), or remove `missed`"
+                        .to_owned(),
+                ),
             );
         }
         match p.node {

@@ -373,7 +373,9 @@ mod generated {
     //! bodies with joins of their own), subprocesses whose body may raise an
     //! error that a boundary event on the subprocess catches, and subprocesses
     //! with a non-interrupting event subprocess whose runs (started by notes sent
-    //! at random moments) each split and join.
+    //! at random moments) each split and join, parallel multi-instance
+    //! subprocesses that go on after one run and leave the rest to finish
+    //! (`rest: wait`), and tasks gated by a milestone in a parallel branch.
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -388,8 +390,14 @@ mod generated {
         Xor(Vec<Block>),
         And(Vec<Block>),
         Or(Vec<Block>),
-        /// A multi-instance subprocess over `count` runs around the block.
-        Multi(Box<Block>, u8, bool),
+        /// A multi-instance subprocess over `count` runs around the block,
+        /// parallel or not; with `rest`, it goes on after the first run and
+        /// leaves the others to finish (`rest: wait`).
+        Multi(Box<Block>, u8, bool, bool),
+        /// Two parallel branches: the first runs its block into a task `M`,
+        /// the second runs its block into a task gated by `milestone: M`
+        /// (started while `M` waits, withdrawn once `M` has passed).
+        Gate(Box<Block>, Box<Block>),
         /// A subprocess (multi-instance when `Some(count)`) whose body runs the
         /// block and then, when `k % 3 == 0`, raises an error its boundary
         /// catches.
@@ -408,11 +416,10 @@ mod generated {
                 prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Xor),
                 prop::collection::vec(inner.clone(), 2..4).prop_map(Block::And),
                 prop::collection::vec(inner.clone(), 1..4).prop_map(Block::Or),
-                (inner.clone(), 0u8..3, any::<bool>()).prop_map(|(b, n, par)| Block::Multi(
-                    Box::new(b),
-                    n,
-                    par
-                )),
+                (inner.clone(), 0u8..3, any::<bool>(), any::<bool>())
+                    .prop_map(|(b, n, par, rest)| Block::Multi(Box::new(b), n, par, rest)),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| Block::Gate(Box::new(a), Box::new(b))),
                 (inner.clone(), prop::option::of(1u8..3))
                     .prop_map(|(b, n)| Block::Raise(Box::new(b), n)),
                 inner.prop_map(|b| Block::Notes(Box::new(b))),
@@ -547,11 +554,34 @@ mod generated {
                     );
                     split
                 }
-                Block::Multi(inner, count, parallel) => {
+                Block::Multi(inner, count, parallel, rest) => {
                     let id = self.id("m");
-                    let multi = format!("multi: {{count: \"{count}\", parallel: {parallel}}}");
+                    let early = if *rest && *parallel {
+                        ", completion: completed >= 1, rest: wait"
+                    } else {
+                        ""
+                    };
+                    let multi =
+                        format!("multi: {{count: \"{count}\", parallel: {parallel}{early}}}");
                     self.scope(&id, inner, false, false, &[multi], next);
                     id
+                }
+                Block::Gate(a, b) => {
+                    let (split, join, m, g) =
+                        (self.id("p"), self.id("q"), self.id("M"), self.id("G"));
+                    let p = self.pad.clone();
+                    let _ = writeln!(self.yaml, "{p}{join}: {{type: parallel, next: {next}}}");
+                    let _ = writeln!(self.yaml, "{p}{m}: {{type: user, next: {join}}}");
+                    let _ = writeln!(
+                        self.yaml,
+                        "{p}{g}: {{type: user, milestone: {m}, next: {join}}}"
+                    );
+                    let (ea, eb) = (self.emit(a, &m), self.emit(b, &g));
+                    let _ = writeln!(
+                        self.yaml,
+                        "{p}{split}: {{type: parallel, next: [{ea}, {eb}]}}"
+                    );
+                    split
                 }
                 Block::Raise(inner, count) => {
                     // The normal and the error path meet in a merge, as a

@@ -404,7 +404,11 @@ async fn integrators_add_runs_to_a_running_multi_instance_activity() {
     let (s, inst) = a
         .call(Some("erp"), "GET", &format!("/api/instances/{id}"), None)
         .await;
-    assert_eq!(s, StatusCode::OK, "an integrator reads the instance: {inst}");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "an integrator reads the instance: {inst}"
+    );
     let waiting = |node: &str, kind: &str| {
         inst["waiting"]
             .as_array()

@@ -18,9 +18,10 @@ impl<'m, 'p> Step<'m, 'p> {
                 && t.node == milestone
                 && match &t.state {
                     TokenState::Waiting {
-                        wait: Wait::Multi {
-                            remainder: true, ..
-                        },
+                        wait:
+                            Wait::Multi {
+                                remainder: true, ..
+                            },
                         ..
                     } => false,
                     TokenState::Waiting { .. } | TokenState::Incident { .. } => true,
