@@ -72,6 +72,7 @@ impl Doc {
         let mut schemas: Map<String, Value> = Map::new();
         for (name, mut schema) in self.generator.take_definitions(true) {
             plain_enums(&mut schema);
+            any_items(&mut schema);
             schemas.insert(name, schema);
         }
         let mut paths: Vec<(String, Value)> = std::mem::take(&mut self.paths).into_iter().collect();
@@ -95,6 +96,22 @@ impl Doc {
                 "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
             }
         })
+    }
+}
+
+/// Writes a list of anything (`Vec<Value>`, which schemars gives `items:
+/// true`) with the empty schema `{}`: the same in JSON Schema, and the form
+/// OpenAPI client generators accept.
+fn any_items(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.get("items") == Some(&Value::Bool(true)) {
+                map.insert("items".into(), json!({}));
+            }
+            map.values_mut().for_each(any_items);
+        }
+        Value::Array(list) => list.iter_mut().for_each(any_items),
+        _ => {}
     }
 }
 

@@ -120,3 +120,33 @@ async fn the_server_serves_the_document_it_builds() {
     let served: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(served, document());
 }
+
+/// Every schema is an object, never the boolean `true` JSON Schema allows
+/// (client generators refuse it: `Vec<Value>` gives `items: true` unless the
+/// document writes `{}`).
+#[test]
+fn no_schema_is_a_bare_boolean() {
+    fn walk(v: &Value, path: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for key in ["items", "not", "contains", "propertyNames"] {
+                    if map.get(key).is_some_and(Value::is_boolean) {
+                        found.push(format!("{path}/{key}"));
+                    }
+                }
+                for (k, child) in map {
+                    walk(child, &format!("{path}/{k}"), found);
+                }
+            }
+            Value::Array(list) => {
+                for (i, child) in list.iter().enumerate() {
+                    walk(child, &format!("{path}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(&document(), "", &mut found);
+    assert!(found.is_empty(), "boolean schemas at {found:?}");
+}
