@@ -270,7 +270,7 @@ pub struct OutboxRow {
 /// The outbox, newest first; `status` filters.
 pub fn outbox(conn: &dyn Sql, status: Option<&str>, limit: u32) -> store::Result<Vec<OutboxRow>> {
     conn.query_map("SELECT id, event, recipient, channel, address, template, status, attempts, last_error, sent_at
-         FROM crm_outbox WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2", params![status, limit], |r| {
+         FROM crm_outbox WHERE status = ?1 OR ?1 IS NULL ORDER BY id DESC LIMIT ?2", params![status, limit], |r| {
         Ok(OutboxRow {
             id: r.get(0)?,
             event: r.get(1)?,

@@ -100,3 +100,134 @@ pub fn seed(conn: &dyn Sql, now: DateTime<Utc>) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The demo office on every backend (`store::testdb`): the CRM's SQL gives
+    //! the same answers on SQLite and on PostgreSQL.
+    use super::*;
+    use crate::visibility::{self, Filter, Scope, Window};
+    use crate::{actions, deliver, pool};
+    use chrono::TimeZone;
+    use ordo_engine::store::testdb;
+
+    fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+        r.unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// What the office looks like through the CRM's reads and writes.
+    fn report(tx: &dyn Sql) -> Vec<String> {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 20, 9, 0, 0)
+            .single()
+            .unwrap_or_else(|| unreachable!());
+        ok(tx.execute_batch(
+            "CREATE TABLE people (name TEXT PRIMARY KEY, roles TEXT NOT NULL, supervisor TEXT);
+             INSERT INTO people VALUES ('max', 'director', NULL), ('sam', 'supervisor', 'max'),
+                 ('sally', 'salesperson', 'sam'), ('sue', 'salesperson', 'sam');",
+        ));
+        ok(crate::schema::migrate(tx));
+        ok(seed(tx, now));
+        let customer = ok(records::kind("customer"));
+        let mut out = Vec::new();
+        let mut list = |name: &str, scope: &Scope, filter: Filter| {
+            let page = ok(visibility::list(tx, scope, customer, &filter, now, true));
+            let mut names: Vec<String> = page
+                .items
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            out.push(format!("{name}: {names:?}"));
+        };
+        list("all", &Scope::All, Filter::default());
+        list(
+            "sam's",
+            &Scope::Owners(vec!["sam".into()]),
+            Filter::default(),
+        );
+        list(
+            "search",
+            &Scope::All,
+            Filter {
+                q: Some("HUADONG".into()),
+                ..Filter::default()
+            },
+        );
+        list(
+            "north, contacted this week",
+            &Scope::All,
+            Filter {
+                region: Some("north".into()),
+                contacted: Some(Window::Week),
+                ..Filter::default()
+            },
+        );
+        list(
+            "to visit today",
+            &Scope::All,
+            Filter {
+                to_visit: Some(Window::Today),
+                ..Filter::default()
+            },
+        );
+        out.push(format!(
+            "pipeline: {:?}",
+            ok(visibility::pipeline(tx, &Scope::All))
+        ));
+        out.push(format!(
+            "customer 1: {:?}",
+            ok(records::get(tx, customer, 1))
+        ));
+        out.push(format!(
+            "its audit: {:?}",
+            ok(records::history(tx, customer, 1))
+        ));
+        out.push(format!("sam's team: {:?}", ok(org::team_of(tx, "max"))));
+        out.push(format!("sam: {:?}", ok(org::staff(tx, "sam"))));
+        out.push(format!(
+            "sam's open work: {}",
+            ok(assign::open_work(tx, "sam"))
+        ));
+        out.push(format!(
+            "duplicate: {:?}",
+            ok(actions::find_duplicate(
+                tx,
+                &json!({"email": "WANG@huadong.example", "phone": "139 0000 2222"})
+            ))
+        ));
+        let why = Why {
+            actor: Some("max".into()),
+            reason: "test".into(),
+            at: now + Duration::days(30),
+        };
+        out.push(format!(
+            "sally leaves: {:?}",
+            ok(pool::release(tx, "sally", &why))
+        ));
+        out.push(format!("stale: {:?}", ok(pool::reclaim_stale(tx, &why))));
+        out.push(format!("outbox: {:?}", ok(deliver::outbox(tx, None, 10))));
+        out.push(format!("next send: {:?}", ok(deliver::next_due(tx))));
+        out
+    }
+
+    #[test]
+    fn the_demo_office_reads_the_same_on_every_backend() {
+        let dbs = ok(testdb::databases());
+        let reports: Vec<(String, Vec<String>)> = dbs
+            .iter()
+            .map(|db| (format!("{:?}", db.backend()), report(&**db)))
+            .collect();
+        let (first, expected) = &reports[0];
+        assert!(
+            expected[0].contains("Wang Fang") && expected[0].contains("Zhao Min"),
+            "{expected:?}"
+        );
+        for (backend, got) in &reports[1..] {
+            for (e, g) in expected.iter().zip(got) {
+                assert_eq!(e, g, "{backend} differs from {first}");
+            }
+            assert_eq!(expected.len(), got.len());
+        }
+    }
+}

@@ -417,7 +417,7 @@ pub fn job(conn: &dyn Sql, id: i64) -> store::Result<Option<Job>> {
 pub fn jobs(conn: &dyn Sql, by: Option<&str>, limit: u32) -> store::Result<Vec<Job>> {
     summaries(
         conn,
-        "WHERE ?1 IS NULL OR i.submitted_by = ?1 ORDER BY i.id DESC LIMIT ?2",
+        "WHERE i.submitted_by = ?1 OR ?1 IS NULL ORDER BY i.id DESC LIMIT ?2",
         params![by, limit],
     )
 }
@@ -427,10 +427,13 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn db() -> store::Conn {
-        let c = store::Conn::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
-        crate::schema::migrate(&c).unwrap_or_else(|e| unreachable!("{e}"));
-        c
+    /// A migrated database on each backend (`store::testdb`).
+    fn dbs() -> Vec<store::testdb::TestDb> {
+        let all = store::testdb::databases().unwrap_or_else(|e| unreachable!("{e}"));
+        for c in &all {
+            crate::schema::migrate(&**c).unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        all
     }
 
     fn now() -> DateTime<Utc> {
@@ -441,110 +444,123 @@ mod tests {
 
     #[test]
     fn a_wrong_header_is_refused_before_anything_is_queued() {
-        let c = db();
-        let e = submit(&c, "sally", false, "name,colour\nA,red\n", now());
-        let msg = e.map(|_| ()).map_err(|e| e.to_string());
-        assert!(
-            matches!(&msg, Err(m) if m.contains("`colour`") && m.contains("name, company")),
-            "{msg:?}"
-        );
-        assert!(matches!(
-            submit(&c, "sally", false, "name\n", now()),
-            Err(Error::Empty)
-        ));
-        assert_eq!(pending(&c).ok(), Some(vec![]));
+        for db in dbs() {
+            let c: &dyn Sql = &*db;
+            let e = submit(&c, "sally", false, "name,colour\nA,red\n", now());
+            let msg = e.map(|_| ()).map_err(|e| e.to_string());
+            assert!(
+                matches!(&msg, Err(m) if m.contains("`colour`") && m.contains("name, company")),
+                "{msg:?}"
+            );
+            assert!(matches!(
+                submit(&c, "sally", false, "name\n", now()),
+                Err(Error::Empty)
+            ));
+            assert_eq!(pending(&c).ok(), Some(vec![]));
+        }
     }
 
     #[test]
     fn batches_resume_where_the_last_one_stopped_with_true_line_numbers() {
-        let c = db();
-        // A byte-order mark, a quoted field over two lines, a short row, a bad
-        // grade, and a field broken over two lines without quotes.
-        let csv = "\u{feff}name,company,grade\nA,\"Two\nLines Co\",ordinary\nB,Bee Co\nC,Cee Co,gold\nD,Dee Co,vip\nE,Two\nLines Co,vip\n";
-        let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
-        let first = advance(&c, id, 2, now())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| unreachable!());
-        assert_eq!(
-            (
-                first.status.as_str(),
-                first.total,
-                first.processed,
-                first.created
-            ),
-            ("running", 6, 2, 1)
-        );
-        let rest = advance(&c, id, 10, now())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| unreachable!());
-        assert_eq!(
-            (rest.status.as_str(), rest.processed, rest.created),
-            ("done", 6, 2)
-        );
-        assert_eq!(rest.skipped_rows, 4, "the summary counts the skipped rows");
-        let rest = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
-        let lines: Vec<i64> = rest.skipped.iter().map(|s| s.line).collect();
-        assert_eq!(lines, [4, 5, 7, 8], "{:?}", rest.skipped);
-        assert!(
-            rest.skipped[0].reason.contains("2 field(s)"),
-            "{:?}",
-            rest.skipped
-        );
-        assert!(
-            rest.skipped[1].reason.contains("grade"),
-            "{:?}",
-            rest.skipped
-        );
-        assert!(
-            rest.skipped[2].reason.contains("field(s)"),
-            "{:?}",
-            rest.skipped
-        );
-        let owners: Vec<String> = c
-            .query_map(
-                "SELECT owner FROM crm_customers ORDER BY id",
-                params![],
-                |r| r.get(0),
-            )
-            .unwrap_or_default();
-        assert_eq!(owners, ["sally", "sally"]);
-        // Finished: nothing more happens, and the file is no longer kept.
-        let again = advance(&c, id, 10, now()).ok().flatten();
-        assert_eq!(again.map(|j| j.processed), Some(6));
-        let body: Option<String> = c
-            .query_row(
-                "SELECT body FROM crm_imports WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(body, None);
+        for db in dbs() {
+            let c: &dyn Sql = &*db;
+            // A byte-order mark, a quoted field over two lines, a short row, a bad
+            // grade, and a field broken over two lines without quotes.
+            let csv = "\u{feff}name,company,grade\nA,\"Two\nLines Co\",ordinary\nB,Bee Co\nC,Cee Co,gold\nD,Dee Co,vip\nE,Two\nLines Co,vip\n";
+            let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
+            let first = advance(&c, id, 2, now())
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| unreachable!());
+            assert_eq!(
+                (
+                    first.status.as_str(),
+                    first.total,
+                    first.processed,
+                    first.created
+                ),
+                ("running", 6, 2, 1)
+            );
+            let rest = advance(&c, id, 10, now())
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| unreachable!());
+            assert_eq!(
+                (rest.status.as_str(), rest.processed, rest.created),
+                ("done", 6, 2)
+            );
+            assert_eq!(rest.skipped_rows, 4, "the summary counts the skipped rows");
+            let rest = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
+            let lines: Vec<i64> = rest.skipped.iter().map(|s| s.line).collect();
+            assert_eq!(lines, [4, 5, 7, 8], "{:?}", rest.skipped);
+            assert!(
+                rest.skipped[0].reason.contains("2 field(s)"),
+                "{:?}",
+                rest.skipped
+            );
+            assert!(
+                rest.skipped[1].reason.contains("grade"),
+                "{:?}",
+                rest.skipped
+            );
+            assert!(
+                rest.skipped[2].reason.contains("field(s)"),
+                "{:?}",
+                rest.skipped
+            );
+            let owners: Vec<String> = c
+                .query_map(
+                    "SELECT owner FROM crm_customers ORDER BY id",
+                    params![],
+                    |r| r.get(0),
+                )
+                .unwrap_or_default();
+            assert_eq!(owners, ["sally", "sally"]);
+            // Finished: nothing more happens, and the file is no longer kept.
+            let again = advance(&c, id, 10, now()).ok().flatten();
+            assert_eq!(again.map(|j| j.processed), Some(6));
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM crm_imports WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            assert_eq!(body, None);
+        }
     }
 
     #[test]
     fn a_batch_ending_on_the_last_row_finishes_the_job_and_duplicates_are_skipped() {
-        let c = db();
-        let csv = "name,email\nA,a@x.example\nB,A@X.example\n";
-        let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
-        let mut batches = 0;
-        while let Some(j) = advance(&c, id, BATCH, now()).unwrap_or_else(|e| unreachable!("{e}")) {
-            batches += 1;
-            if j.finished() {
-                break;
+        for db in dbs() {
+            let c: &dyn Sql = &*db;
+            let csv = "name,email\nA,a@x.example\nB,A@X.example\n";
+            let id = submit(&c, "sally", false, csv, now()).unwrap_or_else(|e| unreachable!("{e}"));
+            let mut batches = 0;
+            while let Some(j) =
+                advance(&c, id, BATCH, now()).unwrap_or_else(|e| unreachable!("{e}"))
+            {
+                batches += 1;
+                if j.finished() {
+                    break;
+                }
             }
+            assert_eq!(batches, 1, "one batch holds the whole file");
+            let j = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
+            assert_eq!((j.status.as_str(), j.created), ("done", 1));
+            assert_eq!(j.skipped.len(), 1);
+            assert!(
+                j.skipped[0].reason.starts_with("same email as customer"),
+                "{:?}",
+                j.skipped
+            );
+            assert_eq!(
+                jobs(&c, Some("max"), 10)
+                    .map(|v| v.len())
+                    .map_err(|e| e.to_string()),
+                Ok(0)
+            );
+            assert_eq!(jobs(&c, None, 10).map(|v| v.len()).ok(), Some(1));
         }
-        assert_eq!(batches, 1, "one batch holds the whole file");
-        let j = job(&c, id).ok().flatten().unwrap_or_else(|| unreachable!());
-        assert_eq!((j.status.as_str(), j.created), ("done", 1));
-        assert_eq!(j.skipped.len(), 1);
-        assert!(
-            j.skipped[0].reason.starts_with("same email as customer"),
-            "{:?}",
-            j.skipped
-        );
-        assert_eq!(jobs(&c, Some("max"), 10).map(|v| v.len()).ok(), Some(0));
-        assert_eq!(jobs(&c, None, 10).map(|v| v.len()).ok(), Some(1));
     }
 }

@@ -527,77 +527,82 @@ mod tests {
 
     #[test]
     fn a_page_far_past_the_end_is_empty_not_an_overflow() {
-        let c = store::Conn::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
-        crate::schema::migrate(&c).unwrap_or_else(|e| unreachable!("{e}"));
-        let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
-        let filter = Filter {
-            page: Some(u32::MAX),
-            per_page: Some(u32::MAX),
-            ..Filter::default()
-        };
-        let page = list(&c, &Scope::All, customer, &filter, Utc::now(), true)
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        assert!(page.items.is_empty());
+        for db in store::testdb::databases().unwrap_or_else(|e| unreachable!("{e}")) {
+            let c: &dyn Sql = &*db;
+            crate::schema::migrate(c).unwrap_or_else(|e| unreachable!("{e}"));
+            let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
+            let filter = Filter {
+                page: Some(u32::MAX),
+                per_page: Some(u32::MAX),
+                ..Filter::default()
+            };
+            let page = list(&c, &Scope::All, customer, &filter, Utc::now(), true)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            assert!(page.items.is_empty());
+        }
     }
 
     #[test]
     fn the_daily_queries_count_by_the_offices_clock() {
-        let c = store::Conn::open_in_memory().unwrap_or_else(|e| unreachable!("{e}"));
-        crate::schema::migrate(&c).unwrap_or_else(|e| unreachable!("{e}"));
-        let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
-        let why = records::Why {
-            actor: None,
-            reason: "test".into(),
-            at: at("2026-11-23T20:00:00Z"),
-        };
-        // Contacted at 01:00 and 23:00 Shanghai time, and on a date.
-        for (name, contacted) in [
-            ("early", "2026-11-24T01:00:00+08:00"),
-            ("late", "2026-11-23T23:00:00+08:00"),
-            ("dated", "2026-11-24"),
-        ] {
-            let fields =
-                serde_json::json!({"name": name, "owner": "sam", "last_contact_at": contacted});
-            let fields = fields.as_object().cloned().unwrap_or_default();
-            records::create(&c, customer, &fields, &why).unwrap_or_else(|e| unreachable!("{e}"));
-        }
-        let stored: String = c
-            .query_row(
-                "SELECT last_contact_at FROM crm_customers WHERE name = 'early'",
-                params![],
-                |r| r.get(0),
-            )
-            .unwrap_or_default();
-        assert_eq!(stored, "2026-11-23T17:00:00+00:00", "times are kept in UTC");
-        let today = |c: &dyn Sql| {
-            let filter = Filter {
-                contacted: Some(Window::Today),
-                ..Filter::default()
+        for db in store::testdb::databases().unwrap_or_else(|e| unreachable!("{e}")) {
+            let c: &dyn Sql = &*db;
+            crate::schema::migrate(c).unwrap_or_else(|e| unreachable!("{e}"));
+            let customer = records::kind("customer").unwrap_or_else(|e| unreachable!("{e}"));
+            let why = records::Why {
+                actor: None,
+                reason: "test".into(),
+                at: at("2026-11-23T20:00:00Z"),
             };
-            let page = list(
-                c,
-                &Scope::All,
-                customer,
-                &filter,
-                at("2026-11-23T20:00:00Z"),
-                true,
-            )
-            .unwrap_or_else(|e| unreachable!("{e}"));
-            let mut names: Vec<String> = page
-                .items
-                .iter()
-                .filter_map(|r| r["name"].as_str().map(str::to_owned))
-                .collect();
-            names.sort();
-            names
-        };
-        assert_eq!(
-            today(&c),
-            ["early", "late"],
-            "UTC: both times fall on the 23rd"
-        );
-        set_office_zone(&c, "Asia/Shanghai").unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(today(&c), ["dated", "early"], "Shanghai: it is the 24th");
-        assert!(set_office_zone(&c, "Mars/Olympus").is_err_and(|e| e.contains("IANA")));
+            // Contacted at 01:00 and 23:00 Shanghai time, and on a date.
+            for (name, contacted) in [
+                ("early", "2026-11-24T01:00:00+08:00"),
+                ("late", "2026-11-23T23:00:00+08:00"),
+                ("dated", "2026-11-24"),
+            ] {
+                let fields =
+                    serde_json::json!({"name": name, "owner": "sam", "last_contact_at": contacted});
+                let fields = fields.as_object().cloned().unwrap_or_default();
+                records::create(&c, customer, &fields, &why)
+                    .unwrap_or_else(|e| unreachable!("{e}"));
+            }
+            let stored: String = c
+                .query_row(
+                    "SELECT last_contact_at FROM crm_customers WHERE name = 'early'",
+                    params![],
+                    |r| r.get(0),
+                )
+                .unwrap_or_default();
+            assert_eq!(stored, "2026-11-23T17:00:00+00:00", "times are kept in UTC");
+            let today = |c: &dyn Sql| {
+                let filter = Filter {
+                    contacted: Some(Window::Today),
+                    ..Filter::default()
+                };
+                let page = list(
+                    c,
+                    &Scope::All,
+                    customer,
+                    &filter,
+                    at("2026-11-23T20:00:00Z"),
+                    true,
+                )
+                .unwrap_or_else(|e| unreachable!("{e}"));
+                let mut names: Vec<String> = page
+                    .items
+                    .iter()
+                    .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                    .collect();
+                names.sort();
+                names
+            };
+            assert_eq!(
+                today(&c),
+                ["early", "late"],
+                "UTC: both times fall on the 23rd"
+            );
+            set_office_zone(&c, "Asia/Shanghai").unwrap_or_else(|e| unreachable!("{e}"));
+            assert_eq!(today(&c), ["dated", "early"], "Shanghai: it is the 24th");
+            assert!(set_office_zone(&c, "Mars/Olympus").is_err_and(|e| e.contains("IANA")));
+        }
     }
 }

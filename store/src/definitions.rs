@@ -52,7 +52,7 @@ impl ReadDefinitions for Conn {
     fn list_definitions(&self, process: Option<&str>) -> Result<Vec<DefinitionRow>> {
         let mut st = self.0.prepare_cached(
             "SELECT process_id, version, deployed_at FROM definitions
-             WHERE ?1 IS NULL OR process_id = ?1 ORDER BY process_id, version",
+             WHERE process_id = ?1 OR ?1 IS NULL ORDER BY process_id, version",
         )?;
         let rows = st.query_map(rusqlite::params![process], |r| {
             Ok(DefinitionRow {

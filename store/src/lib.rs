@@ -23,6 +23,7 @@
 //! - `jobs`: service calls, their leases, attempts and retries ([`Jobs`]).
 
 pub mod sql;
+pub mod testdb;
 pub use sql::{Backend, FromSql, Row, Sql, SqlExt, ToSql, Value, param_refs};
 
 mod definitions;
@@ -30,6 +31,7 @@ mod events;
 mod history;
 mod instances;
 mod jobs;
+mod pg;
 mod sqlite;
 mod tasks;
 
@@ -41,6 +43,7 @@ pub use instances::{
     reserve_instance_ids,
 };
 pub use jobs::{JobRow, Jobs};
+pub use pg::PgConn;
 pub use sqlite::{Conn, Sync, WriteTx, backup, open_reader, open_writer};
 pub use tasks::{Candidates, ClosedTask, Gauges, ReadTasks, TaskEvent, TaskRow, WriteTasks};
 

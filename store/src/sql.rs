@@ -24,6 +24,8 @@ use crate::{Error, Result};
 pub enum Backend {
     /// An embedded SQLite file.
     Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
 }
 
 /// A value as a statement takes or a row gives it, owned.
@@ -275,6 +277,28 @@ pub trait SqlExt: Sql {
 
 impl<S: Sql + ?Sized> SqlExt for S {}
 
+/// A reference to a handle is a handle (so `&tx` works where `tx` is already
+/// a `&dyn Sql`).
+impl<S: Sql + ?Sized> Sql for &S {
+    fn backend(&self) -> Backend {
+        (**self).backend()
+    }
+    fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize> {
+        (**self).execute(sql, params)
+    }
+    fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        each: &mut dyn FnMut(&Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        (**self).query(sql, params, each)
+    }
+    fn execute_batch(&self, sql: &str) -> Result<()> {
+        (**self).execute_batch(sql)
+    }
+}
+
 // --- conversions -----------------------------------------------------------
 
 impl ToSql for ValueRef<'_> {
@@ -498,114 +522,121 @@ impl Sql for rusqlite::Connection {
 
 #[cfg(test)]
 mod tests {
+    //! Each test runs on every backend there is (`crate::testdb`).
     use super::*;
+    use crate::testdb::{TestDb, databases};
 
-    fn db() -> rusqlite::Connection {
-        let c = rusqlite::Connection::open_in_memory().expect("memory database");
-        Sql::execute_batch(
-            &c,
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, n INTEGER, x REAL)",
-        )
-        .expect("table");
-        c
+    fn dbs() -> Vec<TestDb> {
+        let all = databases().expect("test databases");
+        for db in &all {
+            db.execute_batch(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, n INTEGER, x REAL)",
+            )
+            .expect("table");
+        }
+        all
     }
 
     #[test]
     fn values_go_in_and_come_back_typed() {
-        let c = db();
-        let sql: &dyn Sql = &c;
-        let id: i64 = sql
-            .query_row(
-                "INSERT INTO t (name, n, x) VALUES (?1, ?2, ?3) RETURNING id",
-                params!["ann", 7u32, 2.5],
-                |r| r.get(0),
-            )
-            .expect("insert");
-        let (name, n, x): (String, u32, f64) = sql
-            .query_row("SELECT name, n, x FROM t WHERE id = ?1", params![id], |r| {
-                Ok((r.get("name")?, r.get(1)?, r.get(2)?))
-            })
-            .expect("row");
-        assert_eq!((name.as_str(), n, x), ("ann", 7, 2.5));
-        let none: Option<String> = sql
-            .query_opt("SELECT name FROM t WHERE id = ?1", params![id + 1], |r| {
-                r.get(0)
-            })
-            .expect("query");
-        assert_eq!(none, None);
-        assert!(matches!(
-            sql.query_row("SELECT name FROM t WHERE id = 99", params![], |r| r
-                .get::<String>(0)),
-            Err(Error::NoRows)
-        ));
+        for db in dbs() {
+            let sql: &dyn Sql = &*db;
+            let id: i64 = sql
+                .query_row(
+                    "INSERT INTO t (name, n, x) VALUES (?1, ?2, ?3) RETURNING id",
+                    params!["ann", 7u32, 2.5],
+                    |r| r.get(0),
+                )
+                .expect("insert");
+            let (name, n, x): (String, u32, f64) = sql
+                .query_row("SELECT name, n, x FROM t WHERE id = ?1", params![id], |r| {
+                    Ok((r.get("name")?, r.get(1)?, r.get(2)?))
+                })
+                .expect("row");
+            assert_eq!((name.as_str(), n, x), ("ann", 7, 2.5));
+            let none: Option<String> = sql
+                .query_opt("SELECT name FROM t WHERE id = ?1", params![id + 1], |r| {
+                    r.get(0)
+                })
+                .expect("query");
+            assert_eq!(none, None);
+            assert!(matches!(
+                sql.query_row("SELECT name FROM t WHERE id = 99", params![], |r| r
+                    .get::<String>(0)),
+                Err(Error::NoRows)
+            ));
+        }
     }
 
     #[test]
     fn a_wrong_type_or_a_too_large_number_is_an_error_not_a_panic() {
-        let c = db();
-        let sql: &dyn Sql = &c;
-        sql.execute("INSERT INTO t (name, n) VALUES ('x', -1)", params![])
-            .expect("insert");
-        let e = sql
-            .query_row("SELECT n FROM t", params![], |r| r.get::<u32>(0))
-            .expect_err("negative into u32");
-        assert!(e.to_string().contains("does not fit in u32"), "{e}");
-        let e = sql
-            .query_row("SELECT name FROM t", params![], |r| r.get::<i64>(0))
-            .expect_err("text into i64");
-        assert!(
-            e.to_string().contains("expected an integer, found text"),
-            "{e}"
-        );
-        let e = sql
-            .execute("INSERT INTO t (n) VALUES (?1)", params![u64::MAX])
-            .expect_err("u64::MAX");
-        assert!(e.to_string().contains("too large"), "{e}");
+        for db in dbs() {
+            let sql: &dyn Sql = &*db;
+            sql.execute("INSERT INTO t (name, n) VALUES ('x', -1)", params![])
+                .expect("insert");
+            let e = sql
+                .query_row("SELECT n FROM t", params![], |r| r.get::<u32>(0))
+                .expect_err("negative into u32");
+            assert!(e.to_string().contains("does not fit in u32"), "{e}");
+            let e = sql
+                .query_row("SELECT name FROM t", params![], |r| r.get::<i64>(0))
+                .expect_err("text into i64");
+            assert!(
+                e.to_string().contains("expected an integer, found text"),
+                "{e}"
+            );
+            let e = sql
+                .execute("INSERT INTO t (n) VALUES (?1)", params![u64::MAX])
+                .expect_err("u64::MAX");
+            assert!(e.to_string().contains("too large"), "{e}");
+        }
     }
 
     #[test]
     fn a_failed_savepoint_leaves_nothing_and_an_ok_one_stays() {
-        let c = db();
-        let sql: &dyn Sql = &c;
-        let r: std::result::Result<(), Error> = sql.savepoint("s", || {
-            sql.execute("INSERT INTO t (name) VALUES ('gone')", params![])?;
-            Err(Error::NoRows)
-        });
-        assert!(r.is_err());
-        sql.savepoint("s", || {
-            sql.execute("INSERT INTO t (name) VALUES ('kept')", params![])
-        })
-        .expect("savepoint");
-        let names = sql
-            .query_map("SELECT name FROM t ORDER BY id", params![], |r| {
-                r.get::<String>(0)
+        for db in dbs() {
+            let sql: &dyn Sql = &*db;
+            let r: std::result::Result<(), Error> = sql.savepoint("s", || {
+                sql.execute("INSERT INTO t (name) VALUES ('gone')", params![])?;
+                Err(Error::NoRows)
+            });
+            assert!(r.is_err());
+            sql.savepoint("s", || {
+                sql.execute("INSERT INTO t (name) VALUES ('kept')", params![])
             })
-            .expect("names");
-        assert_eq!(names, ["kept"]);
-        let bad: std::result::Result<(), Error> = sql.savepoint("x; DROP TABLE t", || Ok(()));
-        assert!(matches!(bad, Err(Error::Parameter(_))), "{bad:?}");
+            .expect("savepoint");
+            let names = sql
+                .query_map("SELECT name FROM t ORDER BY id", params![], |r| {
+                    r.get::<String>(0)
+                })
+                .expect("names");
+            assert_eq!(names, ["kept"]);
+            let bad: std::result::Result<(), Error> = sql.savepoint("x; DROP TABLE t", || Ok(()));
+            assert!(matches!(bad, Err(Error::Parameter(_))), "{bad:?}");
+        }
     }
 
     #[test]
     fn rows_stream_in_order_and_an_error_stops_them() {
-        let c = db();
-        let sql: &dyn Sql = &c;
-        for i in 0..5 {
-            sql.execute("INSERT INTO t (n) VALUES (?1)", params![i])
-                .expect("insert");
-        }
-        let values = param_refs(&[Value::Integer(1), Value::Integer(3)]).len();
-        assert_eq!(values, 2);
-        let mut seen = Vec::new();
-        let r = sql.query("SELECT n FROM t ORDER BY n", params![], &mut |row| {
-            let n: i64 = row.get(0)?;
-            if n == 3 {
-                return Err(Error::Parameter("stop".into()));
+        for db in dbs() {
+            let sql: &dyn Sql = &*db;
+            for i in 0..5 {
+                sql.execute("INSERT INTO t (n) VALUES (?1)", params![i])
+                    .expect("insert");
             }
-            seen.push(n);
-            Ok(())
-        });
-        assert!(r.is_err());
-        assert_eq!(seen, [0, 1, 2]);
+            let values = param_refs(&[Value::Integer(1), Value::Integer(3)]).len();
+            assert_eq!(values, 2);
+            let mut seen = Vec::new();
+            let r = sql.query("SELECT n FROM t ORDER BY n", params![], &mut |row| {
+                let n: i64 = row.get(0)?;
+                if n == 3 {
+                    return Err(Error::Parameter("stop".into()));
+                }
+                seen.push(n);
+                Ok(())
+            });
+            assert!(r.is_err());
+            assert_eq!(seen, [0, 1, 2]);
+        }
     }
 }

@@ -1,0 +1,80 @@
+//! Databases for tests of SQL written against [`Sql`]: one suite, run on each
+//! backend. [`databases`] gives an empty SQLite database in memory and, when
+//! `ORDO_TEST_PG` names a PostgreSQL server (`postgres://user@host:port/db`),
+//! a connection inside a transaction, in a schema of its own: nothing it does
+//! is seen by another test, and all of it is rolled back when it is dropped.
+//! Where `CI` is set, a missing `ORDO_TEST_PG` fails the test instead of
+//! leaving PostgreSQL out (`.ci/run` starts a server and sets it).
+
+use crate::sql::{Backend, Sql};
+use crate::{Conn, Error, PgConn, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A database for one test.
+pub struct TestDb {
+    sql: Box<dyn Sql>,
+}
+
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDb")
+            .field("backend", &self.sql.backend())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for TestDb {
+    type Target = dyn Sql;
+    fn deref(&self) -> &(dyn Sql + 'static) {
+        &*self.sql
+    }
+}
+
+impl TestDb {
+    /// Which backend it is, for a test's messages.
+    pub fn backend(&self) -> Backend {
+        self.sql.backend()
+    }
+}
+
+/// The URL of the PostgreSQL server tests also run on, if any; under `CI`,
+/// its absence is an error.
+pub fn postgres_url() -> Result<Option<String>> {
+    match std::env::var("ORDO_TEST_PG") {
+        Ok(url) if !url.trim().is_empty() => Ok(Some(url)),
+        _ if std::env::var_os("CI").is_some() => Err(Error::Database(
+            "CI runs every database test on PostgreSQL too: set ORDO_TEST_PG (see .ci/run)"
+                .to_owned(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// An empty database on each backend there is.
+pub fn databases() -> Result<Vec<TestDb>> {
+    let mut all = vec![TestDb {
+        sql: Box::new(Conn::open_in_memory()?),
+    }];
+    if let Some(url) = postgres_url()? {
+        all.push(TestDb {
+            sql: Box::new(postgres_scratch(&url)?),
+        });
+    }
+    Ok(all)
+}
+
+/// A PostgreSQL connection in a transaction, in a new empty schema.
+fn postgres_scratch(url: &str) -> Result<PgConn> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let pg = PgConn::connect(url)?;
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    pg.execute_batch(&format!(
+        "BEGIN; CREATE SCHEMA {name}; SET LOCAL search_path TO {name}"
+    ))
+    .map_err(|e| Error::Database(format!("a scratch schema on PostgreSQL: {e}")))?;
+    Ok(pg)
+}
