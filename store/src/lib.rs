@@ -44,7 +44,7 @@ pub use instances::{
 };
 pub use jobs::{JobRow, Jobs};
 pub use pg::PgConn;
-pub use sqlite::{Conn, Sync, WriteTx, backup, open_reader, open_writer};
+pub use sqlite::{Conn, Sync, WriteTx, backup, migrate_tables, open_reader, open_writer};
 pub use tasks::{Candidates, ClosedTask, Gauges, ReadTasks, TaskEvent, TaskRow, WriteTasks};
 
 /// Store errors.
@@ -154,6 +154,15 @@ pub(crate) mod testing {
     use crate::{Conn, Sync, open_writer};
     use chrono::{DateTime, Utc};
     use ordo_runtime::{Instance, InstanceStatus, TaskSpec};
+
+    /// A migrated database on each backend (`crate::testdb`).
+    pub(crate) fn dbs() -> Vec<crate::testdb::TestDb> {
+        let all = crate::testdb::databases().unwrap_or_else(|e| panic!("{e}"));
+        for db in &all {
+            crate::sqlite::migrate_tables(&**db).unwrap_or_else(|e| panic!("{e}"));
+        }
+        all
+    }
 
     /// A migrated database file in a new temporary directory (kept while the
     /// directory lives).

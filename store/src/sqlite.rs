@@ -1,7 +1,7 @@
 //! The SQLite connection: opening the file (writer, reader, a command-line
 //! tool's), write transactions, online backup, and the numbered migrations.
 
-use crate::sql::{self, Backend, Row, Sql};
+use crate::sql::{self, Backend, Row, Sql, SqlExt};
 use crate::{Error, Result};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -231,7 +231,25 @@ pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    migrate_tables(conn)
+}
+
+/// Creates or upgrades the engine's tables on either backend, each migration
+/// in a savepoint of its own (on SQLite outside a transaction, a savepoint is
+/// one). SQLite counts them in `PRAGMA user_version`, PostgreSQL in the
+/// `ordo_schema` table; a database newer than this Ordo is refused.
+pub fn migrate_tables(sql: &dyn Sql) -> Result<()> {
+    let current: i64 = match sql.backend() {
+        Backend::Sqlite => sql.query_row("PRAGMA user_version", &[], |r| r.get(0))?,
+        Backend::Postgres => {
+            sql.execute_batch("CREATE TABLE IF NOT EXISTS ordo_schema (version INTEGER NOT NULL)")?;
+            sql.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM ordo_schema",
+                &[],
+                |r| r.get(0),
+            )?
+        }
+    };
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
         return Err(Error::TooNew {
@@ -239,15 +257,23 @@ fn migrate(conn: &Connection) -> Result<()> {
             known,
         });
     }
-    for (i, sql) in MIGRATIONS
+    for (i, step) in MIGRATIONS
         .iter()
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
+        sql.savepoint("migration", || {
+            sql.execute_batch(step)?;
+            match sql.backend() {
+                Backend::Sqlite => sql.execute_batch(&format!("PRAGMA user_version = {}", i + 1)),
+                Backend::Postgres => sql
+                    .execute(
+                        "INSERT INTO ordo_schema (version) VALUES (?1)",
+                        crate::params![i + 1],
+                    )
+                    .map(|_| ()),
+            }
+        })?;
     }
     Ok(())
 }
