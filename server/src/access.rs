@@ -164,14 +164,14 @@ pub const SERVER: &[Rule] = &[
         "GET",
         "/api/instances/{id}",
         Roles(INSTANCE_READERS),
-        "state, variables, history, tree, the activity instances that wait (`waiting`) and the tokens held before a milestone, section or join (`held`); for a supervisor, one of their team's (404 otherwise); integrators read any, to address its activities",
+        "state, variables, history, tree, the activity instances that wait (`waiting`) and the tokens held before a milestone, section or join (`held`); for a supervisor, one of their team's (404 otherwise); for an integrator, one of a process it may start, without variables, history or tree (to address its activities)",
     ),
     rule("POST", "/api/instances/{id}/cancel", Roles(ADMIN), ""),
     rule(
         "POST",
         "/api/instances/{id}/activities/{activity}/runs",
         Roles(INTEGRATORS),
-        "`{items}`: a run per item added to a running multi-instance activity (422 when it is not one, or past 10,000 runs)",
+        "`{items}`: a run per item added to a running multi-instance activity of a process the caller may start (422 when it is not one, or past 10,000 runs)",
     ),
     rule(
         "POST",

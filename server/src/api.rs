@@ -395,12 +395,31 @@ fn waiting_activities(inst: &ordo_engine::runtime::Instance) -> Vec<WaitingActiv
 /// Tokens that wait at a node before its activity starts, and why.
 async fn held_tokens(st: &AppState, inst: &ordo_engine::runtime::Instance) -> Vec<Held> {
     use ordo_engine::runtime::TokenState;
-    let joining: Vec<&str> = inst
+    use ordo_engine::runtime::Wait;
+    let joining: Vec<(&str, ordo_engine::runtime::ScopeId)> = inst
         .tokens
         .iter()
         .filter(|t| t.state == TokenState::Joining)
-        .map(|t| t.node.as_str())
+        .map(|t| (t.node.as_str(), t.scope))
         .collect();
+    // Whether a token of `scope` rests at `node` (a milestone reached).
+    let rests = |scope, node: &str| {
+        inst.tokens.iter().any(|t| {
+            t.scope == scope
+                && t.node == node
+                && match &t.state {
+                    TokenState::Waiting { wait, .. } => !matches!(
+                        wait,
+                        Wait::Multi {
+                            remainder: true,
+                            ..
+                        }
+                    ),
+                    TokenState::Incident { .. } => true,
+                    _ => false,
+                }
+        })
+    };
     if joining.is_empty() {
         return Vec::new();
     }
@@ -411,10 +430,10 @@ async fn held_tokens(st: &AppState, inst: &ordo_engine::runtime::Instance) -> Ve
         .ok();
     let mut v: Vec<Held> = joining
         .into_iter()
-        .map(|node| {
+        .map(|(node, scope)| {
             let n = process.as_ref().and_then(|p| p.node(node));
             let (waits_for, on) = match n {
-                Some(n) if n.milestone().is_some() => {
+                Some(n) if n.milestone().is_some_and(|(m, _)| !rests(scope, m)) => {
                     ("milestone", n.milestone().map(|(m, _)| m.to_owned()))
                 }
                 Some(n) if n.critical().is_some() => {
@@ -529,17 +548,36 @@ async fn instance(
     Path(id): Path<String>,
 ) -> Result<Json<InstanceDetails>> {
     caller.require(crate::access::INSTANCE_READERS)?;
-    if !caller.0.has_any(&[Role::Admin, Role::Integrator]) {
+    // An integrator (who watches no one) reads the instances of the processes
+    // it may start, and only what it needs to address their activities: not
+    // their variables, history or tree.
+    let integrator_only = !caller.0.has_any(WATCHERS);
+    if integrator_only {
+        integrator_instance(&st, &caller, &id).await?;
+    } else if !caller.0.has_any(&[Role::Admin]) {
         visible_instance(&st, &caller, &id).await?;
     }
     let inst = st.engine.instance(&id).await?;
-    let history = st.engine.history(&id).await?;
-    let tree = st.engine.tree(&id).await?;
+    let (history, root, parent, children) = if integrator_only {
+        (Vec::new(), inst.id.clone(), None, Vec::new())
+    } else {
+        let tree = st.engine.tree(&id).await?;
+        (
+            st.engine.history(&id).await?,
+            tree.root,
+            tree.parent,
+            tree.children,
+        )
+    };
     Ok(Json(InstanceDetails {
         active_nodes: active_nodes(&inst),
         waiting: waiting_activities(&inst),
         held: held_tokens(&st, &inst).await,
-        variables: inst.variables().clone(),
+        variables: if integrator_only {
+            Vars::new()
+        } else {
+            inst.variables().clone()
+        },
         id: inst.id,
         process: inst.process,
         version: inst.process_version,
@@ -548,9 +586,9 @@ async fn instance(
         started_at: inst.started_at,
         ended_at: inst.ended_at,
         history,
-        root: tree.root,
-        parent: tree.parent,
-        children: tree.children,
+        root,
+        parent,
+        children,
     }))
 }
 
@@ -602,6 +640,9 @@ async fn add_runs(
     Body(r): Body<RunsRequest>,
 ) -> Result<Json<RunsAdded>> {
     caller.require(crate::access::INTEGRATORS)?;
+    if !caller.0.has_any(&[Role::Admin]) {
+        integrator_instance(&st, &caller, &id).await?;
+    }
     if r.items.is_empty() {
         return Err(ApiError::Unprocessable(
             "`items` is empty: give one item per run to add, such as `{\"items\": [\"bob\"]}`"
@@ -867,6 +908,16 @@ pub(crate) async fn watch_scope(st: &AppState, caller: &Caller) -> Result<Option
     let mut people = team(st, &caller.0.user).await?;
     people.push(caller.0.user.clone());
     Ok(Some(people))
+}
+
+/// An instance of a process the integrator may start, else 404 (as if it did
+/// not exist: instance ids are sequential, and walking them must not show
+/// which exist).
+async fn integrator_instance(st: &AppState, caller: &Caller, id: &str) -> Result<()> {
+    let inst = st.engine.instance(id).await?;
+    may_start(st, caller, &inst.process, Some(inst.process_version))
+        .await
+        .map_err(|_| ApiError::NotFound(format!("instance `{id}` does not exist")))
 }
 
 /// An instance the caller may watch, else 404 (as if it did not exist).

@@ -86,7 +86,8 @@ pub enum Role {
     Maintenance,
     /// Writes and deploys process definitions.
     Designer,
-    /// Another system: starts processes and sends messages and signals.
+    /// Another system: starts processes, sends messages and signals, and reads
+    /// and adds runs to the instances of the processes it may start.
     Integrator,
 }
 

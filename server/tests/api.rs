@@ -388,7 +388,7 @@ async fn integrators_add_runs_to_a_running_multi_instance_activity() {
     let (s, v) = a
         .deploy(
             "dee",
-            "id: calls\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [call, wrap]}\n  call:\n    type: user\n    assignee: ann\n    multi: {items: \"['acme']\", as: customer, parallel: true, output: customer, into: called}\n    next: join\n  wrap: {type: user, assignee: ann, next: join}\n  join: {type: parallel, next: e}\n  e: {type: end}\n",
+            "id: calls\nstarters: {roles: [integrator]}\nstart: [{id: s, next: split}]\nnodes:\n  split: {type: parallel, next: [call, wrap]}\n  call:\n    type: user\n    assignee: ann\n    multi: {items: \"['acme']\", as: customer, parallel: true, output: customer, into: called}\n    next: join\n  wrap: {type: user, assignee: ann, next: join}\n  join: {type: parallel, next: e}\n  e: {type: end}\n",
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -408,6 +408,11 @@ async fn integrators_add_runs_to_a_running_multi_instance_activity() {
         s,
         StatusCode::OK,
         "an integrator reads the instance: {inst}"
+    );
+    assert_eq!(
+        (&inst["variables"], &inst["history"]),
+        (&json!({}), &json!([])),
+        "but not its data: {inst}"
     );
     let waiting = |node: &str, kind: &str| {
         inst["waiting"]
@@ -472,6 +477,33 @@ async fn integrators_add_runs_to_a_running_multi_instance_activity() {
     let (s, v) = a.call(Some("erp"), "POST", &runs(multi), Some(add)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["added"], 2);
+
+    // A process the integrator may not start: its instances are not there
+    // for it, to read or to add runs to.
+    let (s, v) = a.deploy("dee", "id: private\nstart: [{id: s, next: t}]\nnodes:\n  t: {type: user, assignee: bob, multi: {count: \"1\", parallel: true}, next: e}\n  e: {type: end}\n").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, v) = a
+        .call(
+            Some("root"),
+            "POST",
+            "/api/instances",
+            Some(json!({"process": "private"})),
+        )
+        .await;
+    let other = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = a
+        .call(Some("erp"), "GET", &format!("/api/instances/{other}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = a
+        .call(
+            Some("erp"),
+            "POST",
+            &format!("/api/instances/{other}/activities/2/runs"),
+            Some(json!({"items": ["x"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, tasks) = a.call(Some("ann"), "GET", "/api/tasks", None).await;
     let mut open: Vec<&str> = tasks
         .as_array()

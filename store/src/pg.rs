@@ -22,6 +22,9 @@ use postgres::types::{FromSql, IsNull, ToSql, Type};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// Most prepared statements a connection keeps.
+const MAX_STATEMENTS: usize = 256;
+
 /// A connection to a PostgreSQL database.
 pub struct PgConn {
     client: RefCell<postgres::Client>,
@@ -59,9 +62,14 @@ impl PgConn {
             .borrow_mut()
             .prepare(&placeholders(sql))
             .map_err(|e| pg_error(&e))?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_owned(), st.clone());
+        let mut kept = self.statements.borrow_mut();
+        // Statements built at run time (a page's OFFSET, a changed field
+        // list) must not pile up here or on the server: past the bound, the
+        // kept ones are dropped (and closed) and preparing starts over.
+        if kept.len() >= MAX_STATEMENTS {
+            kept.clear();
+        }
+        kept.insert(sql.to_owned(), st.clone());
         Ok(st)
     }
 
@@ -108,8 +116,15 @@ impl Sql for PgConn {
     }
 
     fn execute_batch(&self, sql: &str) -> Result<()> {
-        // A table definition may change what a kept statement means.
-        self.statements.borrow_mut().clear();
+        // A table definition may change what a kept statement means (a
+        // savepoint, run per row by the CSV import, does not).
+        let upper = sql.to_ascii_uppercase();
+        if ["CREATE", "ALTER", "DROP"]
+            .iter()
+            .any(|w| upper.contains(w))
+        {
+            self.statements.borrow_mut().clear();
+        }
         self.client
             .borrow_mut()
             .batch_execute(&ddl(sql))
@@ -117,27 +132,41 @@ impl Sql for PgConn {
     }
 }
 
-/// The password of a connection URL, hidden for messages.
+/// Where a connection string points, without its password (whatever form
+/// it takes: `user:pass@`, `?password=`, or `password=` in key=value form).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+    match url.parse::<postgres::Config>() {
+        Ok(c) => {
+            let hosts: Vec<String> = c
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(name) => name.clone(),
+                    postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+            format!(
+                "host {} port {} database {} user {}",
+                hosts.join(","),
+                if ports.is_empty() {
+                    "5432".to_owned()
+                } else {
+                    ports.join(",")
+                },
+                c.get_dbname().unwrap_or("(default)"),
+                c.get_user().unwrap_or("(default)")
+            )
         }
-        _ => url.to_owned(),
+        Err(_) => "(a connection string that does not parse)".to_owned(),
     }
 }
 
-/// The server's message (and detail), not the client's wrapper text.
+/// The server's message, not the client's wrapper text (nor the server's
+/// detail, which can quote the values of a row: a key that is taken).
 fn text(e: &postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(d) => format!("{} ({d})", db.message()),
-            None => db.message().to_owned(),
-        },
+        Some(db) => db.message().to_owned(),
         None => match std::error::Error::source(e) {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
@@ -164,30 +193,40 @@ fn pg_error(e: &postgres::Error) -> Error {
     }
 }
 
-/// Walks `sql`, calling `f` on each stretch of code outside string literals,
-/// quoted names and comments, and copying those as they are.
+/// Walks `sql`, calling `f` on each stretch of code outside string literals
+/// (`'…'`, `E'…'` with backslash escapes, `$tag$…$tag$`), quoted names and
+/// comments (`--` to the end of the line, nested `/* */`), and copying those
+/// as they are.
 fn outside_quotes(sql: &str, mut f: impl FnMut(&str, &mut String)) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let bytes = sql.as_bytes();
     let (mut i, mut start) = (0, 0);
     while i < bytes.len() {
-        let close = match bytes[i] {
-            b'\'' => Some("'"),
-            b'"' => Some("\""),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => Some("\n"),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => Some("*/"),
+        let end = match bytes[i] {
+            b'\'' => {
+                let escapes = i > 0
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && (i < 2 || !(bytes[i - 2].is_ascii_alphanumeric() || bytes[i - 2] == b'_'));
+                Some(literal_end(bytes, i + 1, escapes))
+            }
+            b'"' => Some(sql[i + 1..].find('"').map_or(sql.len(), |k| i + 1 + k + 1)),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                Some(sql[i..].find('\n').map_or(sql.len(), |k| i + k + 1))
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => Some(comment_end(bytes, i + 2)),
+            b'$' => dollar_tag(sql, i).map(|tag| {
+                let body = i + tag.len();
+                sql[body..]
+                    .find(tag)
+                    .map_or(sql.len(), |k| body + k + tag.len())
+            }),
             _ => None,
         };
-        let Some(close) = close else {
+        let Some(end) = end else {
             i += 1;
             continue;
         };
         f(&sql[start..i], &mut out);
-        let from = if close.len() == 2 { i + 2 } else { i + 1 };
-        // `''` inside a literal is a quote, not its end: the search goes on.
-        let end = sql[from..]
-            .find(close)
-            .map_or(sql.len(), |k| from + k + close.len());
         out.push_str(&sql[i..end]);
         i = end;
         start = end;
@@ -196,9 +235,59 @@ fn outside_quotes(sql: &str, mut f: impl FnMut(&str, &mut String)) -> String {
     out
 }
 
-/// `?1` → `$1`; a bare `?` takes the next number.
+/// Where a `'…'` literal whose body starts at `from` ends (after its quote);
+/// `''` is a quote inside it, and with `escapes` so is `\'`.
+fn literal_end(bytes: &[u8], from: usize, escapes: bool) -> usize {
+    let mut k = from;
+    while k < bytes.len() {
+        match bytes[k] {
+            b'\\' if escapes => k += 2,
+            b'\'' if bytes.get(k + 1) == Some(&b'\'') => k += 2,
+            b'\'' => return k + 1,
+            _ => k += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// Where a block comment whose body starts at `from` ends; they nest.
+fn comment_end(bytes: &[u8], from: usize) -> usize {
+    let (mut depth, mut k) = (1, from);
+    while k < bytes.len() {
+        if bytes[k] == b'/' && bytes.get(k + 1) == Some(&b'*') {
+            depth += 1;
+            k += 2;
+        } else if bytes[k] == b'*' && bytes.get(k + 1) == Some(&b'/') {
+            depth -= 1;
+            k += 2;
+            if depth == 0 {
+                return k;
+            }
+        } else {
+            k += 1;
+        }
+    }
+    bytes.len()
+}
+
+/// The `$tag$` opening a dollar-quoted literal at `i`, if one does (`$1` is a
+/// parameter, not a tag).
+fn dollar_tag(sql: &str, i: usize) -> Option<&str> {
+    let rest = &sql[i + 1..];
+    let len = rest.find('$')?;
+    let tag = &rest[..len];
+    let starts_ok = tag
+        .chars()
+        .next()
+        .is_none_or(|c| c.is_alphabetic() || c == '_');
+    (starts_ok && tag.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .then(|| &sql[i..i + len + 2])
+}
+
+/// `?1` → `$1`; a bare `?` takes the number after the highest so far (as in
+/// SQLite).
 fn placeholders(sql: &str) -> String {
-    let mut next = 0usize;
+    let mut highest = 0usize;
     outside_quotes(sql, |code, out| {
         let mut chars = code.char_indices().peekable();
         while let Some((_, c)) = chars.next() {
@@ -215,8 +304,10 @@ fn placeholders(sql: &str) -> String {
                 chars.next();
             }
             if digits.is_empty() {
-                next += 1;
-                digits = next.to_string();
+                highest += 1;
+                digits = highest.to_string();
+            } else if let Ok(n) = digits.parse::<usize>() {
+                highest = highest.max(n);
             }
             out.push('$');
             out.push_str(&digits);
@@ -296,7 +387,14 @@ impl ToSql for Param<'_> {
         out: &mut bytes::BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         let wrong = || -> Box<dyn std::error::Error + Sync + Send> {
-            format!("{:?} cannot go into a `{ty}` column", self.0).into()
+            let kind = match self.0 {
+                ValueRef::Null => "NULL",
+                ValueRef::Integer(_) => "an integer",
+                ValueRef::Real(_) => "a real",
+                ValueRef::Text(_) => "text",
+                ValueRef::Blob(_) => "a blob",
+            };
+            format!("{kind} cannot go into a `{ty}` column").into()
         };
         match (self.0, ty) {
             (ValueRef::Null, _) => return Ok(IsNull::Yes),
@@ -423,47 +521,78 @@ impl RowSource for PgRow<'_> {
 }
 
 /// A `numeric` in PostgreSQL's binary form: an integer when it is whole and
-/// fits, else the nearest double.
+/// fits, else the nearest double (±infinity and NaN as such). A buffer that is
+/// not a numeric is an error, never a wrong number.
 fn numeric(b: &[u8]) -> std::result::Result<ValueRef<'static>, String> {
-    let word = |k: usize| -> std::result::Result<i16, String> {
+    let word = |k: usize| -> std::result::Result<u16, String> {
         b.get(k..k + 2)
             .and_then(|s| s.try_into().ok())
-            .map(i16::from_be_bytes)
+            .map(u16::from_be_bytes)
             .ok_or_else(|| "a truncated numeric".to_owned())
     };
-    let ndigits = usize::try_from(word(0)?).map_err(|_| "a numeric with negative digits")?;
-    let weight = i32::from(word(2)?);
-    let sign = u16::from_be_bytes(
-        b.get(4..6)
-            .and_then(|s| s.try_into().ok())
-            .unwrap_or([0; 2]),
-    );
-    if sign == 0xC000 {
-        return Ok(ValueRef::Real(f64::NAN));
+    let ndigits = usize::from(word(0)?);
+    let weight = i32::from(word(2)? as i16);
+    let sign = word(4)?;
+    if b.len() != 8 + 2 * ndigits {
+        return Err(format!(
+            "a numeric of {} bytes for {ndigits} digits",
+            b.len()
+        ));
     }
-    let negative = sign == 0x4000;
-    let mut whole: Option<i64> = Some(0);
-    let mut value = 0f64;
-    let mut fraction = false;
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        0xC000 => return Ok(ValueRef::Real(f64::NAN)),
+        0xD000 => return Ok(ValueRef::Real(f64::INFINITY)),
+        0xF000 => return Ok(ValueRef::Real(f64::NEG_INFINITY)),
+        other => return Err(format!("a numeric with sign {other:#06x}")),
+    };
+    // The decimal text, then parsed: exact for whole numbers, nearest for
+    // the rest, and no overflow on the way.
+    let mut text = String::with_capacity(ndigits * 4 + 8);
+    if negative {
+        text.push('-');
+    }
+    let mut whole = String::new();
+    let mut fraction = String::new();
     for k in 0..ndigits {
-        let d = i64::from(word(8 + 2 * k)?);
+        let d = word(8 + 2 * k)?;
+        if d > 9999 {
+            return Err(format!("a numeric digit of {d}"));
+        }
         let power = weight - i32::try_from(k).unwrap_or(i32::MAX);
-        value += (d as f64) * 10_000f64.powi(power);
-        if power < 0 {
-            fraction |= d != 0;
+        if power >= 0 {
+            whole.push_str(&format!("{d:04}"));
         } else {
-            whole = whole.and_then(|w| {
-                10_000i64
-                    .checked_pow(u32::try_from(power).unwrap_or(u32::MAX))
-                    .and_then(|p| d.checked_mul(p))
-                    .and_then(|x| w.checked_add(x))
-            });
+            fraction.push_str(&format!("{d:04}"));
         }
     }
-    Ok(match whole {
-        Some(w) if !fraction => ValueRef::Integer(if negative { -w } else { w }),
-        _ => ValueRef::Real(if negative { -value } else { value }),
-    })
+    // Digits left out between the last one given and the decimal point.
+    let last = weight - i32::try_from(ndigits).unwrap_or(i32::MAX) + 1;
+    if last > 0 && !whole.is_empty() {
+        whole.push_str(&"0000".repeat(usize::try_from(last).unwrap_or(0)));
+    }
+    // Leading zero groups between the point and the first digit given.
+    if weight < -1 {
+        let gap = usize::try_from(-weight - 1).unwrap_or(0);
+        fraction.insert_str(0, &"0000".repeat(gap));
+    }
+    let whole = whole.trim_start_matches('0');
+    let has_fraction = fraction.bytes().any(|c| c != b'0');
+    if !has_fraction {
+        let digits = if whole.is_empty() { "0" } else { whole };
+        text.push_str(digits);
+        if let Ok(i) = text.parse::<i64>() {
+            return Ok(ValueRef::Integer(i));
+        }
+    } else {
+        text.push_str(if whole.is_empty() { "0" } else { whole });
+        text.push('.');
+        text.push_str(&fraction);
+    }
+    text.parse::<f64>()
+        .map(ValueRef::Real)
+        .map_err(|e| format!("a numeric that is not a number: {e}"))
 }
 
 #[cfg(test)]
@@ -474,9 +603,25 @@ mod tests {
     fn placeholders_are_numbered_outside_literals() {
         assert_eq!(
             placeholders("SELECT ?1, '?2 it''s', \"a?\" FROM t WHERE x = ?2 -- ?3\n AND y = ?"),
-            "SELECT $1, '?2 it''s', \"a?\" FROM t WHERE x = $2 -- ?3\n AND y = $1"
+            "SELECT $1, '?2 it''s', \"a?\" FROM t WHERE x = $2 -- ?3\n AND y = $3",
+            "a bare ? takes the number after the highest, as in SQLite"
         );
         assert_eq!(placeholders("VALUES (?, ?, ?)"), "VALUES ($1, $2, $3)");
+        assert_eq!(
+            placeholders(r"SELECT E'\'?', ?1"),
+            r"SELECT E'\'?', $1",
+            "an escaped quote does not end an E'' literal"
+        );
+        assert_eq!(
+            placeholders("SELECT $$ it's ? $$, $tag$ ? $tag$, ?"),
+            "SELECT $$ it's ? $$, $tag$ ? $tag$, $1",
+            "dollar-quoted bodies are left alone"
+        );
+        assert_eq!(
+            placeholders("SELECT /* a /* b */ ? */ ?"),
+            "SELECT /* a /* b */ ? */ $1",
+            "block comments nest"
+        );
     }
 
     #[test]
@@ -490,22 +635,69 @@ mod tests {
     }
 
     #[test]
-    fn numerics_read_as_integers_when_whole() {
-        // 12345678 = 1234·10⁴ + 5678: weight 1, two digits.
-        let n = [0, 2, 0, 1, 0, 0, 0, 0, 0x04, 0xD2, 0x16, 0x2E];
-        assert_eq!(numeric(&n), Ok(ValueRef::Integer(12_345_678)));
-        // -2.5 = -(2·10⁰ + 5000·10⁻⁴).
-        let n = [0, 2, 0, 0, 0x40, 0, 0, 1, 0, 2, 0x13, 0x88];
-        assert_eq!(numeric(&n), Ok(ValueRef::Real(-2.5)));
-        // Zero has no digits.
-        assert_eq!(numeric(&[0, 0, 0, 0, 0, 0, 0, 0]), Ok(ValueRef::Integer(0)));
+    fn numerics_read_exactly_or_are_refused() {
+        let n = |ndigits: u16, weight: i16, sign: u16, digits: &[u16]| -> Vec<u8> {
+            let mut b = Vec::new();
+            for w in [ndigits, weight as u16, sign, 0] {
+                b.extend_from_slice(&w.to_be_bytes());
+            }
+            for d in digits {
+                b.extend_from_slice(&d.to_be_bytes());
+            }
+            b
+        };
+        // 12345678 = 1234·10⁴ + 5678.
+        assert_eq!(
+            numeric(&n(2, 1, 0, &[1234, 5678])),
+            Ok(ValueRef::Integer(12_345_678))
+        );
+        // 50000 = 5·10⁴, the trailing group left out.
+        assert_eq!(numeric(&n(1, 1, 0, &[5])), Ok(ValueRef::Integer(50_000)));
+        // -2.5 = -(2 + 5000·10⁻⁴).
+        assert_eq!(
+            numeric(&n(2, 0, 0x4000, &[2, 5000])),
+            Ok(ValueRef::Real(-2.5))
+        );
+        // 0.00005 = 5000·10⁻⁸.
+        assert_eq!(numeric(&n(1, -2, 0, &[5000])), Ok(ValueRef::Real(0.00005)));
+        assert_eq!(numeric(&n(0, 0, 0, &[])), Ok(ValueRef::Integer(0)));
+        assert_eq!(
+            numeric(&n(0, 0, 0xD000, &[])),
+            Ok(ValueRef::Real(f64::INFINITY))
+        );
+        assert_eq!(
+            numeric(&n(0, 0, 0xF000, &[])),
+            Ok(ValueRef::Real(f64::NEG_INFINITY))
+        );
+        assert!(matches!(numeric(&n(0, 0, 0xC000, &[])), Ok(ValueRef::Real(f)) if f.is_nan()));
+        // Too large for an integer: the nearest double, not a wrap or a NaN.
+        assert_eq!(numeric(&n(2, 10, 0, &[1, 0])), Ok(ValueRef::Real(1e40)));
+        assert_eq!(
+            numeric(&n(2, 100, 0, &[1, 0])),
+            Ok(ValueRef::Real(f64::INFINITY))
+        );
+        assert!(numeric(&[0, 1, 0]).is_err(), "truncated");
+        assert!(
+            numeric(&n(2, 0, 0, &[1])).is_err(),
+            "fewer digits than it says"
+        );
+        assert!(numeric(&n(1, 0, 0x1234, &[1])).is_err(), "no such sign");
+        assert!(
+            numeric(&n(1, 0, 0, &[10_000])).is_err(),
+            "a digit past 9999"
+        );
     }
 
     #[test]
-    fn a_password_is_not_shown() {
-        assert_eq!(
-            redact("postgres://ordo:s3cret@db:5432/ordo"),
-            "postgres://ordo:***@db:5432/ordo"
-        );
+    fn a_password_is_never_shown() {
+        for url in [
+            "postgres://ordo:s3cret@db:5432/ordo",
+            "postgres://ordo@db/ordo?password=s3cret",
+            "host=db user=ordo password=s3cret dbname=ordo",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("s3cret"), "{url} → {shown}");
+            assert!(shown.contains("db") && shown.contains("ordo"), "{shown}");
+        }
     }
 }

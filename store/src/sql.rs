@@ -170,6 +170,12 @@ pub trait Sql {
     fn backend(&self) -> Backend;
 
     /// Runs one statement that returns no rows; the number of rows it changed.
+    ///
+    /// A statement that fails changes nothing; but on PostgreSQL it also
+    /// ends the transaction it ran in (every later statement is refused until
+    /// a rollback), where SQLite lets the transaction go on. Code that goes on
+    /// after a failed statement runs it in [`SqlExt::savepoint`], as the
+    /// engine's writer runs each unit of work.
     fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize>;
 
     /// Runs one query and gives each row to `each`, in order; an error from
@@ -637,6 +643,59 @@ mod tests {
             });
             assert!(r.is_err());
             assert_eq!(seen, [0, 1, 2]);
+        }
+    }
+
+    #[test]
+    fn postgres_types_read_as_their_values() {
+        for db in dbs() {
+            if db.backend() != Backend::Postgres {
+                continue;
+            }
+            let sql: &dyn Sql = &*db;
+            let row = sql
+                .query_row(
+                    "SELECT true, 1.5::real, 7::smallint, '\\x0102'::bytea, '{\"a\": 1}'::json,
+                            '{\"b\": 2}'::jsonb, 'Infinity'::numeric, 12.50::numeric, 'x'::varchar",
+                    params![],
+                    |r| {
+                        Ok((
+                            r.get::<bool>(0)?,
+                            r.get::<f64>(1)?,
+                            r.get::<i64>(2)?,
+                            r.get::<Vec<u8>>(3)?,
+                            r.get::<String>(4)?,
+                            r.get::<String>(5)?,
+                            r.get::<f64>(6)?,
+                            r.get::<f64>(7)?,
+                            r.get::<String>(8)?,
+                        ))
+                    },
+                )
+                .expect("row");
+            assert_eq!(
+                row,
+                (
+                    true,
+                    1.5,
+                    7,
+                    vec![1, 2],
+                    "{\"a\": 1}".to_owned(),
+                    "{\"b\": 2}".to_owned(),
+                    f64::INFINITY,
+                    12.5,
+                    "x".to_owned()
+                )
+            );
+            // A value the column cannot take is refused, naming no value.
+            let e = sql
+                .execute("INSERT INTO t (n) VALUES (?1)", params!["twelve"])
+                .expect_err("text into a bigint");
+            assert!(
+                e.to_string()
+                    .contains("text cannot go into a `int8` column"),
+                "{e}"
+            );
         }
     }
 }

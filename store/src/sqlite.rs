@@ -237,7 +237,10 @@ fn migrate(conn: &Connection) -> Result<()> {
 /// Creates or upgrades the engine's tables on either backend, each migration
 /// in a savepoint of its own (on SQLite outside a transaction, a savepoint is
 /// one). SQLite counts them in `PRAGMA user_version`, PostgreSQL in the
-/// `ordo_schema` table; a database newer than this Ordo is refused.
+/// `ordo_schema` table; a database newer than this Ordo is refused. On
+/// PostgreSQL it runs inside the caller's transaction (savepoints need one);
+/// serializing nodes that migrate at once (an advisory lock) is the caller's,
+/// and comes with the engine on PostgreSQL.
 pub fn migrate_tables(sql: &dyn Sql) -> Result<()> {
     let current: i64 = match sql.backend() {
         Backend::Sqlite => sql.query_row("PRAGMA user_version", &[], |r| r.get(0))?,

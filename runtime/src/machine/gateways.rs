@@ -204,8 +204,11 @@ impl<'m, 'p> Step<'m, 'p> {
     /// Whether a live token of `scope` (other than those at the gateway) can
     /// still arrive at `node` through the flow from `from`.
     fn can_still_come(&self, node: &str, scope: ScopeId, from: &str) -> bool {
-        self.inst.tokens.iter().any(|t| {
-            t.scope == scope && t.node != node && (t.node == from || self.reaches(&t.node, from))
+        self.inst.tokens.iter().enumerate().any(|(k, t)| {
+            t.scope == scope
+                && t.node != node
+                && !self.is_remainder(k)
+                && (t.node == from || self.reaches(&t.node, from))
         })
     }
 
@@ -328,9 +331,12 @@ impl<'m, 'p> Step<'m, 'p> {
             .map(|t| (t.node.clone(), t.scope))
             .collect();
         for (node, scope) in joining {
-            let blocked = self.inst.tokens.iter().any(|t| {
+            // Runs a completed multi-instance activity left to finish
+            // (`rest: wait`) never flow on: they do not hold the join.
+            let blocked = self.inst.tokens.iter().enumerate().any(|(k, t)| {
                 t.scope == scope
                     && t.node != node
+                    && !self.is_remainder(k)
                     && self.reaches(&t.node, &node)
                     && !(t.state == TokenState::Joining && self.reaches(&node, &t.node))
             });

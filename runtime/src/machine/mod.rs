@@ -35,6 +35,9 @@ pub const MAX_VARIABLES_BYTES: usize = 1024 * 1024;
 /// Most automatic steps one command may take before the instance is stopped with an
 /// incident (an endless loop of automatic steps).
 pub const MAX_STEPS: usize = 10_000;
+/// Automatic steps each multi-instance run opened in a command adds to that
+/// command's allowance: fanning out to many runs is not a loop.
+pub const STEPS_PER_RUN: usize = 100;
 /// Default guard of a `loop` node.
 pub const DEFAULT_MAX_ITERATIONS: u32 = 1000;
 /// Most runs of one multi-instance activity.
@@ -613,12 +616,27 @@ fn check_size(inst: &Instance) -> Result<(), Error> {
     let size: usize = inst
         .scopes
         .values()
-        .map(|s| serde_json::to_vec(&s.vars).map_or(0, |v| v.len()))
+        .map(|s| json_len(&s.vars))
+        .chain(inst.tokens.iter().map(|t| match &t.state {
+            // The items a multi-instance activity holds (those added while it
+            // runs included) and what its runs gave back are the instance's
+            // data too.
+            TokenState::Waiting {
+                wait: Wait::Multi { items, outputs, .. },
+                ..
+            } => json_len(items) + json_len(outputs),
+            _ => 0,
+        }))
         .sum();
     if size > MAX_VARIABLES_BYTES {
         return Err(Error::TooLarge { size });
     }
     Ok(())
+}
+
+/// A value's size as JSON.
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map_or(0, |v| v.len())
 }
 
 /// One command's worth of work on an instance.
@@ -636,6 +654,9 @@ struct Step<'m, 'p> {
     /// Ids from here on were made by this command: such an activity has no
     /// state from before it.
     first_new: u64,
+    /// Automatic steps this command may take before its flow counts as a
+    /// loop: `MAX_STEPS`, plus `STEPS_PER_RUN` for each run it opened.
+    budget: usize,
 }
 
 /// What a throw or end event sends and raises.
@@ -685,6 +706,7 @@ impl<'m, 'p> Step<'m, 'p> {
             retries: None,
             lifecycle: std::collections::HashMap::new(),
             invalid: None,
+            budget: MAX_STEPS,
         }
     }
 

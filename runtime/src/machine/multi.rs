@@ -96,6 +96,7 @@ impl<'m, 'p> Step<'m, 'p> {
         };
         let run = ScopeId(self.id());
         let id = TokenId(self.id());
+        self.budget = self.budget.saturating_add(STEPS_PER_RUN);
         if let TokenState::Waiting {
             wait: Wait::Multi { runs, next, .. },
             ..
@@ -530,5 +531,74 @@ mod tests {
             })
             .count();
         assert_eq!(tasks, 3, "one run at start, two added");
+    }
+
+    fn load(yaml: &str) -> ordo_model::Process {
+        ordo_model::load("p.yaml", yaml, &Options::default())
+            .process
+            .unwrap()
+    }
+
+    #[test]
+    fn fanning_out_to_many_runs_is_not_a_loop() {
+        // 2,500 runs of a five-step body are 12,500 automatic steps in one
+        // command: more than `MAX_STEPS`, but each run opened adds to it.
+        let p = load(
+            "id: p\nstart: [{id: s, next: m}]\nnodes:\n  m:\n    type: subprocess\n    multi: {count: \"2500\", parallel: true}\n    start: a\n    nodes:\n      a: {type: assign, set: {x: =1}, next: b}\n      b: {type: assign, set: {x: =2}, next: c}\n      c: {type: assign, set: {x: =3}, next: d}\n      d: {type: empty, next: z}\n      z: {type: end}\n    next: e\n  e: {type: end}\n",
+        );
+        let (inst, actions) = Machine::new(&p)
+            .unwrap()
+            .start("i".into(), 1, None, Default::default(), &clock())
+            .unwrap();
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, crate::Action::Incident { .. })),
+            "no run is taken for a loop"
+        );
+        assert_eq!(inst.status, crate::InstanceStatus::Completed);
+    }
+
+    #[test]
+    fn items_count_toward_the_instance_size() {
+        let p = load(
+            "id: p\nstart: [{id: s, next: m}]\nnodes:\n  m: {type: user, multi: {count: \"1\"}, next: e}\n  e: {type: end}\n",
+        );
+        let m = Machine::new(&p).unwrap();
+        let (mut inst, _) = m
+            .start("i".into(), 1, None, Default::default(), &clock())
+            .unwrap();
+        let activity = inst
+            .tokens
+            .iter()
+            .find_map(|t| match &t.state {
+                TokenState::Waiting {
+                    activity,
+                    wait: Wait::Multi { .. },
+                } => Some(*activity),
+                _ => None,
+            })
+            .unwrap();
+        let item = json!("x".repeat(60_000));
+        let mut refused = None;
+        for round in 0..40 {
+            match m.apply(
+                &inst,
+                Command::AddRuns {
+                    activity,
+                    items: vec![item.clone()],
+                },
+                &clock(),
+            ) {
+                Ok((next, _)) => inst = next,
+                Err(e) => {
+                    refused = Some((round, e));
+                    break;
+                }
+            }
+        }
+        let (round, e) = refused.expect("queued items are the instance's data too");
+        assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+        assert!(round > 10, "refused only past the limit: {round}");
     }
 }

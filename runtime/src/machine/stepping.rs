@@ -20,9 +20,9 @@ impl<'m, 'p> Step<'m, 'p> {
                 .position(|t| t.state == TokenState::Arriving)
             {
                 steps += 1;
-                if steps > MAX_STEPS {
+                if steps > self.budget {
                     let a = self.activity_id();
-                    self.incident(i, a, format!("more than {MAX_STEPS} automatic steps in one command: the flow loops without waiting"));
+                    self.incident(i, a, format!("more than {} automatic steps in one command: the flow loops without waiting", self.budget));
                     continue;
                 }
                 self.enter(i);
