@@ -79,6 +79,8 @@ pub struct Process {
     critical: bool,
     /// Whether any node waits for a milestone.
     milestones: bool,
+    /// The nodes that are some activity's milestone.
+    milestone_nodes: HashSet<String>,
 }
 
 impl Process {
@@ -96,6 +98,11 @@ impl Process {
     /// Whether any node of the process waits for a `milestone`.
     pub fn has_milestones(&self) -> bool {
         self.milestones
+    }
+
+    /// Whether `node` is some activity's `milestone`.
+    pub fn is_milestone(&self, node: &str) -> bool {
+        self.milestone_nodes.contains(node)
     }
 
     /// A node by id, wherever it is nested (ids are unique in a definition).

@@ -91,17 +91,21 @@ pub(crate) fn validate(
             expressions: v.exprs,
             critical: false,
             milestones: false,
+            milestone_nodes: Default::default(),
         };
         p.critical = p
             .graph
             .graph
             .node_weights()
             .any(|el| p.node(&el.id).and_then(Node::critical).is_some());
-        p.milestones = p
+        p.milestone_nodes = p
             .graph
             .graph
             .node_weights()
-            .any(|el| p.node(&el.id).and_then(Node::milestone).is_some());
+            .filter_map(|el| p.node(&el.id).and_then(Node::milestone))
+            .map(|(m, _)| m.to_owned())
+            .collect();
+        p.milestones = !p.milestone_nodes.is_empty();
         p
     });
     (process, v.diags)

@@ -68,13 +68,8 @@ impl<'m, 'p> Step<'m, 'p> {
         if !self.m.process.has_milestones() {
             return;
         }
-        // Most steps have no token held at a node: nothing to look at.
-        if !self
-            .inst
-            .tokens
-            .iter()
-            .any(|t| t.state == TokenState::Joining)
-        {
+        // Only a token entering a milestone can let one in.
+        if !std::mem::take(&mut self.milestone_reached) {
             return;
         }
         let resting = self.resting();

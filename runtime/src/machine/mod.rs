@@ -657,6 +657,9 @@ struct Step<'m, 'p> {
     /// Automatic steps this command may take before its flow counts as a
     /// loop: `MAX_STEPS`, plus `STEPS_PER_RUN` for each run it opened.
     budget: usize,
+    /// A token entered some activity's milestone since the tokens waiting
+    /// for one were last looked at.
+    milestone_reached: bool,
 }
 
 /// What a throw or end event sends and raises.
@@ -707,6 +710,7 @@ impl<'m, 'p> Step<'m, 'p> {
             lifecycle: std::collections::HashMap::new(),
             invalid: None,
             budget: MAX_STEPS,
+            milestone_reached: false,
         }
     }
 

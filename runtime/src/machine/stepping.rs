@@ -25,6 +25,9 @@ impl<'m, 'p> Step<'m, 'p> {
                     self.incident(i, a, format!("more than {} automatic steps in one command: the flow loops without waiting", self.budget));
                     continue;
                 }
+                if self.m.process.is_milestone(&self.inst.tokens[i].node) {
+                    self.milestone_reached = true;
+                }
                 self.enter(i);
                 continue;
             }
