@@ -2,9 +2,9 @@
 //! start events, message declarations, buffered messages and the message ids
 //! seen; and incidents, which failed timers open too.
 
-use crate::{Conn, Result};
+use crate::sql::{Row, Sql, SqlExt};
+use crate::{Result, params};
 use ordo_runtime::{Subscription, Trigger};
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// A start event that starts instances on a trigger.
@@ -116,83 +116,98 @@ pub trait WriteEvents: ReadEvents {
     fn purge_expired(&self, now_ms: i64) -> Result<usize>;
 }
 
-impl ReadEvents for Conn {
-    fn message_subscriber(&self, name: &str, key: Option<&str>) -> Result<Option<(String, u64)>> {
-        Ok(self.0
-            .prepare_cached(
-                "SELECT instance_id, sub_id FROM message_subs WHERE name = ?1 AND key IS ?2 ORDER BY seq LIMIT 1",
-            )?
-            .query_row(rusqlite::params![name, key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
-    }
-    fn signal_subscribers(&self, name: &str) -> Result<Vec<(String, u64)>> {
-        let mut st = self
-            .0
-            .prepare_cached("SELECT instance_id, sub_id FROM signal_subs WHERE name = ?1")?;
-        let rows = st.query_map(rusqlite::params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-    fn start_events(&self, kind: &str, name: &str) -> Result<Vec<StartRow>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT process_id, version, event_id FROM start_events WHERE kind = ?1 AND name = ?2 ORDER BY process_id, event_id",
-        )?;
-        let rows = st.query_map(rusqlite::params![kind, name], start_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-    fn due_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<(String, u64)>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT instance_id, sub_id FROM timers WHERE due <= ?1 AND failed = 0 ORDER BY due LIMIT ?2",
-        )?;
-        let rows = st.query_map(rusqlite::params![now_ms, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-    fn due_start_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<StartRow>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT process_id, version, event_id FROM start_events WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
-        )?;
-        let rows = st.query_map(rusqlite::params![now_ms, limit], start_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-    fn next_timer(&self) -> Result<Option<i64>> {
-        Ok(self.0.prepare_cached("SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers WHERE failed = 0 UNION ALL SELECT MIN(due) FROM start_events)")?.query_row([], |r| r.get(0))?)
-    }
-    fn seen_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT 1 FROM message_ids WHERE message_id = ?1 AND expires > ?2")?
-            .query_row(rusqlite::params![message_id, now_ms], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-    fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
-             WHERE (?1 = 0 OR state = 'open') ORDER BY created_at DESC LIMIT ?2 OFFSET ?3",
-        )?;
-        let rows = st.query_map(rusqlite::params![open_only, limit, offset], incident_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-
-    fn message_declarers(&self, name: &str) -> Result<Vec<(String, u32)>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT process_id, version FROM message_decls WHERE name = ?1 ORDER BY process_id",
-        )?;
-        let rows = st.query_map(rusqlite::params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-    fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
-             WHERE instance_id = ?1 ORDER BY created_at DESC",
-        )?;
-        let rows = st.query_map(rusqlite::params![instance], incident_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+/// The condition on a nullable `key` column: equal to `?N`, or NULL when
+/// there is no key (one text each, so both use the index on both backends).
+fn key_is(key: Option<&str>, n: u8) -> String {
+    match key {
+        Some(_) => format!("key = ?{n}"),
+        None => format!("key IS NULL AND CAST(?{n} AS TEXT) IS NULL"),
     }
 }
 
-fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
+impl<S: Sql + ?Sized> ReadEvents for S {
+    fn message_subscriber(&self, name: &str, key: Option<&str>) -> Result<Option<(String, u64)>> {
+        self.query_opt(
+            &format!(
+                "SELECT instance_id, sub_id FROM message_subs WHERE name = ?1 AND {} ORDER BY seq LIMIT 1",
+                key_is(key, 2)
+            ),
+            params![name, key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+    fn signal_subscribers(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        self.query_map(
+            "SELECT instance_id, sub_id FROM signal_subs WHERE name = ?1",
+            params![name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+    fn start_events(&self, kind: &str, name: &str) -> Result<Vec<StartRow>> {
+        self.query_map(
+            "SELECT process_id, version, event_id FROM start_events WHERE kind = ?1 AND name = ?2 ORDER BY process_id, event_id",
+            params![kind, name],
+            start_row,
+        )
+    }
+    fn due_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<(String, u64)>> {
+        self.query_map(
+            "SELECT instance_id, sub_id FROM timers WHERE due <= ?1 AND failed = 0 ORDER BY due LIMIT ?2",
+            params![now_ms, limit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+    fn due_start_timers(&self, now_ms: i64, limit: u32) -> Result<Vec<StartRow>> {
+        self.query_map(
+            "SELECT process_id, version, event_id FROM start_events WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
+            params![now_ms, limit],
+            start_row,
+        )
+    }
+    fn next_timer(&self) -> Result<Option<i64>> {
+        self.query_row(
+            "SELECT MIN(d) FROM (SELECT MIN(due) AS d FROM timers WHERE failed = 0
+             UNION ALL SELECT MIN(due) FROM start_events) AS due_times",
+            params![],
+            |r| r.get(0),
+        )
+    }
+    fn seen_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM message_ids WHERE message_id = ?1 AND expires > ?2",
+                params![message_id, now_ms],
+                |_| Ok(()),
+            )?
+            .is_some())
+    }
+    fn incidents(&self, open_only: bool, limit: u32, offset: u32) -> Result<Vec<IncidentRow>> {
+        self.query_map(
+            "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
+             WHERE (?1 = 0 OR state = 'open') ORDER BY created_at DESC LIMIT ?2 OFFSET ?3",
+            params![open_only, limit, offset],
+            incident_row,
+        )
+    }
+
+    fn message_declarers(&self, name: &str) -> Result<Vec<(String, u32)>> {
+        self.query_map(
+            "SELECT process_id, version FROM message_decls WHERE name = ?1 ORDER BY process_id",
+            params![name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+    fn instance_incidents(&self, instance: &str) -> Result<Vec<IncidentRow>> {
+        self.query_map(
+            "SELECT instance_id, activity, node, message, state, created_at, attempts FROM incidents
+             WHERE instance_id = ?1 ORDER BY created_at DESC",
+            params![instance],
+            incident_row,
+        )
+    }
+}
+
+fn incident_row(r: &Row<'_>) -> Result<IncidentRow> {
     Ok(IncidentRow {
         instance_id: r.get(0)?,
         activity: r.get(1)?,
@@ -204,7 +219,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
     })
 }
 
-impl WriteEvents for Conn {
+impl<S: Sql + ?Sized> WriteEvents for S {
     fn set_timer_failed(
         &self,
         instance: &str,
@@ -212,13 +227,11 @@ impl WriteEvents for Conn {
         failed: bool,
         due_ms: i64,
     ) -> Result<bool> {
-        let n = self
-            .0
-            .prepare_cached(
-                "UPDATE timers SET failed = ?3, due = CASE WHEN ?3 THEN due ELSE ?4 END
-                 WHERE instance_id = ?1 AND sub_id = ?2",
-            )?
-            .execute(rusqlite::params![instance, sub, failed, due_ms])?;
+        let n = self.execute(
+            "UPDATE timers SET failed = ?3, due = CASE WHEN ?5 = 1 THEN due ELSE ?4 END
+             WHERE instance_id = ?1 AND sub_id = ?2",
+            params![instance, sub, failed, due_ms, failed],
+        )?;
         Ok(n > 0)
     }
     fn open_incident(
@@ -229,17 +242,18 @@ impl WriteEvents for Conn {
         message: &str,
         at: &str,
     ) -> Result<()> {
-        open_incident(&self.0, instance, activity, node, message, at)
+        open_incident(self, instance, activity, node, message, at)
     }
     fn set_message_decls(&self, process: &str, version: u32, names: &[&str]) -> Result<()> {
-        self.0
-            .prepare_cached("DELETE FROM message_decls WHERE process_id = ?1")?
-            .execute(rusqlite::params![process])?;
-        let mut ins = self.0.prepare_cached(
-            "INSERT INTO message_decls (name, process_id, version) VALUES (?1, ?2, ?3)",
+        self.execute(
+            "DELETE FROM message_decls WHERE process_id = ?1",
+            params![process],
         )?;
         for name in names {
-            ins.execute(rusqlite::params![name, process, version])?;
+            self.execute(
+                "INSERT INTO message_decls (name, process_id, version) VALUES (?1, ?2, ?3)",
+                params![name, process, version],
+            )?;
         }
         Ok(())
     }
@@ -249,29 +263,30 @@ impl WriteEvents for Conn {
         version: u32,
         events: &[(String, &str, Option<String>, Option<i64>)],
     ) -> Result<()> {
-        self.0
-            .prepare_cached("DELETE FROM start_events WHERE process_id = ?1")?
-            .execute(rusqlite::params![process])?;
-        let mut ins = self.0.prepare_cached(
-            "INSERT INTO start_events (process_id, version, event_id, kind, name, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        self.execute(
+            "DELETE FROM start_events WHERE process_id = ?1",
+            params![process],
         )?;
         for (event, kind, name, due) in events {
-            ins.execute(rusqlite::params![process, version, event, kind, name, due])?;
+            self.execute(
+                "INSERT INTO start_events (process_id, version, event_id, kind, name, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![process, version, event, kind, name, due],
+            )?;
         }
         Ok(())
     }
     fn set_start_due(&self, process: &str, event: &str, due: Option<i64>) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "UPDATE start_events SET due = ?3 WHERE process_id = ?1 AND event_id = ?2",
-            )?
-            .execute(rusqlite::params![process, event, due])?;
+        self.execute(
+            "UPDATE start_events SET due = ?3 WHERE process_id = ?1 AND event_id = ?2",
+            params![process, event, due],
+        )?;
         Ok(())
     }
     fn delete_timer(&self, instance: &str, sub: u64) -> Result<()> {
-        self.0
-            .prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2")?
-            .execute(rusqlite::params![instance, sub])?;
+        self.execute(
+            "DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2",
+            params![instance, sub],
+        )?;
         Ok(())
     }
     fn close_incident_retried(
@@ -281,7 +296,7 @@ impl WriteEvents for Conn {
         at: &str,
         actor: Option<&str>,
     ) -> Result<()> {
-        close_incident(&self.0, instance, activity, "retried", at, actor)
+        close_incident(self, instance, activity, "retried", at, actor)
     }
 
     fn buffer_message(
@@ -292,86 +307,87 @@ impl WriteEvents for Conn {
         variables: &str,
         expires_ms: i64,
     ) -> Result<()> {
-        self.0.prepare_cached(
+        self.execute(
             "INSERT INTO messages (name, key, message_id, variables, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(rusqlite::params![name, key, message_id, variables, expires_ms])?;
+            params![name, key, message_id, variables, expires_ms],
+        )?;
         Ok(())
     }
     fn take_buffered(&self, name: &str, key: Option<&str>, now_ms: i64) -> Result<Option<String>> {
-        let found: Option<(i64, String)> = self.0
-            .prepare_cached(
-                "SELECT seq, variables FROM messages WHERE name = ?1 AND key IS ?2 AND expires > ?3 ORDER BY seq LIMIT 1",
-            )?
-            .query_row(rusqlite::params![name, key, now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let found: Option<(i64, String)> = self.query_opt(
+            &format!(
+                "SELECT seq, variables FROM messages WHERE name = ?1 AND {} AND expires > ?3 ORDER BY seq LIMIT 1",
+                key_is(key, 2)
+            ),
+            params![name, key, now_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let Some((seq, vars)) = found else {
             return Ok(None);
         };
-        self.0
-            .prepare_cached("DELETE FROM messages WHERE seq = ?1")?
-            .execute(rusqlite::params![seq])?;
+        self.execute("DELETE FROM messages WHERE seq = ?1", params![seq])?;
         Ok(Some(vars))
     }
     fn remember_message(&self, message_id: &str, expires_ms: i64) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "INSERT OR REPLACE INTO message_ids (message_id, expires) VALUES (?1, ?2)",
-            )?
-            .execute(rusqlite::params![message_id, expires_ms])?;
+        self.execute(
+            "INSERT INTO message_ids (message_id, expires) VALUES (?1, ?2)
+             ON CONFLICT (message_id) DO UPDATE SET expires = excluded.expires",
+            params![message_id, expires_ms],
+        )?;
         Ok(())
     }
     fn purge_expired(&self, now_ms: i64) -> Result<usize> {
-        let a = self
-            .0
-            .prepare_cached("DELETE FROM messages WHERE expires <= ?1")?
-            .execute(rusqlite::params![now_ms])?;
-        let b = self
-            .0
-            .prepare_cached("DELETE FROM message_ids WHERE expires <= ?1")?
-            .execute(rusqlite::params![now_ms])?;
+        let a = self.execute("DELETE FROM messages WHERE expires <= ?1", params![now_ms])?;
+        let b = self.execute(
+            "DELETE FROM message_ids WHERE expires <= ?1",
+            params![now_ms],
+        )?;
         Ok(a + b)
     }
 }
 
 /// Stores what an instance starts waiting for.
-pub(crate) fn subscribe(tx: &Connection, instance: &str, sub: &Subscription) -> Result<()> {
+pub(crate) fn subscribe(
+    tx: &(impl Sql + ?Sized),
+    instance: &str,
+    sub: &Subscription,
+) -> Result<()> {
     match &sub.trigger {
-        Trigger::Message { name, key } => tx
-            .prepare_cached(
-                "INSERT INTO message_subs (name, key, instance_id, sub_id) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(rusqlite::params![name, key, instance, sub.id.0])?,
-        Trigger::Signal { name } => tx
-            .prepare_cached(
-                "INSERT INTO signal_subs (name, instance_id, sub_id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(rusqlite::params![name, instance, sub.id.0])?,
-        Trigger::Timer { due } => tx
-            .prepare_cached("INSERT INTO timers (instance_id, sub_id, due) VALUES (?1, ?2, ?3)")?
-            .execute(rusqlite::params![
-                instance,
-                sub.id.0,
-                due.timestamp_millis()
-            ])?,
+        Trigger::Message { name, key } => tx.execute(
+            "INSERT INTO message_subs (name, key, instance_id, sub_id) VALUES (?1, ?2, ?3, ?4)",
+            params![name, key, instance, sub.id.0],
+        )?,
+        Trigger::Signal { name } => tx.execute(
+            "INSERT INTO signal_subs (name, instance_id, sub_id) VALUES (?1, ?2, ?3)",
+            params![name, instance, sub.id.0],
+        )?,
+        Trigger::Timer { due } => tx.execute(
+            "INSERT INTO timers (instance_id, sub_id, due) VALUES (?1, ?2, ?3)",
+            params![instance, sub.id.0, due.timestamp_millis()],
+        )?,
     };
     Ok(())
 }
 
 /// Removes what an instance no longer waits for.
-pub(crate) fn unsubscribe(tx: &Connection, instance: &str, sub: &Subscription) -> Result<()> {
+pub(crate) fn unsubscribe(
+    tx: &(impl Sql + ?Sized),
+    instance: &str,
+    sub: &Subscription,
+) -> Result<()> {
     match &sub.trigger {
-        Trigger::Message { .. } => tx
-            .prepare_cached("DELETE FROM message_subs WHERE instance_id = ?1 AND sub_id = ?2")?
-            .execute(rusqlite::params![instance, sub.id.0])?,
-        Trigger::Signal { name } => tx
-            .prepare_cached(
-                "DELETE FROM signal_subs WHERE name = ?1 AND instance_id = ?2 AND sub_id = ?3",
-            )?
-            .execute(rusqlite::params![name, instance, sub.id.0])?,
-        Trigger::Timer { .. } => tx
-            .prepare_cached("DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2")?
-            .execute(rusqlite::params![instance, sub.id.0])?,
+        Trigger::Message { .. } => tx.execute(
+            "DELETE FROM message_subs WHERE instance_id = ?1 AND sub_id = ?2",
+            params![instance, sub.id.0],
+        )?,
+        Trigger::Signal { name } => tx.execute(
+            "DELETE FROM signal_subs WHERE name = ?1 AND instance_id = ?2 AND sub_id = ?3",
+            params![name, instance, sub.id.0],
+        )?,
+        Trigger::Timer { .. } => tx.execute(
+            "DELETE FROM timers WHERE instance_id = ?1 AND sub_id = ?2",
+            params![instance, sub.id.0],
+        )?,
     };
     Ok(())
 }
@@ -379,40 +395,43 @@ pub(crate) fn unsubscribe(tx: &Connection, instance: &str, sub: &Subscription) -
 /// Opens an incident on an activity instance, or renews the one it has (open
 /// again, attempts back to 0).
 pub(crate) fn open_incident(
-    tx: &Connection,
+    tx: &(impl Sql + ?Sized),
     instance: &str,
     activity: u64,
     node: &str,
     message: &str,
     at: &str,
 ) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO incidents (instance_id, activity, node, message, created_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
-    )?
-    .execute(rusqlite::params![instance, activity, node, message, at])?;
+    tx.execute(
+        "INSERT INTO incidents (instance_id, activity, node, message, created_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open')
+         ON CONFLICT (instance_id, activity) DO UPDATE SET node = excluded.node,
+             message = excluded.message, created_at = excluded.created_at, state = 'open',
+             attempts = 0, closed_at = NULL, closed_by = NULL",
+        params![instance, activity, node, message, at],
+    )?;
     Ok(())
 }
 
 /// Closes an activity instance's open incident as `how` (`retried`,
 /// `resolved`); a closed one stays as it was.
 pub(crate) fn close_incident(
-    tx: &Connection,
+    tx: &(impl Sql + ?Sized),
     instance: &str,
     activity: u64,
     how: &str,
     at: &str,
     actor: Option<&str>,
 ) -> Result<()> {
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE incidents SET state = ?3, closed_at = ?4, closed_by = ?5
          WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
-    )?
-    .execute(rusqlite::params![instance, activity, how, at, actor])?;
+        params![instance, activity, how, at, actor],
+    )?;
     Ok(())
 }
 
-fn start_row(r: &rusqlite::Row) -> rusqlite::Result<StartRow> {
+fn start_row(r: &Row<'_>) -> Result<StartRow> {
     Ok(StartRow {
         process_id: r.get(0)?,
         version: r.get(1)?,
@@ -423,7 +442,7 @@ fn start_row(r: &rusqlite::Row) -> rusqlite::Result<StartRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{at, db, instance};
+    use crate::testing::{at, dbs, instance};
     use crate::{SqlExt, WriteInstances};
     use ordo_runtime::{Action, SubscriptionKind};
 
@@ -453,7 +472,7 @@ mod tests {
     }
 
     /// Records one action for instance `id`.
-    fn act(conn: &Conn, id: &str, action: Action) {
+    fn act(conn: &dyn Sql, id: &str, action: Action) {
         conn.record(&instance(id, 1), &[action], at(0), false)
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -472,329 +491,339 @@ mod tests {
 
     #[test]
     fn the_longest_waiting_subscriber_with_the_same_key_gets_a_message() -> Result<()> {
-        let (_d, conn) = db();
-        act(
-            &conn,
-            "1",
-            Action::Subscribe(sub(3, message("paid", Some("k1")))),
-        );
-        act(
-            &conn,
-            "2",
-            Action::Subscribe(sub(4, message("paid", Some("k1")))),
-        );
-        act(&conn, "3", Action::Subscribe(sub(5, message("paid", None))));
-        assert_eq!(
-            conn.message_subscriber("paid", Some("k1"))?,
-            Some(("1".into(), 3))
-        );
-        assert_eq!(
-            conn.message_subscriber("paid", None)?,
-            Some(("3".into(), 5)),
-            "no key matches only no key"
-        );
-        assert_eq!(conn.message_subscriber("paid", Some("k2"))?, None);
-        assert_eq!(conn.message_subscriber("shipped", Some("k1"))?, None);
+        for conn in dbs() {
+            act(
+                &conn,
+                "1",
+                Action::Subscribe(sub(3, message("paid", Some("k1")))),
+            );
+            act(
+                &conn,
+                "2",
+                Action::Subscribe(sub(4, message("paid", Some("k1")))),
+            );
+            act(&conn, "3", Action::Subscribe(sub(5, message("paid", None))));
+            assert_eq!(
+                conn.message_subscriber("paid", Some("k1"))?,
+                Some(("1".into(), 3))
+            );
+            assert_eq!(
+                conn.message_subscriber("paid", None)?,
+                Some(("3".into(), 5)),
+                "no key matches only no key"
+            );
+            assert_eq!(conn.message_subscriber("paid", Some("k2"))?, None);
+            assert_eq!(conn.message_subscriber("shipped", Some("k1"))?, None);
 
-        act(
-            &conn,
-            "1",
-            Action::Unsubscribe(sub(3, message("paid", Some("k1")))),
-        );
-        assert_eq!(
-            conn.message_subscriber("paid", Some("k1"))?,
-            Some(("2".into(), 4))
-        );
+            act(
+                &conn,
+                "1",
+                Action::Unsubscribe(sub(3, message("paid", Some("k1")))),
+            );
+            assert_eq!(
+                conn.message_subscriber("paid", Some("k1"))?,
+                Some(("2".into(), 4))
+            );
+        }
         Ok(())
     }
 
     #[test]
     fn a_signal_reaches_every_subscriber_until_it_unsubscribes() -> Result<()> {
-        let (_d, conn) = db();
-        act(&conn, "1", Action::Subscribe(sub(3, signal("go"))));
-        act(&conn, "2", Action::Subscribe(sub(4, signal("go"))));
-        act(&conn, "2", Action::Subscribe(sub(5, signal("stop"))));
-        let mut go = conn.signal_subscribers("go")?;
-        go.sort();
-        assert_eq!(go, pairs(&[("1", 3), ("2", 4)]));
-        act(&conn, "1", Action::Unsubscribe(sub(3, signal("go"))));
-        assert_eq!(conn.signal_subscribers("go")?, pairs(&[("2", 4)]));
-        assert_eq!(conn.signal_subscribers("stop")?, pairs(&[("2", 5)]));
-        assert_eq!(conn.signal_subscribers("none")?, []);
+        for conn in dbs() {
+            act(&conn, "1", Action::Subscribe(sub(3, signal("go"))));
+            act(&conn, "2", Action::Subscribe(sub(4, signal("go"))));
+            act(&conn, "2", Action::Subscribe(sub(5, signal("stop"))));
+            let mut go = conn.signal_subscribers("go")?;
+            go.sort();
+            assert_eq!(go, pairs(&[("1", 3), ("2", 4)]));
+            act(&conn, "1", Action::Unsubscribe(sub(3, signal("go"))));
+            assert_eq!(conn.signal_subscribers("go")?, pairs(&[("2", 4)]));
+            assert_eq!(conn.signal_subscribers("stop")?, pairs(&[("2", 5)]));
+            assert_eq!(conn.signal_subscribers("none")?, []);
+        }
         Ok(())
     }
 
     #[test]
     fn a_timer_is_due_from_its_time_and_a_failed_one_waits_for_an_admin() -> Result<()> {
-        let (_d, conn) = db();
-        act(&conn, "1", Action::Subscribe(sub(1, timer(2_000))));
-        act(&conn, "2", Action::Subscribe(sub(1, timer(1_000))));
-        assert_eq!(conn.due_timers(999, 10)?, []);
-        assert_eq!(conn.due_timers(1_000, 10)?, pairs(&[("2", 1)]));
-        assert_eq!(
-            conn.due_timers(5_000, 10)?,
-            pairs(&[("2", 1), ("1", 1)]),
-            "earliest first"
-        );
-        assert_eq!(conn.due_timers(5_000, 1)?, pairs(&[("2", 1)]));
-        assert_eq!(conn.next_timer()?, Some(1_000));
+        for conn in dbs() {
+            act(&conn, "1", Action::Subscribe(sub(1, timer(2_000))));
+            act(&conn, "2", Action::Subscribe(sub(1, timer(1_000))));
+            assert_eq!(conn.due_timers(999, 10)?, []);
+            assert_eq!(conn.due_timers(1_000, 10)?, pairs(&[("2", 1)]));
+            assert_eq!(
+                conn.due_timers(5_000, 10)?,
+                pairs(&[("2", 1), ("1", 1)]),
+                "earliest first"
+            );
+            assert_eq!(conn.due_timers(5_000, 1)?, pairs(&[("2", 1)]));
+            assert_eq!(conn.next_timer()?, Some(1_000));
 
-        assert!(conn.set_timer_failed("2", 1, true, 0)?);
-        assert_eq!(conn.due_timers(5_000, 10)?, pairs(&[("1", 1)]), "parked");
-        assert_eq!(conn.next_timer()?, Some(2_000));
+            assert!(conn.set_timer_failed("2", 1, true, 0)?);
+            assert_eq!(conn.due_timers(5_000, 10)?, pairs(&[("1", 1)]), "parked");
+            assert_eq!(conn.next_timer()?, Some(2_000));
 
-        assert!(conn.set_timer_failed("2", 1, false, 7_000)?);
-        assert_eq!(conn.due_timers(5_000, 10)?, pairs(&[("1", 1)]));
-        assert_eq!(
-            conn.due_timers(7_000, 10)?,
-            pairs(&[("1", 1), ("2", 1)]),
-            "armed again at the new time"
-        );
-        assert!(!conn.set_timer_failed("9", 1, true, 0)?, "no such timer");
+            assert!(conn.set_timer_failed("2", 1, false, 7_000)?);
+            assert_eq!(conn.due_timers(5_000, 10)?, pairs(&[("1", 1)]));
+            assert_eq!(
+                conn.due_timers(7_000, 10)?,
+                pairs(&[("1", 1), ("2", 1)]),
+                "armed again at the new time"
+            );
+            assert!(!conn.set_timer_failed("9", 1, true, 0)?, "no such timer");
 
-        conn.delete_timer("1", 1)?;
-        assert_eq!(conn.due_timers(10_000, 10)?, pairs(&[("2", 1)]));
-        act(&conn, "2", Action::Unsubscribe(sub(1, timer(1_000))));
-        assert_eq!(conn.due_timers(10_000, 10)?, []);
-        assert_eq!(conn.next_timer()?, None);
+            conn.delete_timer("1", 1)?;
+            assert_eq!(conn.due_timers(10_000, 10)?, pairs(&[("2", 1)]));
+            act(&conn, "2", Action::Unsubscribe(sub(1, timer(1_000))));
+            assert_eq!(conn.due_timers(10_000, 10)?, []);
+            assert_eq!(conn.next_timer()?, None);
+        }
         Ok(())
     }
 
     #[test]
     fn start_events_are_replaced_per_process_and_timer_starts_come_due() -> Result<()> {
-        let (_d, conn) = db();
-        conn.set_start_events(
-            "p",
-            1,
-            &[
-                ("s1".into(), "message", Some("order".into()), None),
-                ("s2".into(), "timer", None, Some(5_000)),
-            ],
-        )?;
-        conn.set_start_events(
-            "q",
-            3,
-            &[("s1".into(), "message", Some("order".into()), None)],
-        )?;
-        assert_eq!(
-            conn.start_events("message", "order")?,
-            [start("p", 1, "s1"), start("q", 3, "s1")]
-        );
-        assert_eq!(conn.start_events("signal", "order")?, []);
-        assert_eq!(conn.due_start_timers(4_999, 10)?, []);
-        assert_eq!(conn.due_start_timers(5_000, 10)?, [start("p", 1, "s2")]);
-        assert_eq!(conn.next_timer()?, Some(5_000));
+        for conn in dbs() {
+            conn.set_start_events(
+                "p",
+                1,
+                &[
+                    ("s1".into(), "message", Some("order".into()), None),
+                    ("s2".into(), "timer", None, Some(5_000)),
+                ],
+            )?;
+            conn.set_start_events(
+                "q",
+                3,
+                &[("s1".into(), "message", Some("order".into()), None)],
+            )?;
+            assert_eq!(
+                conn.start_events("message", "order")?,
+                [start("p", 1, "s1"), start("q", 3, "s1")]
+            );
+            assert_eq!(conn.start_events("signal", "order")?, []);
+            assert_eq!(conn.due_start_timers(4_999, 10)?, []);
+            assert_eq!(conn.due_start_timers(5_000, 10)?, [start("p", 1, "s2")]);
+            assert_eq!(conn.next_timer()?, Some(5_000));
 
-        conn.set_start_due("p", "s2", Some(9_000))?;
-        assert_eq!(conn.due_start_timers(5_000, 10)?, []);
-        assert_eq!(conn.next_timer()?, Some(9_000));
-        act(&conn, "1", Action::Subscribe(sub(1, timer(8_000))));
-        assert_eq!(conn.next_timer()?, Some(8_000), "the earlier of both kinds");
-        conn.delete_timer("1", 1)?;
-        conn.set_start_due("p", "s2", None)?;
-        assert_eq!(conn.next_timer()?, None, "it does not fire again");
+            conn.set_start_due("p", "s2", Some(9_000))?;
+            assert_eq!(conn.due_start_timers(5_000, 10)?, []);
+            assert_eq!(conn.next_timer()?, Some(9_000));
+            act(&conn, "1", Action::Subscribe(sub(1, timer(8_000))));
+            assert_eq!(conn.next_timer()?, Some(8_000), "the earlier of both kinds");
+            conn.delete_timer("1", 1)?;
+            conn.set_start_due("p", "s2", None)?;
+            assert_eq!(conn.next_timer()?, None, "it does not fire again");
 
-        conn.set_start_events("p", 2, &[("s3".into(), "signal", Some("go".into()), None)])?;
-        assert_eq!(
-            conn.start_events("message", "order")?,
-            [start("q", 3, "s1")],
-            "p's older events are gone"
-        );
-        assert_eq!(conn.start_events("signal", "go")?, [start("p", 2, "s3")]);
+            conn.set_start_events("p", 2, &[("s3".into(), "signal", Some("go".into()), None)])?;
+            assert_eq!(
+                conn.start_events("message", "order")?,
+                [start("q", 3, "s1")],
+                "p's older events are gone"
+            );
+            assert_eq!(conn.start_events("signal", "go")?, [start("p", 2, "s3")]);
+        }
         Ok(())
     }
 
     #[test]
     fn message_declarations_are_replaced_per_process() -> Result<()> {
-        let (_d, conn) = db();
-        conn.set_message_decls("q", 2, &["paid"])?;
-        conn.set_message_decls("p", 1, &["paid", "shipped"])?;
-        assert_eq!(
-            conn.message_declarers("paid")?,
-            [("p".to_owned(), 1), ("q".to_owned(), 2)]
-        );
-        conn.set_message_decls("p", 2, &["shipped"])?;
-        assert_eq!(conn.message_declarers("paid")?, [("q".to_owned(), 2)]);
-        assert_eq!(conn.message_declarers("shipped")?, [("p".to_owned(), 2)]);
-        assert_eq!(conn.message_declarers("none")?, []);
+        for conn in dbs() {
+            conn.set_message_decls("q", 2, &["paid"])?;
+            conn.set_message_decls("p", 1, &["paid", "shipped"])?;
+            assert_eq!(
+                conn.message_declarers("paid")?,
+                [("p".to_owned(), 1), ("q".to_owned(), 2)]
+            );
+            conn.set_message_decls("p", 2, &["shipped"])?;
+            assert_eq!(conn.message_declarers("paid")?, [("q".to_owned(), 2)]);
+            assert_eq!(conn.message_declarers("shipped")?, [("p".to_owned(), 2)]);
+            assert_eq!(conn.message_declarers("none")?, []);
+        }
         Ok(())
     }
 
     #[test]
     fn a_buffered_message_is_taken_once_oldest_first_and_only_while_it_lives() -> Result<()> {
-        let (_d, conn) = db();
-        conn.buffer_message("paid", Some("k"), None, r#"{"n":1}"#, 1_000)?;
-        conn.buffer_message("paid", Some("k"), Some("m2"), r#"{"n":2}"#, 5_000)?;
-        conn.buffer_message("paid", None, None, r#"{"n":3}"#, 5_000)?;
-        assert_eq!(
-            conn.take_buffered("paid", Some("k"), 1_000)?.as_deref(),
-            Some(r#"{"n":2}"#),
-            "the first expired at 1000"
-        );
-        assert_eq!(
-            conn.take_buffered("paid", Some("k"), 0)?.as_deref(),
-            Some(r#"{"n":1}"#)
-        );
-        assert_eq!(conn.take_buffered("paid", Some("k"), 0)?, None, "each once");
-        assert_eq!(conn.take_buffered("paid", Some("j"), 0)?, None);
-        assert_eq!(
-            conn.take_buffered("paid", None, 4_999)?.as_deref(),
-            Some(r#"{"n":3}"#)
-        );
+        for conn in dbs() {
+            conn.buffer_message("paid", Some("k"), None, r#"{"n":1}"#, 1_000)?;
+            conn.buffer_message("paid", Some("k"), Some("m2"), r#"{"n":2}"#, 5_000)?;
+            conn.buffer_message("paid", None, None, r#"{"n":3}"#, 5_000)?;
+            assert_eq!(
+                conn.take_buffered("paid", Some("k"), 1_000)?.as_deref(),
+                Some(r#"{"n":2}"#),
+                "the first expired at 1000"
+            );
+            assert_eq!(
+                conn.take_buffered("paid", Some("k"), 0)?.as_deref(),
+                Some(r#"{"n":1}"#)
+            );
+            assert_eq!(conn.take_buffered("paid", Some("k"), 0)?, None, "each once");
+            assert_eq!(conn.take_buffered("paid", Some("j"), 0)?, None);
+            assert_eq!(
+                conn.take_buffered("paid", None, 4_999)?.as_deref(),
+                Some(r#"{"n":3}"#)
+            );
+        }
         Ok(())
     }
 
     #[test]
     fn a_remembered_message_id_is_a_duplicate_until_it_expires() -> Result<()> {
-        let (_d, conn) = db();
-        conn.remember_message("m1", 1_000)?;
-        assert!(conn.seen_message("m1", 999)?);
-        assert!(!conn.seen_message("m1", 1_000)?, "expired");
-        assert!(!conn.seen_message("m2", 0)?);
-        conn.remember_message("m1", 2_000)?;
-        assert!(conn.seen_message("m1", 1_500)?, "remembered longer");
+        for conn in dbs() {
+            conn.remember_message("m1", 1_000)?;
+            assert!(conn.seen_message("m1", 999)?);
+            assert!(!conn.seen_message("m1", 1_000)?, "expired");
+            assert!(!conn.seen_message("m2", 0)?);
+            conn.remember_message("m1", 2_000)?;
+            assert!(conn.seen_message("m1", 1_500)?, "remembered longer");
+        }
         Ok(())
     }
 
     #[test]
     fn purging_deletes_expired_messages_and_ids_only() -> Result<()> {
-        let (_d, conn) = db();
-        conn.buffer_message("paid", None, None, "{}", 1_000)?;
-        conn.buffer_message("paid", Some("k"), None, "{}", 3_000)?;
-        conn.remember_message("m1", 1_000)?;
-        conn.remember_message("m2", 3_000)?;
-        assert_eq!(conn.purge_expired(999)?, 0);
-        assert_eq!(conn.purge_expired(1_000)?, 2);
-        assert_eq!(conn.purge_expired(1_000)?, 0);
-        assert_eq!(
-            conn.take_buffered("paid", None, 0)?,
-            None,
-            "gone, though it would be live at 0"
-        );
-        assert!(!conn.seen_message("m1", 0)?);
-        assert!(conn.seen_message("m2", 2_000)?);
-        assert!(conn.take_buffered("paid", Some("k"), 2_000)?.is_some());
+        for conn in dbs() {
+            conn.buffer_message("paid", None, None, "{}", 1_000)?;
+            conn.buffer_message("paid", Some("k"), None, "{}", 3_000)?;
+            conn.remember_message("m1", 1_000)?;
+            conn.remember_message("m2", 3_000)?;
+            assert_eq!(conn.purge_expired(999)?, 0);
+            assert_eq!(conn.purge_expired(1_000)?, 2);
+            assert_eq!(conn.purge_expired(1_000)?, 0);
+            assert_eq!(
+                conn.take_buffered("paid", None, 0)?,
+                None,
+                "gone, though it would be live at 0"
+            );
+            assert!(!conn.seen_message("m1", 0)?);
+            assert!(conn.seen_message("m2", 2_000)?);
+            assert!(conn.take_buffered("paid", Some("k"), 2_000)?.is_some());
+        }
         Ok(())
     }
 
     #[test]
     fn an_incident_opened_then_closed_as_retried_leaves_the_open_list() -> Result<()> {
-        let (_d, conn) = db();
-        conn.open_incident(
-            "1",
-            4,
-            "n4",
-            "the timer failed",
-            "2024-01-01T00:00:00+00:00",
-        )?;
-        let open = IncidentRow {
-            instance_id: "1".into(),
-            activity: 4,
-            node: "n4".into(),
-            message: "the timer failed".into(),
-            attempts: 0,
-            state: "open".into(),
-            created_at: "2024-01-01T00:00:00+00:00".into(),
-        };
-        assert_eq!(conn.incidents(true, 10, 0)?, std::slice::from_ref(&open));
+        for conn in dbs() {
+            conn.open_incident(
+                "1",
+                4,
+                "n4",
+                "the timer failed",
+                "2024-01-01T00:00:00+00:00",
+            )?;
+            let open = IncidentRow {
+                instance_id: "1".into(),
+                activity: 4,
+                node: "n4".into(),
+                message: "the timer failed".into(),
+                attempts: 0,
+                state: "open".into(),
+                created_at: "2024-01-01T00:00:00+00:00".into(),
+            };
+            assert_eq!(conn.incidents(true, 10, 0)?, std::slice::from_ref(&open));
 
-        conn.close_incident_retried("1", 4, "2024-01-02T00:00:00+00:00", Some("admin"))?;
-        assert_eq!(conn.incidents(true, 10, 0)?, []);
-        let retried = IncidentRow {
-            state: "retried".into(),
-            ..open.clone()
-        };
-        assert_eq!(
-            conn.incidents(false, 10, 0)?,
-            std::slice::from_ref(&retried)
-        );
-        assert_eq!(conn.instance_incidents("1")?, [retried]);
-        let closed = || -> Result<(String, Option<String>)> {
-            conn.query_row(
-                "SELECT closed_at, closed_by FROM incidents WHERE instance_id = '1' AND activity = 4",
-                &[],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-        };
-        let by_admin = (
-            "2024-01-02T00:00:00+00:00".to_owned(),
-            Some("admin".to_owned()),
-        );
-        assert_eq!(closed()?, by_admin);
-        conn.close_incident_retried("1", 4, "2024-01-03T00:00:00+00:00", Some("bob"))?;
-        assert_eq!(closed()?, by_admin, "a closed incident stays as it was");
+            conn.close_incident_retried("1", 4, "2024-01-02T00:00:00+00:00", Some("admin"))?;
+            assert_eq!(conn.incidents(true, 10, 0)?, []);
+            let retried = IncidentRow {
+                state: "retried".into(),
+                ..open.clone()
+            };
+            assert_eq!(
+                conn.incidents(false, 10, 0)?,
+                std::slice::from_ref(&retried)
+            );
+            assert_eq!(conn.instance_incidents("1")?, [retried]);
+            let closed = || -> Result<(String, Option<String>)> {
+                conn.query_row(
+                    "SELECT closed_at, closed_by FROM incidents WHERE instance_id = '1' AND activity = 4",
+                    &[],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            };
+            let by_admin = (
+                "2024-01-02T00:00:00+00:00".to_owned(),
+                Some("admin".to_owned()),
+            );
+            assert_eq!(closed()?, by_admin);
+            conn.close_incident_retried("1", 4, "2024-01-03T00:00:00+00:00", Some("bob"))?;
+            assert_eq!(closed()?, by_admin, "a closed incident stays as it was");
 
-        conn.open_incident(
-            "1",
-            4,
-            "n4",
-            "the timer failed",
-            "2024-01-01T00:00:00+00:00",
-        )?;
-        assert_eq!(conn.incidents(true, 10, 0)?, [open], "renewed");
+            conn.open_incident(
+                "1",
+                4,
+                "n4",
+                "the timer failed",
+                "2024-01-01T00:00:00+00:00",
+            )?;
+            assert_eq!(conn.incidents(true, 10, 0)?, [open], "renewed");
+        }
         Ok(())
     }
 
     #[test]
     fn incidents_come_newest_first_and_page() -> Result<()> {
-        let (_d, conn) = db();
-        let incident = |activity| Action::Incident {
-            activity,
-            node: format!("n{activity}"),
-            message: "boom".into(),
-        };
-        conn.record(
-            &instance("1", 1),
-            &[incident(ordo_runtime::ActivityInstanceId(1))],
-            at(1_000),
-            false,
-        )?;
-        conn.record(
-            &instance("2", 1),
-            &[incident(ordo_runtime::ActivityInstanceId(2))],
-            at(2_000),
-            false,
-        )?;
-        conn.record(
-            &instance("1", 1),
-            &[incident(ordo_runtime::ActivityInstanceId(3))],
-            at(3_000),
-            false,
-        )?;
-        conn.record(
-            &instance("1", 1),
-            &[Action::CloseIncident {
-                activity: ordo_runtime::ActivityInstanceId(3),
-                how: "resolved".into(),
-                actor: Some("admin".into()),
-            }],
-            at(4_000),
-            false,
-        )?;
-        let keys = |rows: Vec<IncidentRow>| -> Vec<(String, u64, String)> {
-            rows.into_iter()
-                .map(|i| (i.instance_id, i.activity, i.state))
-                .collect()
-        };
-        let row = |i: &str, a, s: &str| (i.to_owned(), a, s.to_owned());
-        assert_eq!(
-            keys(conn.incidents(false, 10, 0)?),
-            [
-                row("1", 3, "resolved"),
-                row("2", 2, "open"),
-                row("1", 1, "open")
-            ]
-        );
-        assert_eq!(
-            keys(conn.incidents(true, 10, 0)?),
-            [row("2", 2, "open"), row("1", 1, "open")]
-        );
-        assert_eq!(keys(conn.incidents(false, 1, 1)?), [row("2", 2, "open")]);
-        assert_eq!(
-            keys(conn.instance_incidents("1")?),
-            [row("1", 3, "resolved"), row("1", 1, "open")]
-        );
-        assert_eq!(conn.instance_incidents("3")?, []);
+        for conn in dbs() {
+            let incident = |activity| Action::Incident {
+                activity,
+                node: format!("n{activity}"),
+                message: "boom".into(),
+            };
+            conn.record(
+                &instance("1", 1),
+                &[incident(ordo_runtime::ActivityInstanceId(1))],
+                at(1_000),
+                false,
+            )?;
+            conn.record(
+                &instance("2", 1),
+                &[incident(ordo_runtime::ActivityInstanceId(2))],
+                at(2_000),
+                false,
+            )?;
+            conn.record(
+                &instance("1", 1),
+                &[incident(ordo_runtime::ActivityInstanceId(3))],
+                at(3_000),
+                false,
+            )?;
+            conn.record(
+                &instance("1", 1),
+                &[Action::CloseIncident {
+                    activity: ordo_runtime::ActivityInstanceId(3),
+                    how: "resolved".into(),
+                    actor: Some("admin".into()),
+                }],
+                at(4_000),
+                false,
+            )?;
+            let keys = |rows: Vec<IncidentRow>| -> Vec<(String, u64, String)> {
+                rows.into_iter()
+                    .map(|i| (i.instance_id, i.activity, i.state))
+                    .collect()
+            };
+            let row = |i: &str, a, s: &str| (i.to_owned(), a, s.to_owned());
+            assert_eq!(
+                keys(conn.incidents(false, 10, 0)?),
+                [
+                    row("1", 3, "resolved"),
+                    row("2", 2, "open"),
+                    row("1", 1, "open")
+                ]
+            );
+            assert_eq!(
+                keys(conn.incidents(true, 10, 0)?),
+                [row("2", 2, "open"), row("1", 1, "open")]
+            );
+            assert_eq!(keys(conn.incidents(false, 1, 1)?), [row("2", 2, "open")]);
+            assert_eq!(
+                keys(conn.instance_incidents("1")?),
+                [row("1", 3, "resolved"), row("1", 1, "open")]
+            );
+            assert_eq!(conn.instance_incidents("3")?, []);
+        }
         Ok(())
     }
 }

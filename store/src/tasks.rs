@@ -3,9 +3,9 @@
 //! open.
 
 use crate::history::{HistoryWriter, lifecycle_text};
-use crate::{Conn, Result};
+use crate::sql::{Row, Sql, SqlExt};
+use crate::{Result, params};
 use ordo_runtime::{Lifecycle, TaskSpec};
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// The `tasks` table.
@@ -81,11 +81,11 @@ pub struct Gauges {
     pub open_incidents: u64,
 }
 
-impl ReadTasks for Conn {
+const TASK_COLUMNS: &str = "instance_id, activity, node, name, assignee, due, priority";
+
+impl<S: Sql + ?Sized> ReadTasks for S {
     fn gauges(&self) -> Result<Gauges> {
-        let count = |sql: &str| -> Result<u64> {
-            Ok(self.0.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
-        };
+        let count = |sql: &str| -> Result<u64> { self.query_row(sql, params![], |r| r.get(0)) };
         Ok(Gauges {
             active_instances: count("SELECT COUNT(*) FROM instances WHERE status = 'active'")?,
             open_tasks: count("SELECT COUNT(*) FROM tasks WHERE state = 'open'")?,
@@ -93,65 +93,58 @@ impl ReadTasks for Conn {
         })
     }
     fn task_candidates(&self, instance: &str, activity: u64) -> Result<Candidates> {
-        let mut st = self.0.prepare_cached(
-            "SELECT kind, name FROM task_candidates WHERE instance_id = ?1 AND activity = ?2 ORDER BY kind, name",
-        )?;
         let mut c = Candidates::default();
-        let rows = st.query_map(rusqlite::params![instance, activity], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (kind, name) = row?;
-            match kind.as_str() {
-                "group" => c.groups.push(name),
-                "excluded" => c.excluded.push(name),
-                _ => c.users.push(name),
-            }
-        }
+        self.query(
+            "SELECT kind, name FROM task_candidates WHERE instance_id = ?1 AND activity = ?2 ORDER BY kind, name",
+            params![instance, activity],
+            &mut |r| {
+                let (kind, name): (String, String) = (r.get(0)?, r.get(1)?);
+                match kind.as_str() {
+                    "group" => c.groups.push(name),
+                    "excluded" => c.excluded.push(name),
+                    _ => c.users.push(name),
+                }
+                Ok(())
+            },
+        )?;
         Ok(c)
     }
     fn task_excludes(&self, instance: &str, activity: u64, user: &str) -> Result<bool> {
         Ok(self
-            .0
-            .prepare_cached(
+            .query_opt(
                 "SELECT 1 FROM task_candidates
                  WHERE kind = 'excluded' AND name = ?3 AND instance_id = ?1 AND activity = ?2",
+                params![instance, activity, user],
+                |_| Ok(()),
             )?
-            .query_row(rusqlite::params![instance, activity, user], |_| Ok(()))
-            .optional()?
             .is_some())
     }
     fn closed_task(&self, instance: &str, activity: u64) -> Result<Option<ClosedTask>> {
-        let row = self
-            .0
-            .prepare_cached(
-                "SELECT instance_id, activity, node, name, assignee, due, priority,
-                        state, candidate_users, candidate_groups, excluded
-                 FROM tasks WHERE instance_id = ?1 AND activity = ?2 AND state != 'open'",
-            )?
-            .query_row(rusqlite::params![instance, activity], |r| {
+        let row = self.query_opt(
+            "SELECT instance_id, activity, node, name, assignee, due, priority,
+                    state, candidate_users, candidate_groups, excluded
+             FROM tasks WHERE instance_id = ?1 AND activity = ?2 AND state != 'open'",
+            params![instance, activity],
+            |r| {
                 Ok((
                     task_row(r)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, String>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, String>(10)?,
+                    r.get::<String>(7)?,
+                    r.get::<String>(8)?,
+                    r.get::<String>(9)?,
+                    r.get::<String>(10)?,
                 ))
-            })
-            .optional()?;
+            },
+        )?;
         let Some((task, state, users, groups, excluded)) = row else {
             return Ok(None);
         };
         let (closed_by, closed_at) = self
-            .0
-            .prepare_cached(
+            .query_opt(
                 "SELECT actor, at FROM history WHERE instance_id = ?1 AND activity = ?2
-                 AND (',' || state || ',') LIKE '%,' || ?3 || ',%' ORDER BY seq DESC LIMIT 1",
+                 AND (',' || state || ',') LIKE '%,' || CAST(?3 AS TEXT) || ',%' ORDER BY seq DESC LIMIT 1",
+                params![instance, activity, state],
+                |r| Ok((r.get::<Option<String>>(0)?, Some(r.get::<String>(1)?))),
             )?
-            .query_row(rusqlite::params![instance, activity, state], |r| {
-                Ok((r.get::<_, Option<String>>(0)?, Some(r.get::<_, String>(1)?)))
-            })
-            .optional()?
             .unwrap_or((None, None));
         Ok(Some(ClosedTask {
             task,
@@ -166,45 +159,48 @@ impl ReadTasks for Conn {
         }))
     }
     fn task_state(&self, instance: &str, activity: u64) -> Result<Option<String>> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2")?
-            .query_row(rusqlite::params![instance, activity], |r| r.get(0))
-            .optional()?)
+        self.query_opt(
+            "SELECT state FROM tasks WHERE instance_id = ?1 AND activity = ?2",
+            params![instance, activity],
+            |r| r.get(0),
+        )
     }
     fn open_task(&self, instance: &str, activity: u64) -> Result<Option<TaskRow>> {
-        Ok(self
-            .0
-            .prepare_cached(
-                "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
-                 WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'",
-            )?
-            .query_row(rusqlite::params![instance, activity], task_row)
-            .optional()?)
+        self.query_opt(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE instance_id = ?1 AND activity = ?2 AND state = 'open'"
+            ),
+            params![instance, activity],
+            task_row,
+        )
     }
     fn tasks_of(&self, user: &str, limit: u32) -> Result<Vec<TaskRow>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
-             WHERE assignee = ?1 AND state = 'open' ORDER BY priority DESC LIMIT ?2",
-        )?;
-        let rows = st.query_map(rusqlite::params![user, limit], task_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.query_map(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE assignee = ?1 AND state = 'open' ORDER BY priority DESC LIMIT ?2"
+            ),
+            params![user, limit],
+            task_row,
+        )
     }
     fn group_tasks(&self, user: &str, groups: &[String], limit: u32) -> Result<Vec<TaskRow>> {
         let mut out: Vec<TaskRow> = Vec::new();
-        let mut st = self.0.prepare_cached(
-            "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
-             FROM task_candidates c JOIN tasks t ON t.instance_id = c.instance_id AND t.activity = c.activity
-             WHERE c.kind = ?1 AND c.name = ?2 AND t.state = 'open' AND t.assignee IS NULL
-               AND NOT EXISTS (SELECT 1 FROM task_candidates x WHERE x.kind = 'excluded'
-                   AND x.name = ?4 AND x.instance_id = t.instance_id AND x.activity = t.activity)
-             ORDER BY t.priority DESC LIMIT ?3",
-        )?;
         let offers =
             std::iter::once(("user", user)).chain(groups.iter().map(|g| ("group", g.as_str())));
         for (kind, name) in offers {
-            for row in st.query_map(rusqlite::params![kind, name, limit, user], task_row)? {
-                let row = row?;
+            let rows = self.query_map(
+                "SELECT t.instance_id, t.activity, t.node, t.name, t.assignee, t.due, t.priority
+                 FROM task_candidates c JOIN tasks t ON t.instance_id = c.instance_id AND t.activity = c.activity
+                 WHERE c.kind = ?1 AND c.name = ?2 AND t.state = 'open' AND t.assignee IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM task_candidates x WHERE x.kind = 'excluded'
+                       AND x.name = ?4 AND x.instance_id = t.instance_id AND x.activity = t.activity)
+                 ORDER BY t.priority DESC LIMIT ?3",
+                params![kind, name, limit, user],
+                task_row,
+            )?;
+            for row in rows {
                 if !out
                     .iter()
                     .any(|t| t.instance_id == row.instance_id && t.activity == row.activity)
@@ -218,15 +214,17 @@ impl ReadTasks for Conn {
         Ok(out)
     }
     fn overdue_tasks(&self, now: &str, limit: u32) -> Result<Vec<TaskRow>> {
-        let mut st = self.0.prepare_cached(
-            "SELECT instance_id, activity, node, name, assignee, due, priority FROM tasks
-             WHERE state = 'open' AND due IS NOT NULL AND due < ?1 ORDER BY due LIMIT ?2",
-        )?;
-        let rows = st.query_map(rusqlite::params![now, limit], task_row)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.query_map(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE state = 'open' AND due IS NOT NULL AND due < ?1 ORDER BY due LIMIT ?2"
+            ),
+            params![now, limit],
+            task_row,
+        )
     }
 }
-impl WriteTasks for Conn {
+impl<S: Sql + ?Sized> WriteTasks for S {
     fn assign_task(
         &self,
         instance: &str,
@@ -234,26 +232,23 @@ impl WriteTasks for Conn {
         assignee: Option<&str>,
         ev: TaskEvent,
     ) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "UPDATE tasks SET assignee = ?3 WHERE instance_id = ?1 AND activity = ?2",
-            )?
-            .execute(rusqlite::params![instance, activity, assignee])?;
-        HistoryWriter::new(&self.0, instance)?.write(
-            activity,
-            ev.node,
-            ev.event,
-            ev.at,
-            Some(ev.actor),
-        )
+        self.execute(
+            "UPDATE tasks SET assignee = ?3 WHERE instance_id = ?1 AND activity = ?2",
+            params![instance, activity, assignee],
+        )?;
+        HistoryWriter::new(self, instance).write(activity, ev.node, ev.event, ev.at, Some(ev.actor))
     }
 }
-pub(crate) fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &str) -> Result<()> {
-    tx.prepare_cached(
+pub(crate) fn insert_task(
+    tx: &(impl Sql + ?Sized),
+    instance: &str,
+    t: &TaskSpec,
+    now: &str,
+) -> Result<()> {
+    tx.execute(
         "INSERT INTO tasks (instance_id, activity, node, name, assignee, candidate_users, candidate_groups, due, priority, state, created_at, excluded)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10, ?11)",
-    )?
-    .execute(rusqlite::params![
+        params![
             instance,
             t.activity.0,
             t.node,
@@ -265,18 +260,20 @@ pub(crate) fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &s
             t.priority,
             now,
             serde_json::to_string(&t.excluded)?,
-        ])?;
-    let mut cand = tx.prepare_cached(
-        "INSERT OR IGNORE INTO task_candidates (kind, name, instance_id, activity) VALUES (?1, ?2, ?3, ?4)",
+        ],
     )?;
-    for u in &t.candidate_users {
-        cand.execute(rusqlite::params!["user", u, instance, t.activity.0])?;
-    }
-    for g in &t.candidate_groups {
-        cand.execute(rusqlite::params!["group", g, instance, t.activity.0])?;
-    }
-    for x in &t.excluded {
-        cand.execute(rusqlite::params!["excluded", x, instance, t.activity.0])?;
+    let offers = t
+        .candidate_users
+        .iter()
+        .map(|u| ("user", u))
+        .chain(t.candidate_groups.iter().map(|g| ("group", g)))
+        .chain(t.excluded.iter().map(|x| ("excluded", x)));
+    for (kind, name) in offers {
+        tx.execute(
+            "INSERT INTO task_candidates (kind, name, instance_id, activity) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            params![kind, name, instance, t.activity.0],
+        )?;
     }
     Ok(())
 }
@@ -284,15 +281,19 @@ pub(crate) fn insert_task(tx: &Connection, instance: &str, t: &TaskSpec, now: &s
 /// Closes a task (`completed`, `aborted`): it leaves the inboxes, and its
 /// candidate rows go (the task's own columns keep who it was offered to).
 pub(crate) fn close_task(
-    tx: &Connection,
+    tx: &(impl Sql + ?Sized),
     instance: &str,
     activity: u64,
     state: Lifecycle,
 ) -> Result<()> {
-    tx.prepare_cached("UPDATE tasks SET state = ?3 WHERE instance_id = ?1 AND activity = ?2")?
-        .execute(rusqlite::params![instance, activity, lifecycle_text(state)])?;
-    tx.prepare_cached("DELETE FROM task_candidates WHERE instance_id = ?1 AND activity = ?2")?
-        .execute(rusqlite::params![instance, activity])?;
+    tx.execute(
+        "UPDATE tasks SET state = ?3 WHERE instance_id = ?1 AND activity = ?2",
+        params![instance, activity, lifecycle_text(state)],
+    )?;
+    tx.execute(
+        "DELETE FROM task_candidates WHERE instance_id = ?1 AND activity = ?2",
+        params![instance, activity],
+    )?;
     Ok(())
 }
 
@@ -328,7 +329,7 @@ pub struct TaskEvent<'a> {
     pub at: &'a str,
 }
 
-fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
+fn task_row(r: &Row<'_>) -> Result<TaskRow> {
     Ok(TaskRow {
         instance_id: r.get(0)?,
         activity: r.get(1)?,
@@ -343,7 +344,7 @@ fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{at, db, instance, task};
+    use crate::testing::{at, dbs, instance, task};
     use crate::{ReadHistory, WriteInstances};
     use ordo_runtime::{Action, HistoryEntry, InstanceStatus};
 
@@ -356,17 +357,19 @@ mod tests {
     }
 
     /// Instance "1" with these tasks open.
-    fn with_tasks(tasks: Vec<TaskSpec>) -> (tempfile::TempDir, Conn) {
-        let (d, conn) = db();
+    fn with_tasks(tasks: Vec<TaskSpec>) -> Vec<crate::testdb::TestDb> {
+        let all = dbs();
         let inst = instance("1", 1);
         let actions: Vec<Action> = tasks.into_iter().map(Action::CreateTask).collect();
-        conn.save_instance(&inst, None)
-            .and_then(|_| conn.record(&inst, &actions, at(0), false))
-            .unwrap_or_else(|e| panic!("{e}"));
-        (d, conn)
+        for conn in &all {
+            conn.save_instance(&inst, None)
+                .and_then(|_| conn.record(&inst, &actions, at(0), false))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        all
     }
 
-    fn close(conn: &Conn, activity: u64, state: Lifecycle, actor: Option<&str>, ms: i64) {
+    fn close(conn: &dyn Sql, activity: u64, state: Lifecycle, actor: Option<&str>, ms: i64) {
         let entry = HistoryEntry {
             activity: ordo_runtime::ActivityInstanceId(activity),
             node: format!("n{activity}"),
@@ -391,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_task_written_is_read_back_with_its_candidates() -> Result<()> {
-        let (_d, conn) = with_tasks(vec![TaskSpec {
+        for conn in with_tasks(vec![TaskSpec {
             name: Some("Approve".into()),
             candidate_users: strings(&["bob", "amy"]),
             candidate_groups: strings(&["sales"]),
@@ -399,39 +402,40 @@ mod tests {
             due: Some(at(10_000)),
             priority: 70,
             ..task(1)
-        }]);
-        assert_eq!(
-            conn.open_task("1", 1)?,
-            Some(TaskRow {
-                instance_id: "1".into(),
-                activity: 1,
-                node: "n1".into(),
-                name: Some("Approve".into()),
-                assignee: None,
-                due: Some(at(10_000).to_rfc3339()),
-                priority: 70,
-            })
-        );
-        assert_eq!(conn.open_task("1", 2)?, None);
-        assert_eq!(conn.task_state("1", 1)?.as_deref(), Some("open"));
-        assert_eq!(conn.task_state("1", 2)?, None);
-        assert_eq!(
-            conn.task_candidates("1", 1)?,
-            Candidates {
-                users: strings(&["amy", "bob"]),
-                groups: strings(&["sales"]),
-                excluded: strings(&["eve"]),
-            }
-        );
-        assert!(conn.task_excludes("1", 1, "eve")?);
-        assert!(!conn.task_excludes("1", 1, "bob")?);
-        assert_eq!(conn.closed_task("1", 1)?, None, "it is open");
+        }]) {
+            assert_eq!(
+                conn.open_task("1", 1)?,
+                Some(TaskRow {
+                    instance_id: "1".into(),
+                    activity: 1,
+                    node: "n1".into(),
+                    name: Some("Approve".into()),
+                    assignee: None,
+                    due: Some(at(10_000).to_rfc3339()),
+                    priority: 70,
+                })
+            );
+            assert_eq!(conn.open_task("1", 2)?, None);
+            assert_eq!(conn.task_state("1", 1)?.as_deref(), Some("open"));
+            assert_eq!(conn.task_state("1", 2)?, None);
+            assert_eq!(
+                conn.task_candidates("1", 1)?,
+                Candidates {
+                    users: strings(&["amy", "bob"]),
+                    groups: strings(&["sales"]),
+                    excluded: strings(&["eve"]),
+                }
+            );
+            assert!(conn.task_excludes("1", 1, "eve")?);
+            assert!(!conn.task_excludes("1", 1, "bob")?);
+            assert_eq!(conn.closed_task("1", 1)?, None, "it is open");
+        }
         Ok(())
     }
 
     #[test]
     fn a_closed_task_is_not_open_and_remembers_how_and_by_whom_it_closed() -> Result<()> {
-        let (_d, conn) = with_tasks(vec![
+        for conn in with_tasks(vec![
             TaskSpec {
                 assignee: Some("ann".into()),
                 candidate_users: strings(&["bob"]),
@@ -439,53 +443,54 @@ mod tests {
                 ..task(1)
             },
             task(2),
-        ]);
-        close(&conn, 1, Lifecycle::Completed, Some("ann"), 5_000);
-        close(&conn, 2, Lifecycle::Aborted, None, 6_000);
+        ]) {
+            close(&conn, 1, Lifecycle::Completed, Some("ann"), 5_000);
+            close(&conn, 2, Lifecycle::Aborted, None, 6_000);
 
-        assert_eq!(conn.open_task("1", 1)?, None);
-        assert_eq!(conn.tasks_of("ann", 10)?, []);
-        assert_eq!(conn.task_state("1", 1)?.as_deref(), Some("completed"));
-        assert_eq!(
-            conn.task_candidates("1", 1)?,
-            Candidates::default(),
-            "only open tasks have candidates to claim them"
-        );
-        let closed = conn.closed_task("1", 1)?;
-        assert_eq!(
-            closed,
-            Some(ClosedTask {
-                task: TaskRow {
-                    instance_id: "1".into(),
-                    activity: 1,
-                    node: "n1".into(),
-                    name: None,
-                    assignee: Some("ann".into()),
-                    due: None,
-                    priority: 50,
-                },
-                state: "completed".into(),
-                candidates: Candidates {
-                    users: strings(&["bob"]),
-                    groups: Vec::new(),
-                    excluded: strings(&["eve"]),
-                },
-                closed_by: Some("ann".into()),
-                closed_at: Some(at(5_000).to_rfc3339()),
-            })
-        );
-        let aborted = conn.closed_task("1", 2)?;
-        assert_eq!(
-            aborted
-                .as_ref()
-                .map(|c| (c.state.as_str(), c.closed_by.as_deref())),
-            Some(("aborted", None))
-        );
-        assert_eq!(
-            aborted.and_then(|c| c.closed_at),
-            Some(at(6_000).to_rfc3339())
-        );
-        assert_eq!(conn.closed_task("1", 3)?, None, "no such task");
+            assert_eq!(conn.open_task("1", 1)?, None);
+            assert_eq!(conn.tasks_of("ann", 10)?, []);
+            assert_eq!(conn.task_state("1", 1)?.as_deref(), Some("completed"));
+            assert_eq!(
+                conn.task_candidates("1", 1)?,
+                Candidates::default(),
+                "only open tasks have candidates to claim them"
+            );
+            let closed = conn.closed_task("1", 1)?;
+            assert_eq!(
+                closed,
+                Some(ClosedTask {
+                    task: TaskRow {
+                        instance_id: "1".into(),
+                        activity: 1,
+                        node: "n1".into(),
+                        name: None,
+                        assignee: Some("ann".into()),
+                        due: None,
+                        priority: 50,
+                    },
+                    state: "completed".into(),
+                    candidates: Candidates {
+                        users: strings(&["bob"]),
+                        groups: Vec::new(),
+                        excluded: strings(&["eve"]),
+                    },
+                    closed_by: Some("ann".into()),
+                    closed_at: Some(at(5_000).to_rfc3339()),
+                })
+            );
+            let aborted = conn.closed_task("1", 2)?;
+            assert_eq!(
+                aborted
+                    .as_ref()
+                    .map(|c| (c.state.as_str(), c.closed_by.as_deref())),
+                Some(("aborted", None))
+            );
+            assert_eq!(
+                aborted.and_then(|c| c.closed_at),
+                Some(at(6_000).to_rfc3339())
+            );
+            assert_eq!(conn.closed_task("1", 3)?, None, "no such task");
+        }
         Ok(())
     }
 
@@ -496,17 +501,18 @@ mod tests {
             priority,
             ..task(activity)
         };
-        let (_d, conn) = with_tasks(vec![
+        for conn in with_tasks(vec![
             assigned(1, "ann", 10),
             assigned(2, "ann", 90),
             assigned(3, "bob", 50),
             assigned(4, "ann", 99),
-        ]);
-        close(&conn, 4, Lifecycle::Completed, Some("ann"), 1);
-        assert_eq!(activities(&conn.tasks_of("ann", 10)?), [2, 1]);
-        assert_eq!(activities(&conn.tasks_of("ann", 1)?), [2]);
-        assert_eq!(activities(&conn.tasks_of("bob", 10)?), [3]);
-        assert_eq!(conn.tasks_of("cy", 10)?, []);
+        ]) {
+            close(&conn, 4, Lifecycle::Completed, Some("ann"), 1);
+            assert_eq!(activities(&conn.tasks_of("ann", 10)?), [2, 1]);
+            assert_eq!(activities(&conn.tasks_of("ann", 1)?), [2]);
+            assert_eq!(activities(&conn.tasks_of("bob", 10)?), [3]);
+            assert_eq!(conn.tasks_of("cy", 10)?, []);
+        }
         Ok(())
     }
 
@@ -518,7 +524,7 @@ mod tests {
             priority,
             ..task(activity)
         };
-        let (_d, conn) = with_tasks(vec![
+        for conn in with_tasks(vec![
             offered(1, &["ann"], &[], 10),
             offered(2, &[], &["sales"], 90),
             offered(3, &["ann"], &["sales"], 50),
@@ -532,21 +538,22 @@ mod tests {
             },
             offered(6, &[], &["hr"], 70),
             offered(7, &[], &["sales"], 60),
-        ]);
-        close(&conn, 7, Lifecycle::Aborted, None, 1);
-        let sales = strings(&["sales"]);
-        assert_eq!(
-            activities(&conn.group_tasks("ann", &sales, 10)?),
-            [2, 3, 1],
-            "once each, highest priority first; not 4 (excludes ann), 5 (assigned), 6 (hr), 7 (closed)"
-        );
-        assert_eq!(activities(&conn.group_tasks("ann", &sales, 2)?), [2, 3]);
-        assert_eq!(activities(&conn.group_tasks("ann", &[], 10)?), [3, 1]);
-        assert_eq!(activities(&conn.group_tasks("bob", &sales, 10)?), [2, 3, 4]);
-        assert_eq!(
-            activities(&conn.group_tasks("bob", &strings(&["hr", "sales"]), 10)?),
-            [2, 6, 3, 4]
-        );
+        ]) {
+            close(&conn, 7, Lifecycle::Aborted, None, 1);
+            let sales = strings(&["sales"]);
+            assert_eq!(
+                activities(&conn.group_tasks("ann", &sales, 10)?),
+                [2, 3, 1],
+                "once each, highest priority first; not 4 (excludes ann), 5 (assigned), 6 (hr), 7 (closed)"
+            );
+            assert_eq!(activities(&conn.group_tasks("ann", &sales, 2)?), [2, 3]);
+            assert_eq!(activities(&conn.group_tasks("ann", &[], 10)?), [3, 1]);
+            assert_eq!(activities(&conn.group_tasks("bob", &sales, 10)?), [2, 3, 4]);
+            assert_eq!(
+                activities(&conn.group_tasks("bob", &strings(&["hr", "sales"]), 10)?),
+                [2, 6, 3, 4]
+            );
+        }
         Ok(())
     }
 
@@ -556,119 +563,122 @@ mod tests {
             due: Some(at(ms)),
             ..task(activity)
         };
-        let (_d, conn) = with_tasks(vec![due(1, 5_000), due(2, 1_000), task(3), due(4, 500)]);
-        close(&conn, 4, Lifecycle::Completed, None, 1);
-        let overdue = |ms, limit| -> Result<Vec<u64>> {
-            Ok(activities(
-                &conn.overdue_tasks(&at(ms).to_rfc3339(), limit)?,
-            ))
-        };
-        assert_eq!(
-            overdue(1_000, 10)?,
-            Vec::<u64>::new(),
-            "due at now: not yet"
-        );
-        assert_eq!(overdue(2_000, 10)?, [2]);
-        assert_eq!(overdue(6_000, 10)?, [2, 1]);
-        assert_eq!(overdue(6_000, 1)?, [2]);
+        for conn in with_tasks(vec![due(1, 5_000), due(2, 1_000), task(3), due(4, 500)]) {
+            close(&conn, 4, Lifecycle::Completed, None, 1);
+            let overdue = |ms, limit| -> Result<Vec<u64>> {
+                Ok(activities(
+                    &conn.overdue_tasks(&at(ms).to_rfc3339(), limit)?,
+                ))
+            };
+            assert_eq!(
+                overdue(1_000, 10)?,
+                Vec::<u64>::new(),
+                "due at now: not yet"
+            );
+            assert_eq!(overdue(2_000, 10)?, [2]);
+            assert_eq!(overdue(6_000, 10)?, [2, 1]);
+            assert_eq!(overdue(6_000, 1)?, [2]);
+        }
         Ok(())
     }
 
     #[test]
     fn assigning_a_task_moves_it_between_inboxes_and_records_who_did_it() -> Result<()> {
-        let (_d, conn) = with_tasks(vec![TaskSpec {
+        for conn in with_tasks(vec![TaskSpec {
             candidate_groups: strings(&["sales"]),
             ..task(1)
-        }]);
-        let sales = strings(&["sales"]);
-        let claimed = TaskEvent {
-            node: "n1",
-            event: "claimed",
-            actor: "ann",
-            at: "2024-01-01T00:00:00+00:00",
-        };
-        conn.assign_task("1", 1, Some("ann"), claimed)?;
-        assert_eq!(
-            conn.open_task("1", 1)?.and_then(|t| t.assignee).as_deref(),
-            Some("ann")
-        );
-        assert_eq!(activities(&conn.tasks_of("ann", 10)?), [1]);
-        assert_eq!(
-            conn.group_tasks("bob", &sales, 10)?,
-            [],
-            "held: not offered"
-        );
+        }]) {
+            let sales = strings(&["sales"]);
+            let claimed = TaskEvent {
+                node: "n1",
+                event: "claimed",
+                actor: "ann",
+                at: "2024-01-01T00:00:00+00:00",
+            };
+            conn.assign_task("1", 1, Some("ann"), claimed)?;
+            assert_eq!(
+                conn.open_task("1", 1)?.and_then(|t| t.assignee).as_deref(),
+                Some("ann")
+            );
+            assert_eq!(activities(&conn.tasks_of("ann", 10)?), [1]);
+            assert_eq!(
+                conn.group_tasks("bob", &sales, 10)?,
+                [],
+                "held: not offered"
+            );
 
-        let unclaimed = TaskEvent {
-            event: "unclaimed",
-            at: "2024-01-02T00:00:00+00:00",
-            ..claimed
-        };
-        conn.assign_task("1", 1, None, unclaimed)?;
-        assert_eq!(conn.tasks_of("ann", 10)?, []);
-        assert_eq!(activities(&conn.group_tasks("bob", &sales, 10)?), [1]);
+            let unclaimed = TaskEvent {
+                event: "unclaimed",
+                at: "2024-01-02T00:00:00+00:00",
+                ..claimed
+            };
+            conn.assign_task("1", 1, None, unclaimed)?;
+            assert_eq!(conn.tasks_of("ann", 10)?, []);
+            assert_eq!(activities(&conn.group_tasks("bob", &sales, 10)?), [1]);
 
-        let events: Vec<(String, Option<String>, String)> = conn
-            .history("1")?
-            .into_iter()
-            .map(|h| (h.state, h.actor, h.at))
-            .collect();
-        assert_eq!(
-            events,
-            [
-                (
-                    "claimed".into(),
-                    Some("ann".into()),
-                    "2024-01-01T00:00:00+00:00".into()
-                ),
-                (
-                    "unclaimed".into(),
-                    Some("ann".into()),
-                    "2024-01-02T00:00:00+00:00".into()
-                ),
-            ]
-        );
+            let events: Vec<(String, Option<String>, String)> = conn
+                .history("1")?
+                .into_iter()
+                .map(|h| (h.state, h.actor, h.at))
+                .collect();
+            assert_eq!(
+                events,
+                [
+                    (
+                        "claimed".into(),
+                        Some("ann".into()),
+                        "2024-01-01T00:00:00+00:00".into()
+                    ),
+                    (
+                        "unclaimed".into(),
+                        Some("ann".into()),
+                        "2024-01-02T00:00:00+00:00".into()
+                    ),
+                ]
+            );
+        }
         Ok(())
     }
 
     #[test]
     fn gauges_count_only_what_is_open() -> Result<()> {
-        let (_d, conn) = with_tasks(vec![task(1), task(2), task(3)]);
-        close(&conn, 3, Lifecycle::Completed, None, 1);
-        let mut done = instance("2", 1);
-        done.status = InstanceStatus::Completed;
-        conn.save_instance(&done, None)?;
-        conn.save_instance(&instance("3", 1), None)?;
-        conn.record(
-            &instance("1", 1),
-            &[
-                Action::Incident {
-                    activity: ordo_runtime::ActivityInstanceId(8),
-                    node: "n8".into(),
-                    message: "boom".into(),
-                },
-                Action::Incident {
-                    activity: ordo_runtime::ActivityInstanceId(9),
-                    node: "n9".into(),
-                    message: "boom".into(),
-                },
-                Action::CloseIncident {
-                    activity: ordo_runtime::ActivityInstanceId(9),
-                    how: "resolved".into(),
-                    actor: None,
-                },
-            ],
-            at(2),
-            false,
-        )?;
-        assert_eq!(
-            conn.gauges()?,
-            Gauges {
-                active_instances: 2,
-                open_tasks: 2,
-                open_incidents: 1,
-            }
-        );
+        for conn in with_tasks(vec![task(1), task(2), task(3)]) {
+            close(&conn, 3, Lifecycle::Completed, None, 1);
+            let mut done = instance("2", 1);
+            done.status = InstanceStatus::Completed;
+            conn.save_instance(&done, None)?;
+            conn.save_instance(&instance("3", 1), None)?;
+            conn.record(
+                &instance("1", 1),
+                &[
+                    Action::Incident {
+                        activity: ordo_runtime::ActivityInstanceId(8),
+                        node: "n8".into(),
+                        message: "boom".into(),
+                    },
+                    Action::Incident {
+                        activity: ordo_runtime::ActivityInstanceId(9),
+                        node: "n9".into(),
+                        message: "boom".into(),
+                    },
+                    Action::CloseIncident {
+                        activity: ordo_runtime::ActivityInstanceId(9),
+                        how: "resolved".into(),
+                        actor: None,
+                    },
+                ],
+                at(2),
+                false,
+            )?;
+            assert_eq!(
+                conn.gauges()?,
+                Gauges {
+                    active_instances: 2,
+                    open_tasks: 2,
+                    open_incidents: 1,
+                }
+            );
+        }
         Ok(())
     }
 }

@@ -30,10 +30,23 @@ impl std::ops::Deref for TestDb {
     }
 }
 
-impl TestDb {
-    /// Which backend it is, for a test's messages.
-    pub fn backend(&self) -> Backend {
+impl Sql for TestDb {
+    fn backend(&self) -> Backend {
         self.sql.backend()
+    }
+    fn execute(&self, sql: &str, params: crate::sql::Params<'_>) -> Result<usize> {
+        self.sql.execute(sql, params)
+    }
+    fn query(
+        &self,
+        sql: &str,
+        params: crate::sql::Params<'_>,
+        each: &mut dyn FnMut(&crate::sql::Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.sql.query(sql, params, each)
+    }
+    fn execute_batch(&self, sql: &str) -> Result<()> {
+        self.sql.execute_batch(sql)
     }
 }
 
