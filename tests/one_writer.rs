@@ -27,13 +27,28 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ),
     (
         "store/src/sqlite.rs",
-        "Ok(Conn(Connection::open_in_memory()?))",
+        "Ok(Conn(Inner::Sqlite(Connection::open_in_memory()?)))",
         "Conn::open_in_memory: a database of its own, no file, for tests of SQL against `Sql`",
     ),
     (
         "store/src/sqlite.rs",
         "Conn::open_writer(path, sync)",
         "store::open_writer, the function form of Conn::open_writer",
+    ),
+    (
+        "store/src/sqlite.rs",
+        "let pg = crate::PgConn::connect(url)?;",
+        "Conn::open_postgres_writer: the engine's one writer on PostgreSQL, holding the node lock",
+    ),
+    (
+        "store/src/sqlite.rs",
+        "let pg = crate::PgConn::connect(path.to_str().unwrap_or_default())?;",
+        "Conn::open_reader (read-only: `default_transaction_read_only`) and Conn::open_shared on PostgreSQL",
+    ),
+    (
+        "store/src/testdb.rs",
+        "let pg = PgConn::connect(url)?;",
+        "the scratch schema of a test of SQL against `Sql`, rolled back when dropped",
     ),
     (
         "engine/src/engine.rs",
@@ -53,6 +68,7 @@ const OPENERS: &[&str] = &[
     "open_writer(",
     "open_shared(",
     "Connection::open_in_memory(",
+    "PgConn::connect(",
 ];
 
 /// The crates above the store: none may name the driver.

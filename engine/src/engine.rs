@@ -538,15 +538,24 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Opens (creating and migrating if needed) the database and starts the writer.
     pub fn open(config: Config) -> Result<Engine> {
-        let conn = store::open_writer(&config.db, config.sync)?;
-        conn.transaction(|tx| {
-            for (plugin, migrate) in &config.migrations {
-                migrate(tx).map_err(|message| Error::Migration {
-                    plugin: plugin.clone(),
-                    message,
+        // On a thread of its own: a PostgreSQL client blocks on its own
+        // runtime, which must not run inside a caller's async task.
+        let conn = std::thread::scope(|s| {
+            s.spawn(|| -> Result<Conn> {
+                let conn = store::open_writer(&config.db, config.sync)?;
+                conn.transaction(|tx| {
+                    for (plugin, migrate) in &config.migrations {
+                        migrate(tx).map_err(|message| Error::Migration {
+                            plugin: plugin.clone(),
+                            message,
+                        })?;
+                    }
+                    Ok::<_, Error>(())
                 })?;
-            }
-            Ok::<_, Error>(())
+                Ok(conn)
+            })
+            .join()
+            .map_err(|p| Error::Panicked(panic_text(&*p)))?
         })?;
         let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
         let db = config.db.clone();
@@ -1248,20 +1257,26 @@ impl Engine {
             let mut pool = self.readers.lock().map_err(|_| Error::Closed)?;
             pool.pop()
         };
-        let conn = match conn {
-            Some(c) => c,
-            None => store::open_reader(&self.db)?,
-        };
+        let db = self.db.clone();
+        // Opened on the blocking thread too (a PostgreSQL client must not
+        // block inside an async task).
         let (conn, out) = tokio::task::spawn_blocking(move || {
-            let out = f(&conn);
-            (conn, out)
+            let conn = match conn {
+                Some(c) => c,
+                None => match store::open_reader(&db) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(Error::from(e))),
+                },
+            };
+            let out = f(&conn).map_err(Into::into);
+            (Some(conn), out)
         })
         .await
         .map_err(|_| Error::Closed)?;
-        if let Ok(mut pool) = self.readers.lock() {
+        if let (Some(conn), Ok(mut pool)) = (conn, self.readers.lock()) {
             pool.push(conn);
         }
-        out.map_err(Into::into)
+        out
     }
 
     /// Whether the tree of instance `id` holds a task one of `people` held or
@@ -1342,6 +1357,14 @@ impl Engine {
     pub fn close(&self) {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
+        }
+        // Closed on a thread of their own: a PostgreSQL client's close blocks
+        // on its runtime, which must not run inside a caller's async task.
+        if let Ok(mut pool) = self.readers.lock() {
+            let readers = std::mem::take(&mut *pool);
+            if !readers.is_empty() {
+                let _ = std::thread::spawn(move || drop(readers)).join();
+            }
         }
         if let Ok(mut w) = self.writer.lock()
             && let Some(h) = w.take()

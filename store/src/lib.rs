@@ -44,7 +44,9 @@ pub use instances::{
 };
 pub use jobs::{JobRow, Jobs};
 pub use pg::PgConn;
-pub use sqlite::{Conn, Sync, WriteTx, backup, migrate_tables, open_reader, open_writer};
+pub use sqlite::{
+    Conn, Sync, WriteTx, backup, is_postgres, migrate_tables, open_reader, open_writer,
+};
 pub use tasks::{Candidates, ClosedTask, Gauges, ReadTasks, TaskEvent, TaskRow, WriteTasks};
 
 /// Store errors.

@@ -21,26 +21,53 @@ pub enum Sync {
 /// A connection to the database file: the engine's writer, a reader, or a
 /// command-line tool's. What sits above the store sees only this type, the
 /// table traits it implements and the [`Sql`] handle, never the driver.
-pub struct Conn(
-    /// The driver's connection: the table modules reach it; nothing outside
-    /// the crate does.
-    pub(crate) Connection,
-);
+pub struct Conn(pub(crate) Inner);
+
+/// The driver's connection: the store reaches it; nothing outside the crate
+/// does.
+pub(crate) enum Inner {
+    /// An embedded SQLite file.
+    Sqlite(Connection),
+    /// A PostgreSQL server (a single node: see [`Conn::open_postgres_writer`]).
+    Postgres(Box<crate::PgConn>),
+}
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("path", &self.0.path())
-            .finish()
+        match &self.0 {
+            Inner::Sqlite(c) => f.debug_struct("Conn").field("path", &c.path()).finish(),
+            Inner::Postgres(_) => f
+                .debug_struct("Conn")
+                .field("backend", &"postgres")
+                .finish(),
+        }
+    }
+}
+
+impl Conn {
+    /// The SQL handle of whichever backend runs.
+    fn sql(&self) -> &dyn Sql {
+        match &self.0 {
+            Inner::Sqlite(c) => c,
+            Inner::Postgres(p) => &**p,
+        }
+    }
+
+    /// The SQLite connection, when SQLite runs.
+    pub(crate) fn sqlite(&self) -> Option<&Connection> {
+        match &self.0 {
+            Inner::Sqlite(c) => Some(c),
+            Inner::Postgres(_) => None,
+        }
     }
 }
 
 impl Sql for Conn {
     fn backend(&self) -> Backend {
-        Backend::Sqlite
+        self.sql().backend()
     }
     fn execute(&self, sql: &str, params: sql::Params<'_>) -> Result<usize> {
-        Sql::execute(&self.0, sql, params)
+        self.sql().execute(sql, params)
     }
     fn query(
         &self,
@@ -48,12 +75,24 @@ impl Sql for Conn {
         params: sql::Params<'_>,
         each: &mut dyn FnMut(&Row<'_>) -> Result<()>,
     ) -> Result<()> {
-        Sql::query(&self.0, sql, params, each)
+        self.sql().query(sql, params, each)
     }
     fn execute_batch(&self, sql: &str) -> Result<()> {
-        Sql::execute_batch(&self.0, sql)
+        self.sql().execute_batch(sql)
     }
 }
+
+/// Whether `db` names a PostgreSQL database (`postgres://…` or
+/// `postgresql://…`) rather than a SQLite file.
+pub fn is_postgres(db: &std::path::Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// The advisory lock keys: one serializes migrations, one is held by the
+/// running node for its lifetime.
+const MIGRATION_LOCK: i64 = 0x6f72_646f_0001;
+const NODE_LOCK: i64 = 0x6f72_646f_0002;
 
 /// How long a writer waits for another process's write lock (a command-line
 /// tool beside a running server) before it gives up.
@@ -63,6 +102,9 @@ impl Conn {
     /// Opens (creating if needed) the database at `path` for writing, and
     /// migrates the engine's tables: the engine's writer.
     pub fn open_writer(path: &std::path::Path, sync: Sync) -> Result<Conn> {
+        if is_postgres(path) {
+            return Self::open_postgres_writer(path.to_str().unwrap_or_default());
+        }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
@@ -76,18 +118,60 @@ impl Conn {
         // them all prepared.
         conn.set_prepared_statement_cache_capacity(512);
         migrate(&conn)?;
-        Ok(Conn(conn))
+        Ok(Conn(Inner::Sqlite(conn)))
+    }
+
+    /// The engine's writer on PostgreSQL: connects, migrates the engine's
+    /// tables in one transaction under an advisory lock (two starting at once
+    /// take turns), and holds the node lock for as long as it lives. Several
+    /// nodes on one database need the cross-node rules (claiming timers and
+    /// jobs, retrying a command that lost a race) that are not built yet, so
+    /// a second node is refused rather than let to fire timers twice.
+    pub fn open_postgres_writer(url: &str) -> Result<Conn> {
+        let pg = crate::PgConn::connect(url)?;
+        let held: i64 = pg.query_row(
+            "SELECT CASE WHEN pg_try_advisory_lock(?1) THEN 1 ELSE 0 END",
+            crate::params![NODE_LOCK],
+            |r| r.get(0),
+        )?;
+        if held == 0 {
+            return Err(Error::Database(
+                "another Ordo node is running on this PostgreSQL database; several nodes on one \
+                 database are not supported yet: stop the other one first"
+                    .to_owned(),
+            ));
+        }
+        pg.execute_batch("BEGIN")?;
+        let migrated = pg
+            .execute(
+                "SELECT pg_advisory_xact_lock(?1)",
+                crate::params![MIGRATION_LOCK],
+            )
+            .and_then(|_| migrate_tables(&pg));
+        match migrated {
+            Ok(()) => pg.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = pg.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        Ok(Conn(Inner::Postgres(Box::new(pg))))
     }
 
     /// Opens a read-only connection.
     pub fn open_reader(path: &std::path::Path) -> Result<Conn> {
+        if is_postgres(path) {
+            let pg = crate::PgConn::connect(path.to_str().unwrap_or_default())?;
+            pg.execute_batch("SET default_transaction_read_only = on")?;
+            return Ok(Conn(Inner::Postgres(Box::new(pg))));
+        }
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(Conn(conn))
+        Ok(Conn(Inner::Sqlite(conn)))
     }
 
     /// Opens the database for a command-line tool that writes while a server
@@ -95,23 +179,30 @@ impl Conn {
     /// its writes ([`Conn::transaction`]) wait up to 30 s for the server's
     /// write lock instead of failing. Does not migrate the engine's tables.
     pub fn open_shared(path: &std::path::Path) -> Result<Conn> {
+        if is_postgres(path) {
+            let pg = crate::PgConn::connect(path.to_str().unwrap_or_default())?;
+            return Ok(Conn(Inner::Postgres(Box::new(pg))));
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(SHARED_BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Conn(conn))
+        Ok(Conn(Inner::Sqlite(conn)))
     }
 
     /// An empty database in memory, for tests of SQL written against [`Sql`].
     pub fn open_in_memory() -> Result<Conn> {
-        Ok(Conn(Connection::open_in_memory()?))
+        Ok(Conn(Inner::Sqlite(Connection::open_in_memory()?)))
     }
 
     /// Begins a write transaction that holds the write lock from its first
     /// statement (`BEGIN IMMEDIATE`): committed by [`WriteTx::commit`], rolled
     /// back when dropped.
     pub fn begin(&self) -> Result<WriteTx<'_>> {
-        Sql::execute(&self.0, "BEGIN IMMEDIATE", &[])?;
+        match &self.0 {
+            Inner::Sqlite(c) => Sql::execute(c, "BEGIN IMMEDIATE", &[])?,
+            Inner::Postgres(p) => Sql::execute(&**p, "BEGIN", &[])?,
+        };
         Ok(WriteTx {
             conn: self,
             open: true,
@@ -142,9 +233,9 @@ impl WriteTx<'_> {
     /// Commits.
     pub fn commit(mut self) -> Result<()> {
         self.open = false;
-        if let Err(e) = Sql::execute(&self.conn.0, "COMMIT", &[]) {
+        if let Err(e) = Sql::execute(self.conn, "COMMIT", &[]) {
             // A commit that failed leaves the transaction open in SQLite.
-            let _ = self.conn.0.execute_batch("ROLLBACK");
+            let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e);
         }
         Ok(())
@@ -161,7 +252,7 @@ impl std::ops::Deref for WriteTx<'_> {
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.conn.0.execute_batch("ROLLBACK");
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
 }
@@ -201,6 +292,11 @@ pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
             )));
         }
     }
+    if is_postgres(from) {
+        return Err(Error::Backup(
+            "a PostgreSQL database is backed up with its own tools: run `pg_dump -Fc -f FILE DATABASE_URL` (and `pg_restore` to restore)".to_owned(),
+        ));
+    }
     let src = match open_reader(from) {
         Ok(s) => s,
         Err(e) => {
@@ -211,7 +307,10 @@ pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
     let copied = (|| -> Result<u64> {
         let mut dst = Connection::open(to)?;
         {
-            let b = rusqlite::backup::Backup::new(&src.0, &mut dst)?;
+            let Some(src) = src.sqlite() else {
+                return Err(Error::Backup("not a SQLite database".to_owned()));
+            };
+            let b = rusqlite::backup::Backup::new(src, &mut dst)?;
             // All pages in one step: one read transaction, one consistent snapshot.
             b.step(-1)?;
         }
@@ -449,13 +548,11 @@ mod tests {
     #[test]
     fn migrations_run_once_and_refuse_newer_databases() -> Result<()> {
         let (dir, conn) = db();
-        let v: i64 = conn
-            .0
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let v: i64 = conn.query_row("PRAGMA user_version", &[], |r| r.get(0))?;
         assert_eq!(v, MIGRATIONS.len() as i64);
         drop(conn);
         let again = open_writer(&dir.path().join("t.db"), Sync::Full)?;
-        again.0.pragma_update(None, "user_version", 99)?;
+        again.execute_batch("PRAGMA user_version = 99")?;
         drop(again);
         assert!(matches!(
             open_writer(&dir.path().join("t.db"), Sync::Full),
@@ -537,9 +634,7 @@ mod tests {
     fn a_shared_connection_does_not_migrate() -> Result<()> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let conn = Conn::open_shared(&dir.path().join("tool.db"))?;
-        let v: i64 = conn
-            .0
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let v: i64 = conn.query_row("PRAGMA user_version", &[], |r| r.get(0))?;
         assert_eq!(v, 0);
         assert!(conn.definition("p", 1).is_err(), "no engine tables");
         conn.transaction(|tx| tx.execute_batch("CREATE TABLE users (name TEXT)"))?;
