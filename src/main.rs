@@ -428,7 +428,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config, demo)
         }
         Command::Backup { db, to } => {
-            if !db.exists() {
+            if !ordo_engine::store::is_postgres(&db) && !db.exists() {
                 anyhow::bail!("{} does not exist", db.display());
             }
             let bytes = ordo_engine::store::backup(&db, &to)?;

@@ -271,6 +271,11 @@ pub fn open_reader(path: &std::path::Path) -> Result<Conn> {
 /// transaction sees a consistent snapshot while the writer goes on (WAL), and the
 /// copy is complete or, on error, removed. `to` must not exist.
 pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
+    if is_postgres(from) {
+        return Err(Error::Backup(
+            "a PostgreSQL database is backed up with its own tools: run `pg_dump -Fc -f FILE DATABASE_URL` (and `pg_restore` to restore)".to_owned(),
+        ));
+    }
     // Claim the name first (create_new fails if anything is there, even if it
     // appeared a moment ago): an existing file is never overwritten.
     match std::fs::OpenOptions::new()
@@ -291,11 +296,6 @@ pub fn backup(from: &std::path::Path, to: &std::path::Path) -> Result<u64> {
                 to.display()
             )));
         }
-    }
-    if is_postgres(from) {
-        return Err(Error::Backup(
-            "a PostgreSQL database is backed up with its own tools: run `pg_dump -Fc -f FILE DATABASE_URL` (and `pg_restore` to restore)".to_owned(),
-        ));
     }
     let src = match open_reader(from) {
         Ok(s) => s,
