@@ -138,8 +138,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Figures>> {
             out.push(rt.block_on(p7(&db, yaml, opts))?);
             continue;
         }
-        let engine =
-            Arc::new(Engine::open(cfg).with_context(|| format!("cannot open {}", db.display()))?);
+        let engine = Arc::new(
+            Engine::open(cfg).with_context(|| format!("cannot open {}", store::describe(&db)))?,
+        );
         let mut figures = match name {
             "P4" => rt.block_on(p4(engine, yaml, opts))?,
             "P5" => rt.block_on(p5(engine, &clock, yaml, opts))?,
@@ -174,7 +175,11 @@ async fn workload(
                 let t0 = Instant::now();
                 let mut vars = Vars::new();
                 vars.insert("n".into(), serde_json::json!(i));
-                vars.insert("who".into(), serde_json::json!(format!("user{}", i % 100)));
+                // Spread over the 100 users by the instance's place in the
+                // whole run, so every user has tasks however few each
+                // caller starts (P6 looks for each user's).
+                let who = (w * per_worker + i) % 100;
+                vars.insert("who".into(), serde_json::json!(format!("user{who}")));
                 let inst = engine.start(&process, None, None, vars).await?;
                 // P6 leaves every instance waiting in its task.
                 if name == "P3" {
@@ -372,9 +377,15 @@ async fn p4(engine: Arc<Engine>, yaml: &str, opts: &Options) -> anyhow::Result<F
     start_many(&engine, &process, opts.instances, opts.concurrency).await?;
     let started = Instant::now();
     let callers = opts.concurrency.max(1);
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
     let mut tasks = Vec::new();
     for w in 0..callers {
         let engine = Arc::clone(&engine);
+        let run = run.clone();
         let n = opts.instances;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -383,7 +394,9 @@ async fn p4(engine: Arc<Engine>, yaml: &str, opts: &Options) -> anyhow::Result<F
                 let m = Message {
                     name: "paid".into(),
                     key: Some(format!("k{i}")),
-                    message_id: Some(format!("m{i}")),
+                    // Unique to this run: a second run on the same `--db`
+                    // must not find its messages already seen.
+                    message_id: Some(format!("m{run}-{i}")),
                     ..Message::default()
                 };
                 let out = engine.correlate(m).await?;

@@ -134,7 +134,7 @@ enum Command {
         /// Workloads to run.
         #[arg(long = "workload", value_name = "p1|…|p7", default_values_t = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned(), "p4".to_owned(), "p5".to_owned(), "p6".to_owned()])]
         workloads: Vec<String>,
-        /// SQLite file (a temporary one by default).
+        /// SQLite file, or a `postgres://` URL (the engine on one PostgreSQL node; a temporary SQLite file by default).
         #[arg(long)]
         db: Option<PathBuf>,
         /// Instances per workload.
@@ -316,7 +316,7 @@ fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCod
         }
         eprintln!(
             "ordo: serving http://{addr} (database {}); Ctrl-C stops",
-            config.db.display()
+            ordo_engine::store::describe(&config.db)
         );
         server.run(shutdown_signal()).await?;
         eprintln!("ordo: stopped; everything acknowledged is committed");
@@ -429,7 +429,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { db, to } => {
             if !ordo_engine::store::is_postgres(&db) && !db.exists() {
-                anyhow::bail!("{} does not exist", db.display());
+                anyhow::bail!("{} does not exist", ordo_engine::store::describe(&db));
             }
             let bytes = ordo_engine::store::backup(&db, &to)?;
             println!("{} ({bytes} bytes)", to.display());

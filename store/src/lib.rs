@@ -45,7 +45,7 @@ pub use instances::{
 pub use jobs::{JobRow, Jobs};
 pub use pg::PgConn;
 pub use sqlite::{
-    Conn, Sync, WriteTx, backup, is_postgres, migrate_tables, open_reader, open_writer,
+    Conn, Sync, WriteTx, backup, describe, is_postgres, migrate_tables, open_reader, open_writer,
 };
 pub use tasks::{Candidates, ClosedTask, Gauges, ReadTasks, TaskEvent, TaskRow, WriteTasks};
 

@@ -134,7 +134,7 @@ impl Sql for PgConn {
 
 /// Where a connection string points, without its password (whatever form
 /// it takes: `user:pass@`, `?password=`, or `password=` in key=value form).
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url.parse::<postgres::Config>() {
         Ok(c) => {
             let hosts: Vec<String> = c

@@ -82,6 +82,19 @@ impl Sql for Conn {
     }
 }
 
+/// The database `db` names, fit to print: a file's path, or a PostgreSQL
+/// server's host, port, database and user (never its password).
+pub fn describe(db: &std::path::Path) -> String {
+    if is_postgres(db) {
+        format!(
+            "PostgreSQL {}",
+            crate::pg::redact(db.to_str().unwrap_or_default())
+        )
+    } else {
+        db.display().to_string()
+    }
+}
+
 /// Whether `db` names a PostgreSQL database (`postgres://…` or
 /// `postgresql://…`) rather than a SQLite file.
 pub fn is_postgres(db: &std::path::Path) -> bool {
