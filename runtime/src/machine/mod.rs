@@ -776,20 +776,24 @@ impl<'m, 'p> Step<'m, 'p> {
         }));
     }
 
+    /// The index of the token waiting in `activity`, whatever it waits for.
+    fn waiting_index(&self, activity: ActivityInstanceId) -> Result<usize, Error> {
+        self.inst
+            .tokens
+            .iter()
+            .position(
+                |t| matches!(t.state, TokenState::Waiting { activity: a, .. } if a == activity),
+            )
+            .ok_or(Error::UnknownActivity(activity))
+    }
+
     /// The index of the token waiting in `activity`, checking what it waits for.
     fn waiting(
         &self,
         activity: ActivityInstanceId,
         expected: &'static str,
     ) -> Result<usize, Error> {
-        let i = self
-            .inst
-            .tokens
-            .iter()
-            .position(
-                |t| matches!(t.state, TokenState::Waiting { activity: a, .. } if a == activity),
-            )
-            .ok_or(Error::UnknownActivity(activity))?;
+        let i = self.waiting_index(activity)?;
         let actual = match &self.inst.tokens[i].state {
             TokenState::Waiting {
                 wait: Wait::Task, ..

@@ -314,14 +314,7 @@ impl<'m, 'p> Step<'m, 'p> {
         activity: ActivityInstanceId,
         new: Vec<Value>,
     ) -> Result<(), Error> {
-        let i = self
-            .inst
-            .tokens
-            .iter()
-            .position(
-                |t| matches!(t.state, TokenState::Waiting { activity: a, .. } if a == activity),
-            )
-            .ok_or(Error::UnknownActivity(activity))?;
+        let i = self.waiting_index(activity)?;
         let token = self.inst.tokens[i].id;
         let node = self.inst.tokens[i].node.clone();
         let parallel = self
