@@ -313,6 +313,12 @@ fn serve(config: ordo_server::ServeConfig, demo: bool) -> anyhow::Result<ExitCod
                 eprintln!("  {name:<6} {token}");
             }
             eprintln!("  e.g. curl -H \"Authorization: Bearer <ada's token>\" http://{addr}/api/definitions");
+        } else if server.state().directory.is_empty().unwrap_or(false) {
+            eprintln!(
+                "ordo: nobody can sign in yet: add someone with `ordo user add NAME --role admin --db {}` \
+                 (and `ordo user passwd NAME`), or start with --demo for a demo office",
+                ordo_engine::store::describe(&config.db)
+            );
         }
         eprintln!(
             "ordo: serving http://{addr} (database {}); Ctrl-C stops",

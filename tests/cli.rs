@@ -440,3 +440,44 @@ fn people_commands_wait_for_a_busy_server_instead_of_failing() {
     let who = server.directory().person("p7").unwrap();
     assert_eq!(who.map(|w| w.user), Some("p7".to_owned()));
 }
+
+#[test]
+fn serve_without_its_process_folder_says_so_once_and_makes_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot read processes"), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause once: {err}"
+    );
+    assert!(
+        !dir.path().join("ordo.db").exists(),
+        "no database is made before the processes are found"
+    );
+}
+
+#[test]
+fn postgres_urls_get_a_clear_refusal_where_only_sqlite_runs_and_no_password_is_shown() {
+    let url = "postgres://ordo:s3cret@127.0.0.1:1/nowhere";
+    for args in [
+        vec!["serve", "--db", url, "--addr", "127.0.0.1:0"],
+        vec!["user", "add", "ann", "--role", "admin", "--db", url],
+        vec!["backup", "--db", url, "--to", "x.db"],
+        vec!["bench", "--db", url, "--workload", "p1", "--instances", "1"],
+    ] {
+        let (code, out, err) = ordo(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            !err.contains("s3cret") && !out.contains("s3cret"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -267,6 +267,14 @@ impl Directory {
         self.write(move |tx| add_person(tx, &p))
     }
 
+    /// Whether nobody is in the directory yet (so nobody can sign in).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self
+            .conn()?
+            .query_opt("SELECT 1 FROM people LIMIT 1", &[], |_| Ok(()))?
+            .is_none())
+    }
+
     /// A person by name.
     pub fn person(&self, name: &str) -> Result<Option<Identity>> {
         let conn = self.conn()?;

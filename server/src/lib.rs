@@ -41,20 +41,20 @@ pub enum Error {
     #[error(transparent)]
     Directory(#[from] auth::Error),
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {why}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (told in the message, not as a cause again).
+        why: std::io::Error,
     },
     /// A process file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {why}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (told in the message, not as a cause again).
+        why: std::io::Error,
     },
     /// A plugin could not be installed or seeded.
     #[error("the {plugin} plugin cannot start: {reason}")]
@@ -366,6 +366,13 @@ impl Server {
     /// Opens the engine and the directory, deploys the process files, and binds
     /// the address.
     pub async fn open(config: &ServeConfig) -> Result<Self, Error> {
+        // A missing process folder is said before a database file is made.
+        for path in &config.deploy {
+            std::fs::metadata(path).map_err(|why| Error::Read {
+                path: path.clone(),
+                why,
+            })?;
+        }
         // The directory first: plugin actions read its people and groups.
         let directory = Arc::new(auth::Directory::open(&config.db)?);
         let mut engine_config = Config::new(config.db.clone());
@@ -389,9 +396,9 @@ impl Server {
         }
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
-            .map_err(|source| Error::Bind {
+            .map_err(|why| Error::Bind {
                 addr: config.addr,
-                source,
+                why,
             })?;
         Ok(Server {
             state: AppState {
@@ -512,14 +519,14 @@ async fn scheduler(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
 /// Deploys a process file, or every `.yaml` file under a folder.
 async fn deploy_path(engine: &Engine, path: &Path) -> Result<(), Error> {
     let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| Error::Read {
+        std::fs::read_to_string(p).map_err(|why| Error::Read {
             path: p.to_owned(),
-            source,
+            why,
         })
     };
-    let files = ordo_engine::model::yaml_files(path).map_err(|source| Error::Read {
+    let files = ordo_engine::model::yaml_files(path).map_err(|why| Error::Read {
         path: path.to_owned(),
-        source,
+        why,
     })?;
     for f in files {
         let text = read(&f)?;
