@@ -262,7 +262,9 @@ impl Session<'_> {
     }
 }
 
-fn start() -> Option<Env> {
+/// The server on a fresh SQLite file, or on the PostgreSQL database `db`
+/// names.
+fn start(db: Option<&str>) -> Option<Env> {
     if std::env::var_os("ORDO_SKIP_SMTP").is_some() {
         return None;
     }
@@ -277,6 +279,7 @@ fn start() -> Option<Env> {
         )
     };
     let dir = tempfile::tempdir().unwrap();
+    let db = db.map_or_else(|| dir.path().join("ordo.db"), std::path::PathBuf::from);
     // Monday 09:00 UTC: working days are Monday to Friday on the default calendar.
     let clock = Arc::new(ManualClock::new(
         chrono::Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
@@ -285,7 +288,7 @@ fn start() -> Option<Env> {
         ordo_crm::deliver::Smtp::parse(&smtp, "Ordo CRM <crm@ordo.test>").unwrap(),
     ));
     let config = ordo_server::ServeConfig {
-        db: dir.path().join("ordo.db"),
+        db,
         addr: "127.0.0.1:0".parse().unwrap(),
         deploy: vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("processes/crm")],
         backups: dir.path().join("backups"),
@@ -332,8 +335,30 @@ fn lead_message(email: &str, name: &str, company: &str, phone: &str) -> Value {
 
 #[test]
 fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
-    let Some(env) = start() else { return };
-    let run = format!("{}", std::process::id());
+    let Some(env) = start(None) else { return };
+    lead_to_cash(&env, "sqlite");
+}
+
+/// The same, with the engine, the people directory and the CRM on one
+/// PostgreSQL node (when `ORDO_TEST_PG` names a server).
+#[test]
+fn a_lead_goes_to_cash_on_postgresql() {
+    let Some(server) = ordo_engine::store::testdb::postgres_url().unwrap() else {
+        eprintln!("ORDO_TEST_PG is not set: the flow was not run on PostgreSQL");
+        return;
+    };
+    let db = ordo_engine::store::testdb::ScratchDatabase::new(&server, "flow").unwrap();
+    let Some(env) = start(Some(db.url())) else {
+        return;
+    };
+    lead_to_cash(&env, "pg");
+    drop(env);
+}
+
+/// The lead-to-cash flow over HTTP; `tag` keeps the e-mail addresses of two
+/// runs at once apart.
+fn lead_to_cash(env: &Env, tag: &str) {
+    let run = format!("{}-{tag}", std::process::id());
     let sally_mail = format!("sally.{run}@sales.example");
 
     // The admin sets up the sales staff's e-mail; the rule table stays empty, so
@@ -672,7 +697,7 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
     );
 
     // 14. The pages show the same, through a signed-in browser session.
-    let sally = Session::sign_in(&env, "sally");
+    let sally = Session::sign_in(env, "sally");
     let (status, html) = sally.get("/crm?q=Li+Lei");
     assert_eq!(status, 200, "{html}");
     assert!(
@@ -763,12 +788,12 @@ fn a_lead_goes_to_cash_over_http_with_approvals_payments_and_notifications() {
         html.contains("<td>4</td><td>customer.region must be one of"),
         "{html}"
     );
-    let max = Session::sign_in(&env, "max");
+    let max = Session::sign_in(env, "max");
     assert_eq!(max.get("/crm").0, 403, "maintenance: no records");
     assert_eq!(max.get("/crm/pool").0, 403);
 
     // 15. Sam claims the pooled lead from the pool page; a second claim is refused.
-    let sam = Session::sign_in(&env, "sam");
+    let sam = Session::sign_in(env, "sam");
     let (status, location) = sam.post(&format!("/crm/pool/lead/{second_id}/claim"), &[]);
     assert_eq!(
         (status, location.as_str()),

@@ -51,6 +51,11 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "the scratch schema of a test of SQL against `Sql`, rolled back when dropped",
     ),
     (
+        "store/src/testdb.rs",
+        "let admin = PgConn::connect(server)?;",
+        "ScratchDatabase: a test's own database on the test server, made and dropped",
+    ),
+    (
         "engine/src/engine.rs",
         "let conn = store::open_writer(&config.db, config.sync)?;",
         "Engine::open: the one writer, which also runs the plugins' migrations",

@@ -8,43 +8,9 @@
 use chrono::{Duration, TimeZone, Utc};
 use ordo_engine::engine::{Config, Engine, Message};
 use ordo_engine::runtime::{InstanceStatus, ManualClock, Vars};
-use ordo_engine::store::{PgConn, Sql, testdb};
+use ordo_engine::store::testdb;
 use serde_json::json;
 use std::sync::Arc;
-
-/// A database of its own on the test server, dropped when done.
-struct Scratch {
-    admin: PgConn,
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    fn new(server: &str, tag: &str) -> Scratch {
-        let admin = PgConn::connect(server).unwrap();
-        let name = format!("ordo_{tag}_{}", std::process::id());
-        // One statement each: neither may run inside a transaction.
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            admin.execute_batch(&sql).unwrap();
-        }
-        // The server's URL with the new database's name in place of its own.
-        let base = server.rsplit_once('/').map_or(server, |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Scratch { admin, name, url }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.admin.execute_batch(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
 
 const ORDER: &str = "
 id: order
@@ -69,10 +35,10 @@ fn the_engine_runs_on_postgresql() {
     };
     // The scratch database is made and dropped outside the async runtime (a
     // PostgreSQL client blocks on a runtime of its own).
-    let db = Scratch::new(&server, "engine");
+    let db = testdb::ScratchDatabase::new(&server, "engine").unwrap();
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(scenario(&db.url));
+        .block_on(scenario(db.url()));
 }
 
 async fn scenario(url: &str) {

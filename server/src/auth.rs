@@ -26,12 +26,6 @@ pub enum Error {
     /// No such person.
     #[error("there is no person named `{0}`; add them with `ordo user add {0} --role ...`")]
     UnknownPerson(String),
-    /// The database is PostgreSQL, which the engine runs on but the server
-    /// and its directory do not yet.
-    #[error(
-        "`ordo serve` and the people directory run on a SQLite file for now; on PostgreSQL only the engine (the Rust API, `ordo_engine::engine::Engine` with a `postgres://` URL) runs yet: give --db a file path"
-    )]
-    PostgresNotYet,
     /// A supervisor who is not in the directory, or who would make a loop.
     #[error("`{supervisor}` cannot be {person}'s supervisor: {why}")]
     BadSupervisor {
@@ -214,9 +208,6 @@ pub struct Directory {
 impl Directory {
     /// Opens the directory in the SQLite file at `path`, creating its tables.
     pub fn open(path: &Path) -> Result<Self> {
-        if ordo_engine::store::is_postgres(path) {
-            return Err(Error::PostgresNotYet);
-        }
         let conn = Conn::open_shared(path)?;
         conn.transaction(|tx| tx.execute_batch(SCHEMA))?;
         Ok(Directory {

@@ -15,20 +15,33 @@
 //!
 //! Statements are prepared once per connection and kept.
 
-use crate::sql::{Backend, Params, Row, RowSource, Sql, ValueRef};
+use crate::sql::{Backend, Params, Row, RowSource, Sql, ToSql as _, Value, ValueRef};
 use crate::{Error, Result};
 use bytes::BufMut;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Most prepared statements a connection keeps.
 const MAX_STATEMENTS: usize = 256;
 
 /// A connection to a PostgreSQL database.
+///
+/// The client lives on a thread of its own and each call is handed to it:
+/// the synchronous `postgres` client blocks on a runtime of its own, which
+/// must not run inside an async task, and this way a `PgConn` can be called
+/// from anywhere, as a SQLite connection can (a blocking call, not a panic).
+/// Rows come back owned.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Work for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// What the connection's thread owns.
+struct Session {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -37,44 +50,117 @@ impl std::fmt::Debug for PgConn {
     }
 }
 
+/// Rows of a query, owned: the column names and each row's values.
+type Rows = (Vec<String>, Vec<Vec<Value>>);
+
 impl PgConn {
     /// Connects to `url` (`postgres://user:password@host:port/database`).
     pub fn connect(url: &str) -> Result<PgConn> {
-        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
-            Error::Database(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                redact(url),
-                text(&e)
-            ))
-        })?;
-        Ok(PgConn {
-            client: RefCell::new(client),
-            statements: RefCell::new(HashMap::new()),
-        })
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let (ready, connected) = std::sync::mpsc::channel::<Result<()>>();
+        let target = url.to_owned();
+        std::thread::Builder::new()
+            .name("ordo-postgres".into())
+            .spawn(move || {
+                let client = match postgres::Client::connect(&target, postgres::NoTls) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready.send(Err(Error::Database(format!(
+                            "cannot connect to PostgreSQL at {}: {}",
+                            redact(&target),
+                            text(&e)
+                        ))));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let mut session = Session {
+                    client,
+                    statements: HashMap::new(),
+                };
+                while let Ok(job) = inbox.recv() {
+                    job(&mut session);
+                }
+            })
+            .map_err(|e| Error::Database(format!("cannot start a PostgreSQL connection: {e}")))?;
+        connected.recv().map_err(|_| {
+            Error::Database("the PostgreSQL connection's thread stopped".to_owned())
+        })??;
+        Ok(PgConn { jobs })
     }
 
-    fn statement(&self, sql: &str) -> Result<postgres::Statement> {
-        if let Some(st) = self.statements.borrow().get(sql) {
+    /// Runs `f` on the connection's thread and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (answer, answered) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Box::new(move |s: &mut Session| {
+                let _ = answer.send(f(s));
+            }))
+            .map_err(|_| Error::Database("the PostgreSQL connection is closed".to_owned()))?;
+        answered
+            .recv()
+            .map_err(|_| Error::Database("the PostgreSQL connection's thread stopped".to_owned()))?
+    }
+
+    /// The parameters, owned (to cross to the connection's thread).
+    fn owned(params: Params<'_>) -> Result<Vec<Value>> {
+        params
+            .iter()
+            .map(|p| p.to_sql().map(ValueRef::to_owned_value))
+            .collect()
+    }
+}
+
+impl Session {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
         let st = self
             .client
-            .borrow_mut()
             .prepare(&placeholders(sql))
             .map_err(|e| pg_error(&e))?;
-        let mut kept = self.statements.borrow_mut();
         // Statements built at run time (a page's OFFSET, a changed field
         // list) must not pile up here or on the server: past the bound, the
         // kept ones are dropped (and closed) and preparing starts over.
-        if kept.len() >= MAX_STATEMENTS {
-            kept.clear();
+        if self.statements.len() >= MAX_STATEMENTS {
+            self.statements.clear();
         }
-        kept.insert(sql.to_owned(), st.clone());
+        self.statements.insert(sql.to_owned(), st.clone());
         Ok(st)
     }
 
-    fn bound<'p>(params: Params<'p>) -> Result<Vec<Param<'p>>> {
-        params.iter().map(|p| p.to_sql().map(Param)).collect()
+    fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
+        let st = self.statement(sql)?;
+        let params: Vec<Param<'_>> = values
+            .iter()
+            .map(|v| v.to_sql().map(Param))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+        self.client.execute(&st, &refs).map_err(|e| pg_error(&e))
+    }
+
+    fn query(&mut self, sql: &str, values: &[Value]) -> Result<Rows> {
+        let st = self.statement(sql)?;
+        let params: Vec<Param<'_>> = values
+            .iter()
+            .map(|v| v.to_sql().map(Param))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+        let rows = self.client.query(&st, &refs).map_err(|e| pg_error(&e))?;
+        let names: Vec<String> = st.columns().iter().map(|c| c.name().to_owned()).collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let row = PgRow(r);
+            let values = (0..names.len())
+                .map(|i| row.value(i).map(ValueRef::to_owned_value))
+                .collect::<Result<Vec<Value>>>()?;
+            out.push(values);
+        }
+        Ok((names, out))
     }
 }
 
@@ -84,14 +170,9 @@ impl Sql for PgConn {
     }
 
     fn execute(&self, sql: &str, params: Params<'_>) -> Result<usize> {
-        let st = self.statement(sql)?;
-        let values = Self::bound(params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        let n = self
-            .client
-            .borrow_mut()
-            .execute(&st, &refs)
-            .map_err(|e| pg_error(&e))?;
+        let values = Self::owned(params)?;
+        let sql = sql.to_owned();
+        let n = self.run(move |s| s.execute(&sql, &values))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -101,34 +182,55 @@ impl Sql for PgConn {
         params: Params<'_>,
         each: &mut dyn FnMut(&Row<'_>) -> Result<()>,
     ) -> Result<()> {
-        let st = self.statement(sql)?;
-        let values = Self::bound(params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(&st, &refs)
-            .map_err(|e| pg_error(&e))?;
-        for r in &rows {
-            each(&Row::new(&PgRow(r)))?;
+        let values = Self::owned(params)?;
+        let sql = sql.to_owned();
+        let (names, rows) = self.run(move |s| s.query(&sql, &values))?;
+        for values in &rows {
+            each(&Row::new(&OwnedRow {
+                names: &names,
+                values,
+            }))?;
         }
         Ok(())
     }
 
     fn execute_batch(&self, sql: &str) -> Result<()> {
-        // A table definition may change what a kept statement means (a
-        // savepoint, run per row by the CSV import, does not).
-        let upper = sql.to_ascii_uppercase();
-        if ["CREATE", "ALTER", "DROP"]
+        let sql = sql.to_owned();
+        self.run(move |s| {
+            // A table definition may change what a kept statement means (a
+            // savepoint, run per row by the CSV import, does not).
+            let upper = sql.to_ascii_uppercase();
+            if ["CREATE", "ALTER", "DROP"]
+                .iter()
+                .any(|w| upper.contains(w))
+            {
+                s.statements.clear();
+            }
+            s.client.batch_execute(&ddl(&sql)).map_err(|e| pg_error(&e))
+        })
+    }
+}
+
+/// A row brought back from the connection's thread.
+struct OwnedRow<'r> {
+    names: &'r [String],
+    values: &'r [Value],
+}
+
+impl RowSource for OwnedRow<'_> {
+    fn value(&self, index: usize) -> Result<ValueRef<'_>> {
+        let v = self.values.get(index).ok_or_else(|| Error::Column {
+            index,
+            message: format!("there is no column {index}"),
+        })?;
+        v.to_sql()
+    }
+
+    fn index_of(&self, name: &str) -> Result<usize> {
+        self.names
             .iter()
-            .any(|w| upper.contains(w))
-        {
-            self.statements.borrow_mut().clear();
-        }
-        self.client
-            .borrow_mut()
-            .batch_execute(&ddl(sql))
-            .map_err(|e| pg_error(&e))
+            .position(|n| n == name)
+            .ok_or_else(|| Error::Database(format!("no column named `{name}`")))
     }
 }
 
@@ -399,6 +501,27 @@ impl ToSql for Param<'_> {
         match (self.0, ty) {
             (ValueRef::Null, _) => return Ok(IsNull::Yes),
             (ValueRef::Integer(i), t) if *t == Type::INT8 => out.put_i64(i),
+            // Text that is a number into a number column, as SQLite's column
+            // affinity takes it (an instance id, which is text, into an
+            // integer column).
+            (ValueRef::Text(s), t)
+                if [Type::INT8, Type::INT4, Type::INT2, Type::FLOAT8].contains(t)
+                    && s.trim().parse::<f64>().is_ok() =>
+            {
+                let n = s.trim();
+                if *t == Type::FLOAT8 {
+                    out.put_f64(n.parse::<f64>().map_err(|_| wrong())?);
+                } else {
+                    let i = n.parse::<i64>().map_err(|_| wrong())?;
+                    match t {
+                        t if *t == Type::INT8 => out.put_i64(i),
+                        t if *t == Type::INT4 => {
+                            out.put_i32(i32::try_from(i).map_err(|_| wrong())?)
+                        }
+                        _ => out.put_i16(i16::try_from(i).map_err(|_| wrong())?),
+                    }
+                }
+            }
             (ValueRef::Integer(i), t) if *t == Type::INT4 => {
                 out.put_i32(i32::try_from(i).map_err(|_| wrong())?);
             }

@@ -687,6 +687,14 @@ mod tests {
                     "x".to_owned()
                 )
             );
+            // Text that is a number goes into a number column, as SQLite's
+            // affinity takes it.
+            sql.execute("INSERT INTO t (n) VALUES (?1)", params!["12"])
+                .expect("a number as text");
+            let n: i64 = sql
+                .query_row("SELECT n FROM t WHERE n = 12", params![], |r| r.get(0))
+                .expect("stored as a number");
+            assert_eq!(n, 12);
             // A value the column cannot take is refused, naming no value.
             let e = sql
                 .execute("INSERT INTO t (n) VALUES (?1)", params!["twelve"])

@@ -91,3 +91,57 @@ fn postgres_scratch(url: &str) -> Result<PgConn> {
     .map_err(|e| Error::Database(format!("a scratch schema on PostgreSQL: {e}")))?;
     Ok(pg)
 }
+
+/// A database of its own on the PostgreSQL test server, for a test that
+/// runs the engine or the server there (they commit, so a rolled-back
+/// schema is not enough); dropped with everything in it when dropped.
+pub struct ScratchDatabase {
+    admin: PgConn,
+    name: String,
+    url: String,
+}
+
+impl std::fmt::Debug for ScratchDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScratchDatabase")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ScratchDatabase {
+    /// A new empty database named after `tag` and this process on the server
+    /// `server` names (`postgres://user@host:port/db`).
+    pub fn new(server: &str, tag: &str) -> Result<ScratchDatabase> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let admin = PgConn::connect(server)?;
+        let name = format!(
+            "ordo_{}_{}_{}",
+            tag.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        // One statement each: neither may run inside a transaction.
+        admin.execute_batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        admin.execute_batch(&format!("CREATE DATABASE {name}"))?;
+        let base = server.rsplit_once('/').map_or(server, |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Ok(ScratchDatabase { admin, name, url })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let _ = self.admin.execute_batch(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
