@@ -464,7 +464,7 @@ fn serve_without_its_process_folder_says_so_once_and_makes_no_database() {
 }
 
 #[test]
-fn postgres_urls_get_a_clear_refusal_where_only_sqlite_runs_and_no_password_is_shown() {
+fn an_unreachable_postgres_database_is_a_clear_error_that_shows_no_password() {
     let url = "postgres://ordo:s3cret@127.0.0.1:1/nowhere";
     for args in [
         vec!["serve", "--db", url, "--addr", "127.0.0.1:0"],
@@ -479,5 +479,9 @@ fn postgres_urls_get_a_clear_refusal_where_only_sqlite_runs_and_no_password_is_s
             "{args:?}: {err}"
         );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.contains("PostgreSQL") || err.contains("pg_dump"),
+            "{args:?} says what it could not reach: {err}"
+        );
     }
 }
