@@ -135,20 +135,14 @@ impl Session {
 
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
         let st = self.statement(sql)?;
-        let params: Vec<Param<'_>> = values
-            .iter()
-            .map(|v| v.to_sql().map(Param))
-            .collect::<Result<_>>()?;
+        let params = bind(values)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
         self.client.execute(&st, &refs).map_err(|e| pg_error(&e))
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Rows> {
         let st = self.statement(sql)?;
-        let params: Vec<Param<'_>> = values
-            .iter()
-            .map(|v| v.to_sql().map(Param))
-            .collect::<Result<_>>()?;
+        let params = bind(values)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
         let rows = self.client.query(&st, &refs).map_err(|e| pg_error(&e))?;
         let names: Vec<String> = st.columns().iter().map(|c| c.name().to_owned()).collect();
@@ -162,6 +156,11 @@ impl Session {
         }
         Ok((names, out))
     }
+}
+
+/// The parameters as the client takes them.
+fn bind(values: &[Value]) -> Result<Vec<Param<'_>>> {
+    values.iter().map(|v| v.to_sql().map(Param)).collect()
 }
 
 impl Sql for PgConn {

@@ -129,21 +129,7 @@ impl<'m, 'p> Step<'m, 'p> {
             }
         }
         // This round: the oldest waiting token of each incoming flow.
-        let mut picked: Vec<(String, TokenId)> = Vec::new();
-        let mut waiting: Vec<&Token> = self
-            .inst
-            .tokens
-            .iter()
-            .filter(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
-            .collect();
-        waiting.sort_by_key(|t| t.id);
-        for t in waiting {
-            if let Some(f) = &t.from
-                && !picked.iter().any(|(p, _)| p == f)
-            {
-                picked.push((f.clone(), t.id));
-            }
-        }
+        let picked = self.round_at(node, scope, &[]);
         if picked.is_empty() {
             return;
         }
@@ -269,8 +255,19 @@ impl<'m, 'p> Step<'m, 'p> {
         if !matches!(self.m.node(&node), Some(Node::Complex(_))) {
             return i;
         }
-        let mut seen: Vec<String> = self.inst.tokens[i].from.iter().cloned().collect();
-        let mut round = Vec::new();
+        let heard: Vec<String> = self.inst.tokens[i].from.iter().cloned().collect();
+        let round: Vec<TokenId> = self
+            .round_at(&node, scope, &heard)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        self.inst.tokens.retain(|t| !round.contains(&t.id));
+        self.token_index(id).unwrap_or(i)
+    }
+
+    /// A complex gateway's round: the oldest token waiting at `node` in
+    /// `scope` from each incoming flow not in `heard`, with its flow.
+    fn round_at(&self, node: &str, scope: ScopeId, heard: &[String]) -> Vec<(String, TokenId)> {
         let mut waiting: Vec<&Token> = self
             .inst
             .tokens
@@ -278,16 +275,16 @@ impl<'m, 'p> Step<'m, 'p> {
             .filter(|t| t.node == node && t.scope == scope && t.state == TokenState::Joining)
             .collect();
         waiting.sort_by_key(|t| t.id);
+        let mut picked: Vec<(String, TokenId)> = Vec::new();
         for t in waiting {
             if let Some(f) = &t.from
-                && !seen.contains(f)
+                && !heard.contains(f)
+                && !picked.iter().any(|(p, _)| p == f)
             {
-                seen.push(f.clone());
-                round.push(t.id);
+                picked.push((f.clone(), t.id));
             }
         }
-        self.inst.tokens.retain(|t| !round.contains(&t.id));
-        self.token_index(id).unwrap_or(i)
+        picked
     }
 
     /// Withdraws every token of `scope` (but those at `node`) that can still
