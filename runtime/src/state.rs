@@ -328,7 +328,33 @@ pub struct Instance {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+impl Token {
+    /// Whether the token rests at its node: it waits there, or an incident
+    /// holds it there (the instance is in that state either way). The runs a
+    /// multi-instance activity left to finish (`rest: wait`) do not: that
+    /// activity has completed. What a `milestone` asks of its node.
+    pub fn rests(&self) -> bool {
+        match &self.state {
+            TokenState::Waiting {
+                wait: Wait::Multi {
+                    remainder: true, ..
+                },
+                ..
+            } => false,
+            TokenState::Waiting { .. } | TokenState::Incident { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl Instance {
+    /// Whether a token of `scope` rests at `node` (see [`Token::rests`]).
+    pub fn rests_at(&self, scope: ScopeId, node: &str) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| t.scope == scope && t.node == node && t.rests())
+    }
+
     /// The variables visible from `scope`: the root's, overlaid by each inner scope's.
     pub fn visible_vars(&self, scope: ScopeId) -> Vars {
         let mut chain = Vec::new();

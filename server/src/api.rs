@@ -395,31 +395,12 @@ fn waiting_activities(inst: &ordo_engine::runtime::Instance) -> Vec<WaitingActiv
 /// Tokens that wait at a node before its activity starts, and why.
 async fn held_tokens(st: &AppState, inst: &ordo_engine::runtime::Instance) -> Vec<Held> {
     use ordo_engine::runtime::TokenState;
-    use ordo_engine::runtime::Wait;
     let joining: Vec<(&str, ordo_engine::runtime::ScopeId)> = inst
         .tokens
         .iter()
         .filter(|t| t.state == TokenState::Joining)
         .map(|t| (t.node.as_str(), t.scope))
         .collect();
-    // Whether a token of `scope` rests at `node` (a milestone reached).
-    let rests = |scope, node: &str| {
-        inst.tokens.iter().any(|t| {
-            t.scope == scope
-                && t.node == node
-                && match &t.state {
-                    TokenState::Waiting { wait, .. } => !matches!(
-                        wait,
-                        Wait::Multi {
-                            remainder: true,
-                            ..
-                        }
-                    ),
-                    TokenState::Incident { .. } => true,
-                    _ => false,
-                }
-        })
-    };
     if joining.is_empty() {
         return Vec::new();
     }
@@ -433,7 +414,7 @@ async fn held_tokens(st: &AppState, inst: &ordo_engine::runtime::Instance) -> Ve
         .map(|(node, scope)| {
             let n = process.as_ref().and_then(|p| p.node(node));
             let (waits_for, on) = match n {
-                Some(n) if n.milestone().is_some_and(|(m, _)| !rests(scope, m)) => {
+                Some(n) if n.milestone().is_some_and(|(m, _)| !inst.rests_at(scope, m)) => {
                     ("milestone", n.milestone().map(|(m, _)| m.to_owned()))
                 }
                 Some(n) if n.critical().is_some() => {

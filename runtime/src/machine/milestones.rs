@@ -9,26 +9,9 @@ use super::*;
 use std::collections::HashMap;
 
 impl<'m, 'p> Step<'m, 'p> {
-    /// Whether a token of `scope` rests at `milestone` (waits there, or holds
-    /// an incident there: the instance is in that state either way). Runs a
-    /// multi-instance activity left to finish (`rest: wait`) do not count: the
-    /// activity itself has completed.
+    /// Whether a token of `scope` rests at `milestone`.
     pub(super) fn at_milestone(&self, scope: ScopeId, milestone: &str) -> bool {
-        self.inst.tokens.iter().any(|t| {
-            t.scope == scope
-                && t.node == milestone
-                && match &t.state {
-                    TokenState::Waiting {
-                        wait:
-                            Wait::Multi {
-                                remainder: true, ..
-                            },
-                        ..
-                    } => false,
-                    TokenState::Waiting { .. } | TokenState::Incident { .. } => true,
-                    _ => false,
-                }
-        })
+        self.inst.rests_at(scope, milestone)
     }
 
     /// Whether token `i` must wait at its node for the node's milestone (the
@@ -50,14 +33,8 @@ impl<'m, 'p> Step<'m, 'p> {
         self.inst
             .tokens
             .iter()
-            .enumerate()
-            .filter(|(k, t)| {
-                matches!(
-                    t.state,
-                    TokenState::Waiting { .. } | TokenState::Incident { .. }
-                ) && !self.is_remainder(*k)
-            })
-            .map(|(_, t)| (t.scope, t.node.as_str()))
+            .filter(|t| t.rests())
+            .map(|t| (t.scope, t.node.as_str()))
             .collect()
     }
 
