@@ -97,6 +97,24 @@ async fn scenario(url: &str) {
         message_id: Some("bank-1".into()),
         ..Message::default()
     };
+    // A NUL character PostgreSQL cannot store: the message is refused as a
+    // bad value, and nothing else changes.
+    let nul = e
+        .correlate(Message {
+            name: "paid".into(),
+            key: Some("o\u{0}1".into()),
+            ..Message::default()
+        })
+        .await;
+    assert!(
+        matches!(
+            nul,
+            Err(ordo_engine::engine::Error::Store(
+                ordo_engine::store::Error::Parameter(_)
+            ))
+        ),
+        "{nul:?}"
+    );
     e.correlate(msg.clone()).await.unwrap();
     let again = e.correlate(msg).await.unwrap();
     assert!(format!("{again:?}").contains("Duplicate"), "{again:?}");

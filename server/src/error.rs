@@ -153,6 +153,9 @@ impl From<engine::Error> for ApiError {
                 problems,
             },
             E::NotAllowed(m) => ApiError::Forbidden(m),
+            // A value the database cannot take (a NUL character on
+            // PostgreSQL, a number past 64 bits): the request's fault.
+            E::Store(ordo_engine::store::Error::Parameter(m)) => ApiError::BadRequest(m),
             E::Runtime(r) => ApiError::Unprocessable(r.to_string()),
             E::Store(_) | E::CommitFailed(_) | E::Closed | E::Panicked(_) | E::Migration { .. } => {
                 ApiError::Internal(e.to_string())
@@ -163,6 +166,11 @@ impl From<engine::Error> for ApiError {
 
 impl From<crate::auth::Error> for ApiError {
     fn from(e: crate::auth::Error) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            crate::auth::Error::Store(ordo_engine::store::Error::Parameter(m)) => {
+                ApiError::BadRequest(m)
+            }
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }

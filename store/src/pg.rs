@@ -105,11 +105,19 @@ impl PgConn {
             .map_err(|_| Error::Database("the PostgreSQL connection's thread stopped".to_owned()))?
     }
 
-    /// The parameters, owned (to cross to the connection's thread).
+    /// The parameters, owned (to cross to the connection's thread). Text
+    /// with a NUL character is refused here, as a bad parameter: PostgreSQL
+    /// cannot store it in a `text` value (SQLite can).
     fn owned(params: Params<'_>) -> Result<Vec<Value>> {
         params
             .iter()
-            .map(|p| p.to_sql().map(ValueRef::to_owned_value))
+            .map(|p| match p.to_sql()? {
+                ValueRef::Text(t) if t.contains('\0') => Err(Error::Parameter(
+                    "text with a NUL character (U+0000) cannot be stored or looked up: remove it"
+                        .to_owned(),
+                )),
+                v => Ok(v.to_owned_value()),
+            })
             .collect()
     }
 }

@@ -695,6 +695,12 @@ mod tests {
                 .query_row("SELECT n FROM t WHERE n = 12", params![], |r| r.get(0))
                 .expect("stored as a number");
             assert_eq!(n, 12);
+            // PostgreSQL cannot hold a NUL character in text: a bad parameter,
+            // refused before the server sees it (the transaction goes on).
+            let e = sql
+                .execute("INSERT INTO t (name) VALUES (?1)", params!["a\0b"])
+                .expect_err("a NUL character");
+            assert!(matches!(e, Error::Parameter(_)), "{e}");
             // A value the column cannot take is refused, naming no value.
             let e = sql
                 .execute("INSERT INTO t (n) VALUES (?1)", params!["twelve"])
